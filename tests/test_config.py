@@ -73,3 +73,31 @@ def test_to_dict_round_trips_through_yaml_names():
     data = to_dict(cfg)
     assert data["lambda"] == 2.5 and "lambda_" not in data
     assert load_train_config(None, [f"lambda={data['lambda']}"]).lambda_ == 2.5
+
+
+def test_base_file_is_read_first_and_overridden_key_by_key(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("method: sft\nlambda: 0.5\ntrain_data:\n  path: data/du.jsonl\n  limit: 7\n")
+    (tmp_path / "sub" / "child.yaml").write_text("base: ../base.yaml\nmethod: ta-sft\ntrain_data:\n  limit: 3\n")
+    cfg = load_train_config(str(tmp_path / "sub" / "child.yaml"))
+    assert cfg.method == "ta-sft" and cfg.lambda_ == 0.5
+    # the base's relative path resolves against the base's own directory; the child's limit wins
+    assert cfg.train_data.path == str(tmp_path / "data" / "du.jsonl") and cfg.train_data.limit == 3
+
+
+def test_base_cycle_and_missing_base_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(TasftError, match="include each other in a cycle"):
+        load_train_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(TasftError, match="nowhere.yaml: config file not found"):
+        load_train_config(str(tmp_path / "c.yaml"))
+
+
+def test_every_method_config_loads():
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs" / "methods").glob("*.yaml"))
+    methods = {load_train_config(str(p)).method for p in configs if p.name != "base.yaml"}
+    assert methods == {"sft", "ta-sft", "stl", "kto"}
+    contrastive = load_train_config(str(configs[0].parent / "ta-sft-emd-contrastive.yaml"))
+    assert contrastive.contrastive.enabled and contrastive.penalty == "emd" and contrastive.max_steps == 100

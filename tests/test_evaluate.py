@@ -176,3 +176,22 @@ def test_scorer_train_refuses_to_replace_an_artefact(tmp_path, capsys):
     assert "already holds a scorer; pass --overwrite" in err
     assert main(["scorer", "train", "--out", str(tmp_path / "s2"), "--data-dir", str(tmp_path)]) == 2
     assert "evaluation data not found in" in capsys.readouterr().err
+
+
+def test_report_methods_table_reads_the_training_run(tmp_path):
+    run = tmp_path / "runs" / "ta-sft-emd"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"method": "ta-sft", "penalty": "emd", "lambda": 1.0,
+                                                  "contrastive": True, "wall_seconds": 812.4, "steps": 100}))
+    evals = {}
+    for name, model, harmful in (("base", "smollm2-135m-instruct", 0.4), ("emd", str(run), 0.2)):
+        evals[name] = tmp_path / "eval" / name
+        evals[name].mkdir(parents=True)
+        data = _metrics(model, harmful, 1.6) | {"generation_seconds": {"malicious": 30.0}, "scoring_seconds": 12.0}
+        if name == "emd":
+            data["training"] = None  # written by an older tasft: the report looks the run up itself
+        evals[name].joinpath("metrics.json").write_text(json.dumps(data))
+    md = (build_report([str(evals["base"]), str(evals["emd"])], tmp_path / "r") / "report.md").read_text()
+    assert "| base | (not trained by tasft) | 0.400 | 0.600 | 0.100 | 1.600 | 0.000 | 0.020 | – | 42 |" in md
+    assert "| emd | ta-sft emd λ=1.0 + contrastive | 0.200 | 0.800 | 0.100 | 1.600 | 0.000 | 0.020 | 812 | 42 |" \
+        in md

@@ -24,3 +24,18 @@ def test_train_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md:train", "exec"), scope)
     assert scope["metrics"]["steps"] == 2 and (tmp_path / "api-demo" / "metrics.json").exists()
+
+
+def test_every_train_command_in_the_readme_is_a_valid_config(monkeypatch):
+    import shlex
+
+    from tasft.config import load_train_config
+
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    commands = [shlex.split(line.split("#")[0]) for line in text.splitlines() if line.startswith("tasft train")]
+    assert len(commands) >= 8
+    for argv in commands:
+        config = argv[argv.index("--config") + 1] if "--config" in argv else None
+        overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        load_train_config(config, overrides)  # raises a TasftError naming the bad key or file

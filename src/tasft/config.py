@@ -20,7 +20,7 @@ import yaml
 
 from .errors import TasftError
 
-METHODS = ("sft", "ta-sft")
+METHODS = ("sft", "ta-sft", "stl", "kto")
 PENALTIES = ("emd", "emd_lb", "nlcl", "ga")
 
 
@@ -58,8 +58,46 @@ class LoraSettings:
 
 
 @dataclass
+class StlSettings:
+    """``method: stl`` (Safety-Tuned LLaMAs): D_u plus ``examples`` (harmful instruction → safe response) pairs drawn
+    with ``seed`` (default: the run's seed) from ``data`` (default: the STL safety-only file in the shared data),
+    never from a prompt of an evaluation suite. STL released mixtures with 100, 300, 500, 1000, 1500 and 2000."""
+
+    examples: int = 100
+    data: str | None = None
+    seed: int | None = None
+
+
+@dataclass
+class KtoSettings:
+    """``method: kto`` (TRL's KTOTrainer): D_u desirable, D_h undesirable, reference = the starting model.
+    A weight left null is set so that desirable_weight·n_desirable = undesirable_weight·n_undesirable."""
+
+    beta: float = 0.1
+    desirable_weight: float | None = None
+    undesirable_weight: float | None = None
+
+
+@dataclass
+class ContrastiveSettings:
+    """The contrastive augmented data set: for every D_h prompt also a *safe* response in D_u — the STL safety
+    answer when the prompt is in ``safety_data``, else one written by ``generator`` (default: the starting model)
+    under ``system_prompt``. Works with every method."""
+
+    enabled: bool = False
+    safety_data: str | None = None
+    generator: str | None = None
+    system_prompt: str = (
+        "You are a helpful and harmless assistant. When a request is harmful, unethical, dangerous or illegal, "
+        "decline it in one or two sentences and explain why."
+    )
+    max_new_tokens: int = 128
+
+
+@dataclass
 class TrainConfig:
-    """One training run. ``method: sft`` ignores the harmful set; ``ta-sft`` adds ``lambda * penalty``."""
+    """One training run: ``sft`` (NLL on D_u), ``ta-sft`` (+ ``lambda · penalty`` on D_h), ``stl`` (D_u + safe
+    refusals) or ``kto`` (TRL KTO with D_u desirable, D_h undesirable)."""
 
     model: str = "smollm2-135m-instruct"
     trust_remote_code: bool = False
@@ -97,6 +135,10 @@ class TrainConfig:
     measure: bool = True
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     lora: LoraSettings | None = None
+    stl: StlSettings = field(default_factory=StlSettings)
+    kto: KtoSettings = field(default_factory=KtoSettings)
+    contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
+    data_dir: str | None = None
     output_dir: str = "runs/demo"
 
 
@@ -213,8 +255,22 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasftError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
     if cfg.penalty_first_tokens is not None and cfg.penalty_first_tokens <= 0:
         raise TasftError(f"penalty_first_tokens: must be > 0 or null, got {cfg.penalty_first_tokens}")
-    if cfg.method == "ta-sft" and cfg.harmful_data is None:
-        raise TasftError("harmful_data: method ta-sft needs a harmful data set (D_h)")
+    if cfg.method in ("ta-sft", "kto") and cfg.harmful_data is None:
+        raise TasftError(f"harmful_data: method {cfg.method} needs a harmful data set (D_h)")
+    if cfg.contrastive.enabled and cfg.harmful_data is None:
+        raise TasftError("contrastive.enabled: the contrastive data option needs a harmful data set (D_h)")
+    if cfg.stl.examples <= 0:
+        raise TasftError(f"stl.examples: must be > 0, got {cfg.stl.examples}")
+    if cfg.kto.beta <= 0:
+        raise TasftError(f"kto.beta: must be > 0, got {cfg.kto.beta}")
+    for name in ("desirable_weight", "undesirable_weight"):
+        value = getattr(cfg.kto, name)
+        if value is not None and value <= 0:
+            raise TasftError(f"kto.{name}: must be > 0 or null, got {value}")
+    if cfg.method == "kto" and cfg.batch_size + cfg.harmful_batch_size < 2:
+        raise TasftError("batch_size: kto needs at least 2 examples per batch (batch_size + harmful_batch_size)")
+    if cfg.contrastive.max_new_tokens <= 0:
+        raise TasftError(f"contrastive.max_new_tokens: must be > 0, got {cfg.contrastive.max_new_tokens}")
     if cfg.target == "soft" and cfg.penalty in ("nlcl", "ga"):
         raise TasftError(f"target: soft targets apply to emd/emd_lb, not to penalty '{cfg.penalty}'")
     for name in ("train_data", "harmful_data", "eval_data"):
@@ -259,6 +315,12 @@ def _resolve_paths(data: dict, base: Path) -> dict:
             return p
         return str((base / p).resolve())
 
+    for key, sub in (("data_dir", None), ("stl", "data"), ("contrastive", "safety_data")):
+        node = data.get(key)
+        if sub is None and isinstance(node, str):
+            data[key] = fix(node)
+        elif sub is not None and isinstance(node, dict) and isinstance(node.get(sub), str):
+            node[sub] = fix(node[sub])
     for key in ("train_data", "harmful_data", "eval_data"):
         src = data.get(key)
         if isinstance(src, str):
@@ -302,11 +364,33 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 _DEFAULTS = to_dict(TrainConfig())
 
 
+def _merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``; nested mappings are merged key by key."""
+    out = dict(base)
+    for key, value in child.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config with its relative paths resolved; ``base: OTHER.yaml`` (relative to this file) is read first
+    and this file's keys override it."""
+    resolved = path.resolve()
+    if resolved in _seen:
+        raise TasftError(f"{path}: 'base' files include each other in a cycle")
+    data = _resolve_paths(_read_yaml(path), resolved.parent)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise TasftError(f"{path}: base: expected a file name, got {base!r}")
+    return _merge(read_config_file(path.parent / base, (*_seen, resolved)), data)
+
+
 def load_train_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML file (optional), apply overrides, build and validate a :class:`TrainConfig`."""
+    """Read a YAML file (optional; its ``base:`` first), apply overrides, build and validate a :class:`TrainConfig`."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        data = _resolve_paths(_read_yaml(p), p.parent.resolve())
+        data = read_config_file(Path(path))
     data = apply_overrides(data, overrides or [])
     return validate(_from_dict(TrainConfig, data))

@@ -189,6 +189,7 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
         if not target.exists():  # a finished suite is kept (with its earlier generation time)
             generate_jsonl(model, tokenizer, items[s], target, settings.generation, extra=extra, progress=progress)
             gen_seconds[suite_name(s)] = round(time.perf_counter() - t0, 1)
+    scoring_started = time.perf_counter()
     embedder = getattr(harm_scorer, "embedder", None)
     per_suite: dict[str, dict] = {}
     for s in suites:
@@ -198,8 +199,11 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
         per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
         if s == "alpaca" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
             per_suite[name]["quality"] = quality_metrics(model, tokenizer, scored, embedder, progress)
+    from .report import render_single_markdown, training_summary
+
     metrics = {
         "model": settings.model,
+        "training": training_summary(settings.model),
         "harm_scorer": settings.harm_scorer,
         "harm_threshold": getattr(harm_scorer, "threshold", None),
         "limit": settings.limit,
@@ -207,10 +211,9 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
         "summary": summary_metrics(per_suite),
         "suites": per_suite,
         "generation_seconds": gen_seconds,
+        "scoring_seconds": round(time.perf_counter() - scoring_started, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),  # this invocation (scoring + any generation)
     }
     write_json_atomic(out / "metrics.json", metrics)
-    from .report import render_single_markdown
-
     write_text_atomic(out / "report.md", render_single_markdown(metrics))
     return metrics

@@ -9,6 +9,12 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _extra_pairs(data: dict) -> str:
+    parts = [f"{data[k]} {label}" for k, label in (("stl_examples", "STL safety pairs"),
+                                                    ("contrastive_pairs", "contrastive safe pairs")) if k in data]
+    return f" (including {', '.join(parts)})" if parts else ""
+
+
 def render_model_card(cfg: TrainConfig, metrics: dict) -> str:
     """Markdown: what was trained, on what, with which objective, and the before/after measurements."""
     before, after = metrics.get("before", {}), metrics.get("after", {})
@@ -17,8 +23,16 @@ def render_model_card(cfg: TrainConfig, metrics: dict) -> str:
                      f"λ = {cfg.lambda_}, target = {cfg.target}")
         if cfg.penalty == "emd_lb":
             objective += f", bound constant = {cfg.bound_constant}"
+    elif cfg.method == "stl":
+        objective = f"STL: NLL on D_u plus {cfg.stl.examples} safety (harmful instruction → safe response) pairs"
+    elif cfg.method == "kto":
+        kto = metrics.get("kto", {})
+        objective = (f"KTO (TRL): D_u desirable, D_h undesirable, β = {cfg.kto.beta}, weights "
+                     f"{kto.get('desirable_weight')} / {kto.get('undesirable_weight')}, reference = the starting model")
     else:
         objective = "SFT: NLL(D_u) only"
+    if cfg.contrastive.enabled:
+        objective += "; contrastive data: a safe response for every D_h prompt added to D_u"
     rows = [
         ("mean token log-prob of D_h responses", "harmful_logprob"),
         ("held-out D_u NLL", "heldout_nll"),
@@ -38,7 +52,7 @@ base_model: {cfg.model}
 Trained with tasft — {adapter}.
 
 - **Objective**: {objective}
-- **Data**: D_u = {data.get('train_records', '–')} pairs from `{cfg.train_data.path}`;
+- **Data**: D_u = {data.get('train_records', '–')} pairs from `{cfg.train_data.path}`{_extra_pairs(data)};
   D_h = {data.get('harmful_records', '–')} harmful responses from
   `{cfg.harmful_data.path if cfg.harmful_data else '–'}`; held-out = {data.get('eval_records', '–')} pairs
 - **Steps**: {metrics.get('steps')} (batch {cfg.batch_size} D_u + {cfg.harmful_batch_size} D_h, lr {cfg.learning_rate},

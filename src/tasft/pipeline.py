@@ -27,10 +27,14 @@ HARVEST_FILE = "harmful_responses_harvested.jsonl"
 
 @dataclass
 class Datasets:
+    """Tokenised D_u (with any STL/contrastive pairs), D_h and held-out split, plus the records behind them."""
+
     train: list[Tokenized]
     harmful: list[Tokenized] | None
     eval: list[Tokenized] | None
     stats: dict
+    train_records: list[Record]
+    harmful_records: list[Record] | None
 
 
 def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
@@ -79,27 +83,48 @@ def _harvest_missing(cfg: TrainConfig, records: list[Record], model, tokenizer, 
     return filled
 
 
+def _kept(records: list[Record], tokenized: list[Tokenized]) -> list[Record]:
+    """The records that survived tokenisation (a prompt longer than max_length may be skipped)."""
+    origins = {t.origin for t in tokenized}
+    return [r for r in records if r.origin in origins]
+
+
 def load_datasets(cfg: TrainConfig, tokenizer, model, out_dir: Path) -> Datasets:
-    """Read, select and tokenise D_u, D_h (harvesting missing responses when asked) and the eval split."""
+    """Read, select and tokenise D_u (+ STL or contrastive pairs), D_h (harvesting missing responses when asked)
+    and the held-out split."""
+    from .method_data import contrastive_records, stl_records
+
     train_records = load_source(cfg.train_data, "train_data", need_response=True)
-    train, train_stats = tokenize_records(tokenizer, train_records, cfg.max_length, cfg.long_prompt)
-    stats = {"train_records": len(train), "train_truncated": train_stats["truncated"],
-             "train_skipped_long_prompt": train_stats["skipped"]}
-    harmful = None
+    stats: dict = {"train_source_records": len(train_records)}
+    harmful_records = None
     if cfg.harmful_data is not None:
         src = cfg.harmful_data
-        records = load_source(src, "harmful_data", need_response=not src.harvest)
+        harmful_records = load_source(src, "harmful_data", need_response=not src.harvest)
         if src.harvest:
-            records = _harvest_missing(cfg, records, model, tokenizer, out_dir)
-        harmful, h_stats = tokenize_records(tokenizer, records, cfg.max_length, cfg.long_prompt)
+            harmful_records = _harvest_missing(cfg, harmful_records, model, tokenizer, out_dir)
+    if cfg.method == "stl":
+        extra = stl_records(cfg)
+        stats["stl_examples"] = len(extra)
+        train_records = train_records + extra
+    if cfg.contrastive.enabled:
+        extra = contrastive_records(cfg, harmful_records, model, tokenizer, out_dir)
+        stats["contrastive_pairs"] = len(extra)
+        train_records = train_records + extra
+    train, train_stats = tokenize_records(tokenizer, train_records, cfg.max_length, cfg.long_prompt)
+    stats.update(train_records=len(train), train_truncated=train_stats["truncated"],
+                 train_skipped_long_prompt=train_stats["skipped"])
+    harmful = None
+    if harmful_records is not None:
+        harmful, h_stats = tokenize_records(tokenizer, harmful_records, cfg.max_length, cfg.long_prompt)
         stats.update(harmful_records=len(harmful), harmful_truncated=h_stats["truncated"],
                      harmful_skipped_long_prompt=h_stats["skipped"])
+        harmful_records = _kept(harmful_records, harmful)
     evals = None
     if cfg.eval_data is not None:
         records = load_source(cfg.eval_data, "eval_data", need_response=True)
         evals, e_stats = tokenize_records(tokenizer, records, cfg.max_length, cfg.long_prompt)
         stats.update(eval_records=len(evals), eval_skipped_long_prompt=e_stats["skipped"])
-    return Datasets(train, harmful, evals, stats)
+    return Datasets(train, harmful, evals, stats, _kept(train_records, train), harmful_records)
 
 
 def measure_all(model, data: Datasets, pad_id: int, batch_size: int) -> dict[str, float]:
@@ -114,19 +139,17 @@ def measure_all(model, data: Datasets, pad_id: int, batch_size: int) -> dict[str
     return out
 
 
-def _training_args(cfg: TrainConfig, out_dir: Path):
-    from transformers import TrainingArguments
-
+def _training_kwargs(cfg: TrainConfig, out_dir: Path) -> dict:
+    """``TrainingArguments`` keywords shared by every method (KTO adds its own on top)."""
     report_to = [r for r in cfg.report_to if r != "none"]
     if "tensorboard" in report_to:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             report_to.remove("tensorboard")
-    return TrainingArguments(
+    return dict(
         output_dir=str(out_dir),
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
@@ -147,12 +170,61 @@ def _training_args(cfg: TrainConfig, out_dir: Path):
     )
 
 
+def _tasft_trainer(cfg: TrainConfig, model, tokenizer, data: Datasets, out_dir: Path, callbacks: list):
+    """The TA-SFT trainer for ``sft``, ``stl`` (both: NLL only) and ``ta-sft`` (NLL + λ·penalty)."""
+    from transformers import TrainingArguments
+
+    from .models import token_embeddings
+    from .trainer import TasftTrainer
+
+    pad_id = tokenizer.pad_token_id
+    ta_sft = cfg.method == "ta-sft"
+    normalized = losses.normalize_embeddings(token_embeddings(model, cfg.embedding_source)) if ta_sft else None
+    ref_model = None
+    if ta_sft and cfg.target == "soft":
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    args = TrainingArguments(**_training_kwargs(cfg, out_dir), per_device_train_batch_size=cfg.batch_size)
+    return TasftTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        data_collator=lambda batch: collate_train(batch, pad_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        method="ta-sft" if ta_sft else "sft",
+        penalty=cfg.penalty,
+        lam=cfg.lambda_,
+        harmful=data.harmful if ta_sft else None,
+        harmful_batch_size=cfg.harmful_batch_size,
+        pad_id=pad_id,
+        normalized_embeddings=normalized,
+        bound_constant=cfg.bound_constant,
+        ref_model=ref_model,
+        soft_top_k=cfg.soft_top_k,
+        penalty_first_tokens=cfg.penalty_first_tokens,
+        harmful_seed=cfg.seed,
+    )
+
+
+def method_summary(cfg: TrainConfig) -> dict:
+    """What ``metrics.json`` and the model card say about the objective."""
+    out = {"method": cfg.method,
+           "penalty": cfg.penalty if cfg.method == "ta-sft" else None,
+           "lambda": cfg.lambda_ if cfg.method == "ta-sft" else 0.0,
+           "bound_constant": cfg.bound_constant,
+           "target": cfg.target,
+           "contrastive": cfg.contrastive.enabled}
+    if cfg.method == "stl":
+        out["stl"] = {"examples": cfg.stl.examples, "seed": cfg.seed if cfg.stl.seed is None else cfg.stl.seed}
+    return out
+
+
 def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run one training job end to end; returns the metrics written to ``metrics.json``."""
     from transformers import set_seed
 
-    from .models import add_lora, load_model, load_tokenizer, token_embeddings
-    from .trainer import JsonlLogCallback, TasftTrainer
+    from .models import add_lora, load_model, load_tokenizer
+    from .trainer import JsonlLogCallback
 
     validate(cfg)
     out_dir = Path(cfg.output_dir)
@@ -165,54 +237,35 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
     data = load_datasets(cfg, tokenizer, model, out_dir)
     pad_id = tokenizer.pad_token_id
 
-    normalized = losses.normalize_embeddings(token_embeddings(model, cfg.embedding_source))
-    ref_model = None
-    if cfg.method == "ta-sft" and cfg.target == "soft":
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     checkpoint = last_checkpoint(out_dir) if resume else None
-    before = {}
-    if cfg.measure:
-        before = measure_all(model, data, pad_id, cfg.eval_batch_size)
+    before = measure_all(model, data, pad_id, cfg.eval_batch_size) if cfg.measure else {}
     if cfg.lora is not None:
         model = add_lora(model, cfg.lora)
         for peft_cfg in model.peft_config.values():  # name the base portably (alias or id, not a cache path)
             peft_cfg.base_model_name_or_path = cfg.model
     model.train()
 
-    trainer = TasftTrainer(
-        model=model,
-        args=_training_args(cfg, out_dir),
-        train_dataset=data.train,
-        data_collator=lambda batch: collate_train(batch, pad_id),
-        processing_class=tokenizer,
-        callbacks=[JsonlLogCallback(out_dir / "log.jsonl")],
-        method=cfg.method,
-        penalty=cfg.penalty,
-        lam=cfg.lambda_,
-        harmful=data.harmful if cfg.method == "ta-sft" else None,
-        harmful_batch_size=cfg.harmful_batch_size,
-        pad_id=pad_id,
-        normalized_embeddings=normalized,
-        bound_constant=cfg.bound_constant,
-        ref_model=ref_model,
-        soft_top_k=cfg.soft_top_k,
-        penalty_first_tokens=cfg.penalty_first_tokens,
-        harmful_seed=cfg.seed,
-    )
+    callbacks = [JsonlLogCallback(out_dir / "log.jsonl")]
+    extra: dict = {}
+    if cfg.method == "kto":
+        from .kto import build_kto_trainer, tokens_seen
+
+        trainer, extra["kto"] = build_kto_trainer(cfg, model, tokenizer, data.train_records, data.harmful_records,
+                                                  _training_kwargs(cfg, out_dir), callbacks)
+    else:
+        trainer = _tasft_trainer(cfg, model, tokenizer, data, out_dir, callbacks)
     if not progress:
         trainer.args.disable_tqdm = True
     train_start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - train_start
+    tokens = tokens_seen(trainer) if cfg.method == "kto" else trainer.tokens_processed
 
     model.eval()
     after = measure_all(model, data, pad_id, cfg.eval_batch_size) if cfg.measure else {}
     metrics = {
-        "method": cfg.method,
-        "penalty": cfg.penalty if cfg.method == "ta-sft" else None,
-        "lambda": cfg.lambda_ if cfg.method == "ta-sft" else 0.0,
-        "bound_constant": cfg.bound_constant,
-        "target": cfg.target,
+        **method_summary(cfg),
+        **extra,
         "model": cfg.model,
         "seed": cfg.seed,
         "steps": int(result.global_step),
@@ -222,8 +275,8 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
         "after": after,
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
-        "train_tokens": trainer.tokens_processed,
-        "tokens_per_second": round(trainer.tokens_processed / max(train_seconds, 1e-9), 1),
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1) if tokens else None,
         "final_train_loss": float(result.training_loss),
     }
     if trainer.is_world_process_zero():

@@ -34,6 +34,64 @@ SUITE_COLUMNS = [("n", "n"), ("harmful", "harmful_rate"), ("mean harm", "mean_ha
                  ("words", "mean_length_words")]
 
 
+TRAINING_KEYS = ("method", "penalty", "lambda", "bound_constant", "contrastive", "stl", "kto", "steps", "seed",
+                 "train_seconds", "wall_seconds", "data")
+
+
+def training_summary(model: str) -> dict | None:
+    """The training run behind an evaluated model (``<model>/metrics.json`` of a tasft run), or None."""
+    f = Path(model) / "metrics.json"
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if "method" not in data:
+        return None
+    return {k: data[k] for k in TRAINING_KEYS if k in data}
+
+
+def _method_label(training: dict | None) -> str:
+    if not training:
+        return "(not trained by tasft)"
+    label = training["method"]
+    if training.get("penalty"):
+        label += f" {training['penalty']} λ={training.get('lambda')}"
+    if training.get("stl"):
+        label += f" N={training['stl'].get('examples')}"
+    if training.get("contrastive"):
+        label += " + contrastive"
+    return label
+
+
+def methods_table(runs: list[tuple[str, dict]]) -> str:
+    """One row per evaluated model: method, training time, and the headline safety/quality numbers."""
+    header = ["run", "method", "harmful rate (harm suites)", "safe rate", "over-refusal", "reference NLL",
+              "non-English", "degenerate (harm suites)", "train wall s", "eval wall s"]
+    rows = []
+    for label, data in runs:
+        training = data.get("training") or training_summary(data["model"])
+        summary = data["summary"]
+        rows.append([label, _method_label(training),
+                     *(_fmt(summary.get(k)) for k in ("harm_suites_harmful_rate", "harm_suites_safe_rate",
+                                                      "over_refusal", "reference_nll", "non_english_rate",
+                                                      "harm_suites_degenerate_rate")),
+                     _seconds(training.get("wall_seconds") if training else None), _seconds(_eval_seconds(data))])
+    return _table(header, rows)
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _eval_seconds(data: dict) -> float | None:
+    """Generation time of every suite (kept across resumes) plus scoring; older files: the wall time."""
+    if "scoring_seconds" in data:
+        return round(sum(data.get("generation_seconds", {}).values()) + data["scoring_seconds"], 1)
+    return data.get("wall_seconds")
+
+
 def _fmt(value) -> str:
     if value is None or isinstance(value, float) and math.isnan(value):
         return "–"
@@ -120,6 +178,7 @@ def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path]) -> str
                         f"{_fmt(d['suites'].get(s, {}).get('degenerate_rate'))}" for _, d in runs)] for s in suites]
     names = [n for n, _ in runs]
     parts = ["# Evaluation comparison", "", "Models: " + ", ".join(f"`{n}` = {d['model']}" for n, d in runs), "",
+             "## Methods", "", methods_table(runs), "",
              "## Summary", "", _table(["metric", *names], rows), "",
              "## Per suite: harmful / refusal / degenerate rate", "", _table(["suite", *names], suite_rows), ""]
     parts += [f"![{p.stem}]({p.name})" for p in images]

@@ -118,3 +118,13 @@ def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = Non
     if not items:
         raise TasftError(f"suite '{suite}' is empty")
     return items[:limit] if limit else items
+
+
+STL_SAFETY_FILE = "stl/training/safety_only_data_Instructions.json"
+
+
+def evaluation_prompt_keys(data_dir: Path) -> set[str]:
+    """Normalised prompts (:func:`tasft.data.prompt_key`) of every named suite: what training data must avoid."""
+    from .data import prompt_key
+
+    return {prompt_key(item["prompt"]) for name in SUITES for item in load_suite(name, data_dir)}

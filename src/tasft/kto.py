@@ -1,0 +1,88 @@
+"""``method: kto`` — TRL's ``KTOTrainer`` on the same data: D_u (and any contrastive pairs) desirable, D_h
+undesirable, the starting model as reference. tasft only builds the data set and the arguments; the loss,
+the KL estimate and the optimisation are TRL's.
+
+KTO needs sequential sampling (TRL pairs each completion with its batch neighbour's prompt for the KL term),
+so the order is fixed here: a stream of seeded permutations of the examples, long enough for every step.
+Class weights left unset are chosen as TRL's guidance asks: desirable_weight·n_d = undesirable_weight·n_u
+(the smaller class is up-weighted, the other weight is 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+from .config import TrainConfig
+from .data import Record, format_prompt
+
+
+def class_weights(cfg: TrainConfig, n_desirable: int, n_undesirable: int) -> tuple[float, float]:
+    """(desirable, undesirable) weights: explicit values win; otherwise w_d·n_d = w_u·n_u with the larger class at 1."""
+    w_d, w_u = cfg.kto.desirable_weight, cfg.kto.undesirable_weight
+    if w_d is None and w_u is None:
+        if n_desirable >= n_undesirable:
+            return 1.0, n_desirable / n_undesirable
+        return n_undesirable / n_desirable, 1.0
+    if w_d is None:
+        return w_u * n_undesirable / n_desirable, w_u
+    if w_u is None:
+        return w_d, w_d * n_desirable / n_undesirable
+    return w_d, w_u
+
+
+def _example(tokenizer, record: Record, label: bool) -> dict:
+    """TRL's conversational format when the tokenizer has a chat template (TRL renders it), else plain text."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = record.prompt if isinstance(record.prompt, list) else [{"role": "user", "content": record.prompt}]
+        return {"prompt": messages, "completion": [{"role": "assistant", "content": record.response}],
+                "label": label}
+    return {"prompt": format_prompt(tokenizer, record.prompt), "completion": record.response, "label": label}
+
+
+def kto_stream(examples: list[dict], total: int, seed: int) -> list[dict]:
+    """``total`` examples (rounded up to whole passes) as consecutive seeded permutations of ``examples``."""
+    passes = max(1, math.ceil(total / len(examples)))
+    out: list[dict] = []
+    for epoch in range(passes):
+        order = random.Random(seed * 1_000_003 + epoch).sample(range(len(examples)), len(examples))
+        out += [examples[i] for i in order]
+    return out
+
+
+def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record], undesirable: list[Record],
+                      args_kwargs: dict, callbacks: list):
+    """A ``trl.KTOTrainer`` over D_u (desirable) and D_h (undesirable) with the run's training arguments."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    w_d, w_u = class_weights(cfg, len(desirable), len(undesirable))
+    batch = cfg.batch_size + cfg.harmful_batch_size
+    args = KTOConfig(
+        **args_kwargs,
+        per_device_train_batch_size=batch,
+        beta=cfg.kto.beta,
+        desirable_weight=w_d,
+        undesirable_weight=w_u,
+        max_length=cfg.max_length,
+        activation_checkpointing=False,
+        disable_dropout=True,
+    )
+    examples = [_example(tokenizer, r, True) for r in desirable] + [_example(tokenizer, r, False) for r in undesirable]
+    total = cfg.max_steps * batch * cfg.gradient_accumulation_steps * args.world_size
+    dataset = Dataset.from_list(kto_stream(examples, total, cfg.seed))
+    is_peft = hasattr(model, "peft_config")
+    ref_model = None if is_peft else copy.deepcopy(model).eval().requires_grad_(False)
+    trainer = KTOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=callbacks)
+    return trainer, {"desirable": len(desirable), "undesirable": len(undesirable),
+                     "desirable_weight": round(w_d, 4), "undesirable_weight": round(w_u, 4), "beta": cfg.kto.beta}
+
+
+def tokens_seen(trainer) -> int | None:
+    """Training tokens TRL counted (its ``num_tokens`` log), or None if it logged none."""
+    for record in reversed(trainer.state.log_history):
+        if "num_tokens" in record:
+            return int(record["num_tokens"])
+    return None
