@@ -1,0 +1,202 @@
+"""Chunked, fused LM-head + measure: the penalties and the NLL without a (tokens × V) probability tensor.
+
+The plain path (:mod:`tasft.losses`) takes full logits (B, T, V), so the step holds fp32 logits, softmax
+and their gradients for every token at once. Here the inputs are the final hidden states of the N selected
+(masked) positions, h (N, d), and the LM-head weight W (V, d); the logits z = h Wᵀ exist for one chunk of
+``chunk_size`` rows at a time. As in fused linear cross-entropy kernels, the gradient of the (scalar) mean is
+computed in the same pass — per chunk, ∂/∂z in closed form, then ∂h = (∂z) W and ∂W += (∂z)ᵀ h — and
+``backward`` only scales the stored ∂h (N, d) and ∂W (V, d) by the incoming scalar. So the forward does
+the work of forward *and* backward, nothing is recomputed, and the live memory is one chunk plus ∂W.
+
+Per row (p = softmax(z), y the target token, ê the (V, d) normalised table, s = ê ê_y ∈ R^V):
+
+    nll     value = lse(z) − z_y                   ∂z = p − δ_y
+    nlcl    value = lse(z) − lse_{w≠y}(z)          ∂z = p − q,  q = softmax(z with z_y = −∞)
+    emd     value = 1 − p·s   (clamped to [0, 2], straight-through, as :func:`tasft.losses.emd_onehot`)
+                                                   ∂z = −p ⊙ (s − p·s)
+    emd_lb  value = c‖m − ê_y‖², m = p ê           ∂z = p ⊙ (g − p·g),  g = 2c (m − ê_y) êᵀ,
+                                                   and p·g = 2c (m − ê_y)·m needs no extra V-sized product
+
+Each returns the mean over the N rows, the same number as the plain ``*_from_logits`` function on the
+same positions (tests: values and gradients within 1e-5 in fp32). Soft targets (a reference model's
+distribution) are not covered: they keep the plain path.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from .losses import bound_constant
+
+#: Measures the fused path computes (``ga`` is the harmful NLL).
+CHUNKED_MEASURES = ("nll", "nlcl", "emd", "emd_lb", "ga")
+
+#: Default rows per chunk: one chunk of fp32 logits is 256·V·4 bytes (50 MB at V = 49,152) — small next to a
+#: training step's activations, while each chunk product (256 × d × V) is still large enough to run at full
+#: matmul speed on CPU and GPU. Set ``penalty_chunk_size: null`` to use the plain full-logits path.
+DEFAULT_CHUNK_SIZE = 256
+
+
+def _chunk_value_and_grad(
+    name: str, z: torch.Tensor, y: torch.Tensor, normalized: torch.Tensor | None, c: float, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Σ over the chunk's rows of the measure, and ∂(Σ)/∂z (n, V) when ``need_grad``; ``z`` fp32."""
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    p = (z - lse).exp_()
+    rows = torch.arange(z.shape[0], device=z.device)
+    if name in ("nll", "ga"):
+        value = (lse.squeeze(-1) - z[rows, y]).sum()
+        if not need_grad:
+            return value, None
+        p[rows, y] -= 1.0
+        return value, p
+    if name == "nlcl":
+        others = z.clone()
+        others[rows, y] = float("-inf")
+        lse_others = torch.logsumexp(others, dim=-1, keepdim=True)
+        value = (lse - lse_others).sum()
+        if not need_grad:
+            return value, None
+        q = others.sub_(lse_others).exp_()
+        return value, p.sub_(q)
+    e_y = normalized[y]  # (n, d)
+    if name == "emd":
+        s = e_y @ normalized.T  # (n, V): ê_w·ê_y
+        ps = (p * s).sum(-1, keepdim=True)
+        value = (1.0 - ps).clamp(0.0, 2.0).sum()
+        if not need_grad:
+            return value, None
+        return value, s.sub_(ps).mul_(p).neg_()
+    if name == "emd_lb":
+        m = p @ normalized  # (n, d)
+        r = m - e_y
+        value = c * r.pow(2).sum()
+        if not need_grad:
+            return value, None
+        g_m = (2.0 * c) * r  # (n, d)
+        g = g_m @ normalized.T  # (n, V)
+        pg = (g_m * m).sum(-1, keepdim=True)
+        return value, g.sub_(pg).mul_(p)
+    raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
+
+
+class _FusedLinearMeasure(torch.autograd.Function):
+    """mean_i measure(softmax(h_i Wᵀ), y_i), chunk by chunk, gradients computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, normalized, name, chunk_size, c, grad_enabled):
+        need_h = grad_enabled and ctx.needs_input_grad[0]
+        need_w = grad_enabled and ctx.needs_input_grad[1]
+        n = hidden.shape[0]
+        scale = 1.0 / n
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        for start in range(0, n, chunk_size):
+            stop = start + chunk_size
+            h = hidden[start:stop]
+            z = (h @ weight.T).float()
+            value, dz = _chunk_value_and_grad(name, z, targets[start:stop], normalized, c, need_h or need_w)
+            del z
+            total += value
+            if dz is not None:
+                dz = dz.mul_(scale)
+                if need_h:
+                    grad_h[start:stop] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
+                if need_w:
+                    grad_w.addmm_(dz.T, h.float())
+                del dz
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return gh, gw, None, None, None, None, None, None
+
+
+def fused_linear_measure(
+    name: str,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    normalized: torch.Tensor | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    constant: str = "tight",
+) -> torch.Tensor:
+    """Mean over rows i of measure ``name`` at P_i = softmax(hidden_i · weightᵀ) and target ``targets_i``.
+
+    ``hidden`` (N, d): final hidden states of the selected positions; ``weight`` (V, d): the LM-head weight;
+    ``targets`` (N,) token ids; ``normalized`` (V, d) the ê table (needed for ``emd`` / ``emd_lb``);
+    ``constant`` the bound constant of ``emd_lb`` ("tight" ½ or "paper" 1/(2|V|²)). No (N, V) tensor beyond
+    one chunk of ``chunk_size`` rows is alive at once, in forward or backward. With no rows the result is a
+    zero that still depends on the inputs (so backward runs and gives zero gradients).
+    """
+    if name not in CHUNKED_MEASURES:
+        raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    if name in ("emd", "emd_lb"):
+        if normalized is None:
+            raise ValueError(f"measure {name!r} needs the normalised embedding table")
+        normalized = normalized.to(device=hidden.device, dtype=torch.float32)
+    if hidden.shape[0] == 0:
+        return (hidden.sum() + weight.sum()).float() * 0.0
+    c = bound_constant(constant, weight.shape[0]) if name == "emd_lb" else 0.0
+    return _FusedLinearMeasure.apply(
+        hidden, weight, targets, normalized, name, int(chunk_size), c, torch.is_grad_enabled()
+    )
+
+
+# ------------------------------------------------------------------------------------ model helpers
+def _base_model(model):
+    """The transformers model under DDP / PEFT wrappers."""
+    model = getattr(model, "module", model)
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model
+
+
+def supports_fused(model) -> bool:
+    """True when logits are exactly ``hidden_states[-1] @ W.T`` (a bias-free linear head, no soft-capping or
+    logit scaling) and the forward takes ``logits_to_keep``; otherwise the trainer keeps the plain path."""
+    base = _base_model(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if type(head) is not nn.Linear or head.bias is not None:
+        return False
+    config = getattr(base, "config", None)
+    for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
+        if getattr(config, attr, None) not in (None, 1, 1.0):
+            return False
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def lm_head_weight(model) -> torch.Tensor:
+    return _base_model(model).get_output_embeddings().weight
+
+
+def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) final (post-norm) hidden states, through ``model`` (so DDP / PEFT hooks run), computing the
+    logits of the last position only."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, logits_to_keep=1)
+    return out.hidden_states[-1]
+
+
+__all__ = [
+    "CHUNKED_MEASURES",
+    "DEFAULT_CHUNK_SIZE",
+    "final_hidden_states",
+    "fused_linear_measure",
+    "lm_head_weight",
+    "supports_fused",
+]
