@@ -88,6 +88,13 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {out}/report.md, {out}/report.html and the PNG plots")
 
 
+def _experiment(args: argparse.Namespace) -> None:
+    from .experiments import run_experiment
+
+    rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds)
+    print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")
+
+
 def _scorer_train(args: argparse.Namespace) -> None:
     from .scoring.harmfulness import train_local_scorer
     from .suites import find_data_dir
@@ -160,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="evaluation directories (or their metrics.json)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("experiment", help="a study's grid of train + evaluate points (resumable), table and plots")
+    p.add_argument("study", choices=["data-efficiency", "lambda", "stages", "contrastive"])
+    p.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
+    p.add_argument("--out", required=True, help="output directory (re-running resumes: finished points are skipped)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds for the headline points (default: the file's)")
+    p.set_defaults(func=_experiment)
 
     p = sub.add_parser("scorer", help="offline harmfulness scorer")
     scorer_sub = p.add_subparsers(dest="scorer_command", required=True)

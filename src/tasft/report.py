@@ -190,21 +190,45 @@ def comparison_html(markdown_tables: str, images: list[Path]) -> str:
     imgs = "\n".join(
         f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in images)
-    tables = markdown_tables.split("\n![")[0]
+    tables = "\n".join(line for line in markdown_tables.splitlines() if not line.startswith("!["))
     return ("<!doctype html><html><head><meta charset='utf-8'><title>tasft evaluation report</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{background:#f6f6f6;"
             "padding:1em;overflow-x:auto}img{max-width:100%}</style></head><body>"
             f"<h1>tasft evaluation report</h1><pre>{html.escape(tables)}</pre>{imgs}</body></html>\n")
 
 
+def experiment_section(path: Path, out: Path) -> tuple[str, list[Path]]:
+    """An experiment directory's results table and plots (copied next to the report)."""
+    results = path / "results.md"
+    if not results.is_file():
+        raise TasftError(f"{path}: no results.md yet (run `tasft experiment` first)")
+    target = out / path.name
+    target.mkdir(parents=True, exist_ok=True)
+    images = []
+    for png in sorted(path.glob("*.png")):
+        (target / png.name).write_bytes(png.read_bytes())
+        images.append(target / png.name)
+    body = results.read_text(encoding="utf-8").replace("# Experiment:", "## Experiment:", 1)
+    return body + "\n" + "\n".join(f"![{p.stem}]({path.name}/{p.name})" for p in images) + "\n", images
+
+
 def build_report(paths: list[str], out: str | Path) -> Path:
-    """Write ``report.md``, one PNG per metric group and ``report.html`` into ``out``."""
-    runs = load_runs(paths)
+    """Write ``report.md``, PNG plots and ``report.html`` into ``out``: a comparison of evaluation directories
+    and/or the tables and plots of experiment directories (those with an ``experiment.json``)."""
+    experiments = [Path(p) for p in paths if (Path(p) / "experiment.json").is_file()]
+    evals = [p for p in paths if Path(p) not in experiments]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = [out / f"{stem}.png" for title, stem, group in GROUPS
-              if plot_group(runs, title, group, out / f"{stem}.png")]
-    md = comparison_markdown(runs, images)
+    md, images = "", []
+    if evals:
+        runs = load_runs(evals)
+        images = [out / f"{stem}.png" for title, stem, group in GROUPS
+                  if plot_group(runs, title, group, out / f"{stem}.png")]
+        md = comparison_markdown(runs, images)
+    for path in experiments:
+        section, pngs = experiment_section(path, out)
+        md += ("\n" if md else "") + section
+        images += pngs
     write_text_atomic(out / "report.md", md)
     write_text_atomic(out / "report.html", comparison_html(md, images))
     return out

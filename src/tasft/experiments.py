@@ -1,0 +1,292 @@
+"""``tasft experiment STUDY --config FILE --out DIR``: a grid of train + evaluate points, resumable, tabulated, plotted.
+
+An experiment file names a training config (``train_config``, relative to the experiment file) and a list of
+``series``: each series fixes some training keys (``set``) and sweeps one key (``vary``) over ``values``; with
+``checkpoints: true`` it instead trains once and evaluates every saved checkpoint (x = the step). A point is
+(series, x, seed); its training run goes to ``DIR/runs/<slug>`` and its evaluation to ``DIR/evals/<slug>``.
+A point whose ``metrics.json`` files exist is skipped, so re-running the command resumes an interrupted grid.
+
+Outputs: ``results.csv`` (one row per point and seed), ``results.md`` (mean ± std over seeds per series and x),
+one PNG per entry of ``plots`` and ``experiment.json`` (the resolved experiment); ``tasft report DIR`` renders them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import _from_dict, _read_yaml, load_train_config
+from .errors import TasftError
+from .io_utils import write_json_atomic, write_text_atomic
+
+STUDIES = ("data-efficiency", "lambda", "stages", "contrastive")
+METRICS = ("harm_suites_harmful_rate", "harm_suites_mean_harmfulness", "harm_suites_safe_rate",
+           "harm_suites_degenerate_rate", "harm_suites_refusal_rate", "over_refusal", "reference_nll",
+           "non_english_rate")
+
+
+@dataclass
+class Series:
+    """One curve: training keys fixed by ``set``, one key (``vary``) swept over ``values`` (or checkpoints)."""
+
+    name: str
+    set: dict = field(default_factory=dict)
+    vary: str | None = None
+    values: list = field(default_factory=list)
+    checkpoints: bool = False
+
+
+@dataclass
+class PlotSpec:
+    """A plot of metric ``y`` against ``x`` (``x`` = the swept value, or another metric), one line per series."""
+
+    y: str
+    x: str = "x"
+    log_x: bool = False
+
+
+@dataclass
+class EvalSpec:
+    suites: str = "malicious,cona,controversial,qharm,xstest-safe,alpaca"
+    limit: int | None = 25
+    batch_size: int = 32
+    max_new_tokens: int = 128
+    harm_scorer: str = "local"
+    data_dir: str | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    study: str
+    train_config: str
+    series: list[Series]
+    x_label: str = "x"
+    evaluate: EvalSpec = field(default_factory=EvalSpec)
+    seeds: int = 1
+    headline_values: list = field(default_factory=list)
+    plots: list[PlotSpec] = field(default_factory=lambda: [PlotSpec("harm_suites_harmful_rate")])
+
+
+@dataclass(frozen=True)
+class Point:
+    series: Series
+    x: Any
+    seed: int
+
+    @property
+    def slug(self) -> str:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.series.name).strip("-")
+        return f"{name}__x{self.x}__seed{self.seed}" if not self.series.checkpoints else f"{name}__seed{self.seed}"
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read and check an experiment file; ``train_config`` is resolved against the file's directory."""
+    path = Path(path)
+    data = _read_yaml(path)
+    exp = _from_dict(ExperimentConfig, data, where=str(path))
+    if exp.study not in STUDIES:
+        raise TasftError(f"{path}: study '{exp.study}' is not one of {', '.join(STUDIES)}")
+    exp.train_config = str((path.parent / exp.train_config).resolve())
+    if exp.evaluate.data_dir is not None:
+        exp.evaluate.data_dir = str((path.parent / exp.evaluate.data_dir).resolve())
+    if not exp.series:
+        raise TasftError(f"{path}: series: at least one series is needed")
+    names = [s.name for s in exp.series]
+    if len(set(names)) != len(names):
+        raise TasftError(f"{path}: series names must be unique")
+    for s in exp.series:
+        if not isinstance(s.set, dict):
+            raise TasftError(f"{path}: series '{s.name}': set must be a mapping of training keys")
+        if not s.checkpoints and (s.vary is None) != (not s.values):
+            raise TasftError(f"{path}: series '{s.name}': give both vary and values (or neither)")
+    if exp.seeds < 1:
+        raise TasftError(f"{path}: seeds must be >= 1")
+    for spec in exp.plots:
+        for key in (spec.y, spec.x):
+            if key != "x" and key not in METRICS:
+                raise TasftError(f"{path}: plots: unknown metric '{key}' (choose from x, {', '.join(METRICS)})")
+    return exp
+
+
+def plan(exp: ExperimentConfig, seeds: int) -> list[Point]:
+    """Every point: each series × value × seed; extra seeds only for ``headline_values`` (all values if empty)."""
+    points = []
+    for s in exp.series:
+        values = [None] if s.checkpoints or not s.values else s.values
+        for x in values:
+            n = seeds if not exp.headline_values or x in exp.headline_values else 1
+            points += [Point(s, x, seed) for seed in range(n)]
+    return points
+
+
+def _overrides(point: Point, run_dir: Path) -> list[str]:
+    """``--set`` strings of a point: the series' keys, the swept value, the seed and the run directory."""
+    values = dict(point.series.set)
+    if point.series.vary is not None and point.x is not None:
+        values[point.series.vary] = point.x
+    values.update(seed=point.seed, output_dir=str(run_dir))
+    if point.series.checkpoints:  # keep every checkpoint (save_steps from the series or the training config)
+        values["save_total_limit"] = 1_000_000
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> dict:
+    from .evaluate import EvalSettings, evaluate
+    from .generate import GenerationSettings
+
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    spec = exp.evaluate
+    settings = EvalSettings(model=str(model), out=str(out), suites=spec.suites, limit=spec.limit,
+                            data_dir=spec.data_dir, harm_scorer=spec.harm_scorer,
+                            generation=GenerationSettings(max_new_tokens=spec.max_new_tokens,
+                                                          batch_size=spec.batch_size))
+    return evaluate(settings, progress=progress)
+
+
+def _train(cfg, run_dir: Path, progress: bool) -> dict:
+    from .pipeline import train
+
+    if (run_dir / "metrics.json").is_file():
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return train(cfg, resume=True, progress=progress)
+
+
+def _row(point: Point, x: Any, training: dict, evaluation: dict, eval_dir: Path) -> dict:
+    summary = evaluation.get("summary", {})
+    return {"series": point.series.name, "x": x, "seed": point.seed,
+            **{k: summary.get(k) for k in METRICS},
+            "train_seconds": training.get("train_seconds"),
+            "eval_dir": str(eval_dir)}
+
+
+def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = True) -> list[dict]:
+    """Train (or reuse) and evaluate (or reuse) one point; a checkpoint series gives one row per checkpoint."""
+    run_dir = out / "runs" / point.slug
+    cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
+    training = _train(cfg, run_dir, progress)
+    if not point.series.checkpoints:
+        eval_dir = out / "evals" / point.slug
+        return [_row(point, point.x, training, _evaluate(exp, run_dir, eval_dir, progress), eval_dir)]
+    rows = []
+    steps = sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+    for step in steps:
+        eval_dir = out / "evals" / f"{point.slug}__step{step}"
+        rows.append(_row(point, step, training, _evaluate(exp, run_dir / f"checkpoint-{step}", eval_dir, progress),
+                         eval_dir))
+    return rows
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation (over seeds) of every metric, per (series, x), in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["series"], r["x"]), []).append(r)
+    out = []
+    for (series, x), members in groups.items():
+        agg: dict[str, Any] = {"series": series, "x": x, "seeds": len(members)}
+        for key in (*METRICS, "train_seconds"):
+            values = [m[key] for m in members if isinstance(m.get(key), (int, float))]
+            agg[key] = statistics.fmean(values) if values else None
+            agg[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(agg)
+    return out
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None or isinstance(mean, float) and math.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+
+
+def results_markdown(exp: ExperimentConfig, rows: list[dict]) -> str:
+    columns = [("harmful rate", "harm_suites_harmful_rate"), ("mean harm", "harm_suites_mean_harmfulness"),
+               ("safe", "harm_suites_safe_rate"), ("degenerate", "harm_suites_degenerate_rate"),
+               ("over-refusal", "over_refusal"), ("ref. NLL", "reference_nll"), ("non-English", "non_english_rate")]
+    header = ["series", exp.x_label, "seeds", *(c for c, _ in columns), "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a in aggregate(rows):
+        cells = [a["series"], str(a["x"]), str(a["seeds"]), *(_cell(a[k], a[f"{k}_std"]) for _, k in columns),
+                 "–" if a["train_seconds"] is None else f"{a['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"# Experiment: {exp.study}\n\nTraining config `{Path(exp.train_config).name}`; evaluation suites "
+            f"`{exp.evaluate.suites}` (limit {exp.evaluate.limit}); harm-suite means over the suites present; "
+            "mean ± std over seeds where there are several.\n\n" + "\n".join(lines) + "\n")
+
+
+def results_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) -> None:
+    """One line per series (mean over seeds, error bars = std), points in x order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
+    agg = aggregate(rows)
+    for name in dict.fromkeys(a["series"] for a in agg):
+        pts = [a for a in agg if a["series"] == name]
+        xs = [a["x"] if spec.x == "x" else a[spec.x] for a in pts]
+        ys = [a[spec.y] for a in pts]
+        keep = [(x, y, a[f"{spec.y}_std"]) for x, y, a in zip(xs, ys, pts)
+                if isinstance(x, (int, float)) and isinstance(y, (int, float))]
+        if not keep:
+            continue
+        if spec.x == "x":
+            keep.sort()
+        ax.errorbar([k[0] for k in keep], [k[1] for k in keep], yerr=[k[2] or 0.0 for k in keep],
+                    marker="o", capsize=3, label=name)
+    if spec.log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(exp.x_label if spec.x == "x" else spec.x)
+    ax.set_ylabel(spec.y)
+    ax.set_title(f"{exp.study}: {spec.y}", fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_outputs(exp: ExperimentConfig, rows: list[dict], out: Path) -> list[Path]:
+    """results.csv, results.md, experiment.json and the PNG plots; returns the plot paths."""
+    write_text_atomic(out / "results.csv", results_csv(rows))
+    write_text_atomic(out / "results.md", results_markdown(exp, rows))
+    write_json_atomic(out / "experiment.json", asdict(exp))
+    images = []
+    for spec in exp.plots:
+        name = f"{spec.y}_vs_{spec.x}.png"
+        plot(exp, rows, spec, out / name)
+        images.append(out / name)
+    return images
+
+
+def run_experiment(study: str, config: str, out: str | Path, seeds: int | None = None,
+                   progress: bool = True) -> list[dict]:
+    """Run (or resume) every point of the study and write its tables and plots after each point."""
+    exp = load_experiment(config)
+    if exp.study != study:
+        raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for point in plan(exp, seeds or exp.seeds):
+        rows += run_point(exp, point, out, progress)
+        write_outputs(exp, rows, out)
+    return rows
