@@ -110,6 +110,9 @@ class TrainConfig:
     soft_top_k: int = 64
     embedding_source: Literal["input", "output"] = "input"
     penalty_first_tokens: int | None = None
+    # rows per chunk of the fused LM-head + loss (tasft.chunked_penalty) for the D_u NLL and the one-hot penalties;
+    # null = the plain full-logits path (docs/PERFORMANCE.md)
+    loss_chunk_size: int | None = 256
     train_data: DataSource = field(default_factory=lambda: DataSource("demo:benign.jsonl"))
     harmful_data: DataSource | None = field(
         default_factory=lambda: DataSource("demo:toxic_prompts.jsonl", harvest=True)
@@ -255,6 +258,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasftError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
     if cfg.penalty_first_tokens is not None and cfg.penalty_first_tokens <= 0:
         raise TasftError(f"penalty_first_tokens: must be > 0 or null, got {cfg.penalty_first_tokens}")
+    if cfg.loss_chunk_size is not None and cfg.loss_chunk_size <= 0:
+        raise TasftError(f"loss_chunk_size: must be > 0 or null, got {cfg.loss_chunk_size}")
     if cfg.method in ("ta-sft", "kto") and cfg.harmful_data is None:
         raise TasftError(f"harmful_data: method {cfg.method} needs a harmful data set (D_h)")
     if cfg.contrastive.enabled and cfg.harmful_data is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import losses
+from . import chunked_penalty, losses
 from .data import Tokenized, collate
 
 
@@ -48,7 +48,13 @@ class HarmfulBatchSampler:
 
 
 class TasftTrainer(Trainer):
-    """``method="sft"``: L = NLL(D_u). ``method="ta-sft"``: L = NLL(D_u) + SIGNS[p]·λ·penalty_p(D_h)."""
+    """``method="sft"``: L = NLL(D_u). ``method="ta-sft"``: L = NLL(D_u) + SIGNS[p]·λ·penalty_p(D_h).
+
+    ``loss_chunk_size`` (rows per chunk, or None): training losses skip the full (B, T, V) logits — the model
+    returns its final hidden states (logits of the last position only) and :mod:`tasft.chunked_penalty`
+    computes the NLL and the one-hot penalties chunk by chunk with the LM-head weight. Same numbers, less
+    memory; soft targets, evaluation and heads that are not a plain linear map keep the full-logits path.
+    """
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class TasftTrainer(Trainer):
         soft_top_k: int = 64,
         penalty_first_tokens: int | None = None,
         harmful_seed: int = 0,
+        loss_chunk_size: int | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -78,6 +85,8 @@ class TasftTrainer(Trainer):
         self.sampler = (
             HarmfulBatchSampler(len(harmful), harmful_batch_size, harmful_seed) if harmful else None
         )
+        self.chunk_size = loss_chunk_size
+        self._fused_ok: bool | None = None
         self._normalized_cpu = normalized_embeddings
         self._normalized = None
         self._sums: dict[str, float] = defaultdict(float)
@@ -103,15 +112,45 @@ class TasftTrainer(Trainer):
         idx = self.sampler.indices(micro_step, self.args.process_index, self.args.world_size)
         return collate([self.harmful[i] for i in idx], self.pad_id, mask="content", first_tokens=self.first_tokens)
 
+    def _fused(self, model) -> bool:
+        """Whether training losses go through :mod:`tasft.chunked_penalty` (``loss_chunk_size`` set and a
+        plain linear head); evaluation and soft targets always use full logits."""
+        if self.chunk_size is None or not model.training:
+            return False
+        if self._fused_ok is None:
+            self._fused_ok = chunked_penalty.supports_fused(model)
+        return self._fused_ok
+
+    def _measure(self, name: str, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(measure over the batch's loss-masked next-token positions, final hidden states) on the fused path."""
+        hidden = chunked_penalty.final_hidden_states(model, batch["input_ids"], batch["attention_mask"])
+        h, tg, mk = losses.shift_for_causal_lm(hidden, batch["input_ids"], batch["loss_mask"])
+        value = chunked_penalty.fused_linear_measure(
+            name, h[mk], chunked_penalty.lm_head_weight(model), tg[mk], self._table(hidden.device),
+            chunk_size=self.chunk_size, constant=self.constant,
+        )
+        return value, hidden
+
+    def _table(self, device) -> torch.Tensor | None:
+        if self._normalized is None and self._normalized_cpu is not None:
+            self._normalized = self._normalized_cpu.to(device)
+        return self._normalized
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-        lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
-        nll = losses.nll_from_logits(lg, tg, mk)
+        logits = None
+        if self._fused(model) and not return_outputs:
+            nll, hidden = self._measure("nll", model, inputs)
+            device = hidden.device
+        else:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
+            nll = losses.nll_from_logits(lg, tg, mk)
+            device = logits.device
         loss = nll
         tokens = int(inputs["attention_mask"].sum())
         measure = None
         if self.uses_penalty and model.training:
-            batch = {k: v.to(logits.device) for k, v in self.harmful_batch(self._micro_step()).items()}
+            batch = {k: v.to(device) for k, v in self.harmful_batch(self._micro_step()).items()}
             measure = self._penalty(model, batch)
             loss = losses.objective(nll, measure, self.penalty, self.lam)
             tokens += int(batch["attention_mask"].sum())
@@ -125,6 +164,8 @@ class TasftTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _penalty(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.ref_model is None and self._fused(model):
+            return self._measure(self.penalty, model, batch)[0]
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         lg, tg, mk = losses.shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
         ref = None
@@ -134,10 +175,8 @@ class TasftTrainer(Trainer):
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits
             ref = ref_logits[:, :-1]
-        if self._normalized is None and self._normalized_cpu is not None:
-            self._normalized = self._normalized_cpu.to(logits.device)
         return losses.penalty_from_logits(
-            self.penalty, lg, tg, mk, self._normalized,
+            self.penalty, lg, tg, mk, self._table(logits.device),
             constant=self.constant, ref_logits=ref, soft_top_k=self.soft_top_k,
         )
 
