@@ -89,3 +89,9 @@ def test_unsupported_heads_keep_the_plain_path(tiny_model_dir):
     biased = copy.deepcopy(model)
     biased.lm_head = torch.nn.Linear(biased.lm_head.in_features, biased.lm_head.out_features, bias=True)
     assert not supports_fused(biased)
+
+
+def test_sharded_weights_keep_the_plain_path(tiny_model_dir):
+    model = load_model(str(tiny_model_dir))
+    model.lm_head.weight.ds_id = 7  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    assert not supports_fused(model)

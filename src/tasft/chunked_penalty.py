@@ -164,12 +164,21 @@ def _base_model(model):
     return model
 
 
+def _sharded(model, weight: torch.Tensor) -> bool:
+    """FSDP / DeepSpeed ZeRO-3 hold parameters sharded outside the model's forward."""
+    for wrapper in (model, getattr(model, "module", None)):
+        if any(key in type(wrapper).__name__ for key in ("FullyShard", "FSDP")):
+            return True
+    return hasattr(weight, "ds_id") or type(weight).__name__ == "DTensor" or weight.numel() == 0
+
+
 def supports_fused(model) -> bool:
     """True when logits are exactly ``hidden_states[-1] @ W.T`` (a bias-free linear head, no soft-capping or
-    logit scaling) and the forward takes ``logits_to_keep``; otherwise the trainer keeps the plain path."""
+    logit scaling), W is whole outside the forward (not FSDP / ZeRO-3 sharded) and the forward takes
+    ``logits_to_keep``; otherwise the trainer keeps the plain path."""
     base = _base_model(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if type(head) is not nn.Linear or head.bias is not None:
+    if type(head) is not nn.Linear or head.bias is not None or _sharded(model, head.weight):
         return False
     config = getattr(base, "config", None)
     for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale"):
