@@ -89,7 +89,8 @@ class TasftTrainer(Trainer):
         self._fused_ok: bool | None = None
         self._normalized_cpu = normalized_embeddings
         self._normalized = None
-        self._sums: dict[str, float] = defaultdict(float)
+        # running sums stay on the device (no host sync per micro-step); converted when a record is logged
+        self._sums: dict[str, torch.Tensor | float] = defaultdict(float)
         self._count = 0
         self._tokens_total = 0
         self._last_step, self._micro = -1, 0
@@ -147,20 +148,21 @@ class TasftTrainer(Trainer):
             nll = losses.nll_from_logits(lg, tg, mk)
             device = logits.device
         loss = nll
-        tokens = int(inputs["attention_mask"].sum())
+        tokens = inputs["attention_mask"].sum()
         measure = None
         if self.uses_penalty and model.training:
-            batch = {k: v.to(device) for k, v in self.harmful_batch(self._micro_step()).items()}
+            harmful_cpu = self.harmful_batch(self._micro_step())
+            batch = {k: v.to(device, non_blocking=True) for k, v in harmful_cpu.items()}
             measure = self._penalty(model, batch)
             loss = losses.objective(nll, measure, self.penalty, self.lam)
-            tokens += int(batch["attention_mask"].sum())
+            tokens = tokens + int(harmful_cpu["attention_mask"].sum())
         if model.training:
-            self._sums["nll"] += float(nll.detach())
+            self._sums["nll"] += nll.detach()
             if measure is not None:
-                self._sums[f"penalty_{self.penalty}"] += float(measure.detach())
-            self._sums["total"] += float(loss.detach())
+                self._sums[f"penalty_{self.penalty}"] += measure.detach()
+            self._sums["total"] += loss.detach()
             self._count += 1
-            self._tokens_total += tokens
+            self._tokens_total += tokens.detach()
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _penalty(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -183,12 +185,12 @@ class TasftTrainer(Trainer):
     @property
     def tokens_processed(self) -> int:
         """Non-padding tokens that went through the model in training (D_u and D_h), this process."""
-        return self._tokens_total
+        return int(self._tokens_total)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._count and "loss" in logs:
             for key, value in self._sums.items():
-                logs[key] = round(value / self._count, 6)
+                logs[key] = round(float(value) / self._count, 6)
             self._sums.clear()
             self._count = 0
         super().log(logs, start_time)
