@@ -45,12 +45,12 @@ def _chunk_value_and_grad(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Σ over the chunk's rows of the measure, and ∂(Σ)/∂z (n, V) when ``need_grad``; ``z`` fp32."""
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
-    p = (z - lse).exp_()
     rows = torch.arange(z.shape[0], device=z.device)
     if name in ("nll", "ga"):
         value = (lse.squeeze(-1) - z[rows, y]).sum()
         if not need_grad:
             return value, None
+        p = z.sub_(lse).exp_()  # z is not needed any more: p takes its memory
         p[rows, y] -= 1.0
         return value, p
     if name == "nlcl":
@@ -61,11 +61,12 @@ def _chunk_value_and_grad(
         if not need_grad:
             return value, None
         q = others.sub_(lse_others).exp_()
-        return value, p.sub_(q)
+        return value, z.sub_(lse).exp_().sub_(q)
+    p = z.sub_(lse).exp_()
     e_y = normalized[y]  # (n, d)
     if name == "emd":
         s = e_y @ normalized.T  # (n, V): ê_w·ê_y
-        ps = (p * s).sum(-1, keepdim=True)
+        ps = torch.bmm(p.unsqueeze(1), s.unsqueeze(2)).squeeze(-1)  # (n, 1) = p·s, no (n, V) product
         value = (1.0 - ps).clamp(0.0, 2.0).sum()
         if not need_grad:
             return value, None
@@ -115,9 +116,11 @@ class _FusedLinearMeasure(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # scaled in place: a second (V, d) buffer would double the memory this function exists to save
+        # (so, like fused cross-entropy kernels, it supports one backward per forward: no retain_graph reuse)
         grad_h, grad_w = ctx.saved_tensors
-        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
-        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        gh = grad_h.mul_(grad_out.to(grad_h.dtype)) if grad_h is not None else None
+        gw = grad_w.mul_(grad_out).to(ctx.weight_dtype) if grad_w is not None else None
         return gh, gw, None, None, None, None, None, None
 
 
