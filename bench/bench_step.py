@@ -478,18 +478,28 @@ def main(argv: list[str] | None = None) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": args.note or "no other load noted",
         "args": vars(args),
     }
+    raw = out / f"bench_{args.tag}.json"
+
+    def save() -> None:  # after every section, so a failure late in the run keeps what was measured
+        raw.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory() as tmp:
         print("step section", flush=True)
         result["step"] = step_section(model, cpu, args, normalized, tmp)
+        save()
         print("loss section", flush=True)
         result["loss"] = loss_section(model, cpu, args, normalized)
+        save()
         print("exact section", flush=True)
         result["exact"] = exact_section(model, args, normalized)
+        save()
         print("end-to-end section", flush=True)
         bare = result["step"]["rows"]["bare forward+backward (NLL)"]["seconds"]
         result["e2e"] = e2e_section(model, cpu, args, normalized, bare, result["step"]["tokens"], tmp)
+        save()
         print("profile section", flush=True)
         result["profiles"] = profile_section(model, cpu, args, normalized, out, args.tag, tmp)
+        save()
         if torch.cuda.is_available():
             print("gpu section", flush=True)
             gpu = torch.device("cuda")
@@ -500,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
             gpu_args.skip_soft = True
             result["gpu"] = {"device_name": torch.cuda.get_device_name(),
                              "step": step_section(model, gpu, gpu_args, normalized.to(gpu), tmp)}
-    (out / f"bench_{args.tag}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    save()
     text = render(result)
     (out / f"bench_{args.tag}.md").write_text(text, encoding="utf-8")
     print(text)
