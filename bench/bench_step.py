@@ -364,6 +364,8 @@ def render(result: dict) -> str:
     for name, row in step["rows"].items():
         lines.append(f"| {name} | {row['seconds']:.3f} | {row['seconds'] / bare['seconds']:.2f} | "
                      f"{_mib(row['peak_bytes'])} | {row['peak_bytes'] / max(bare['peak_bytes'], 1):.2f} |")
+    if "loss" not in result:
+        return "\n".join(lines + ["", "(the run stopped here)"]) + "\n"
     loss = result["loss"]
     ce = loss["rows"]["cross-entropy (plain)"]
     lines += ["", f"## Loss alone (from hidden states + LM head): {loss['tokens']:,} tokens, V = {loss['vocab']:,}, "
@@ -372,6 +374,8 @@ def render(result: dict) -> str:
     for name, row in loss["rows"].items():
         lines.append(f"| {name} | {row['seconds'] * 1e3:.1f} | {row['seconds'] / ce['seconds']:.2f} | "
                      f"{_mib(row['peak_bytes'])} | {row['peak_bytes'] / max(ce['peak_bytes'], 1):.2f} |")
+    if "exact" not in result:
+        return "\n".join(lines + ["", "(the run stopped here)"]) + "\n"
     ex = result["exact"]
     lb = ex["lower_bound_seconds_per_row"]
     lines += ["", f"## Soft-target lower bound at V = {ex['vocab']:,} against exact EMD (`ot.emd2`) on subsets",
@@ -380,6 +384,8 @@ def render(result: dict) -> str:
               "| exact EMD support | s per row | × lower bound at full V |", "|---:|---:|---:|"]
     for k, sec in ex["subsets"].items():
         lines.append(f"| {int(k):,} | {sec:.3f} | {sec / lb:,.0f} |")
+    if "e2e" not in result:
+        return "\n".join(lines + ["", "(the run stopped here)"]) + "\n"
     e2e = result["e2e"]
     fused = step["rows"]["ta-sft emd_lb (fused)"]["seconds"]
     lines += ["", "## End to end (`TasftTrainer.train`: ta-sft emd_lb fused, the Trainer's optimizer, logging to "
@@ -458,7 +464,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", default="", help="free text for the report (e.g. contention)")
     parser.add_argument("--out", default="docs/results/bench")
     parser.add_argument("--tag", default="cpu")
+    parser.add_argument("--render", metavar="JSON", help="only re-render the markdown of a saved result")
     args = parser.parse_args(argv)
+    if args.render:
+        path = Path(args.render)
+        path.with_suffix(".md").write_text(render(json.loads(path.read_text())), encoding="utf-8")
+        return
 
     from tasft.models import load_model, token_embeddings
 
