@@ -150,7 +150,7 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
     if not present:
         return False
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(present), 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(3.4 + (1.2 + 0.25 * len(runs)) * len(present), 3.6), dpi=110)
     for i, (name, data) in enumerate(runs):
         values = [data["summary"].get(key, float("nan")) for _, key in present]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(present))]
@@ -158,7 +158,7 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
         ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize=7, padding=1)
     ax.set_xticks(range(len(present)), [label for label, _ in present], fontsize=8)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never on a bar
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
