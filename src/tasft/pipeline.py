@@ -203,6 +203,7 @@ def _tasft_trainer(cfg: TrainConfig, model, tokenizer, data: Datasets, out_dir: 
         soft_top_k=cfg.soft_top_k,
         penalty_first_tokens=cfg.penalty_first_tokens,
         harmful_seed=cfg.seed,
+        loss_chunk_size=cfg.loss_chunk_size,
     )
 
 
