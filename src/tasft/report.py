@@ -17,7 +17,7 @@ from .io_utils import write_text_atomic
 
 # metric groups: (title, PNG file stem, [(label, key in metrics["summary"])])
 GROUPS = [
-    ("Harmfulness on the four harm suites", "harm", [
+    ("Harmfulness (mean over the harm suites evaluated)", "harm", [
         ("harmful rate", "harm_suites_harmful_rate"), ("mean harmfulness", "harm_suites_mean_harmfulness"),
         ("refusal rate", "harm_suites_refusal_rate")]),
     ("Safety counted honestly", "safety", [
