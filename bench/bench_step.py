@@ -134,6 +134,21 @@ def make_examples(n: int, length: int, prompt: int, vocab: int, gen: torch.Gener
     return [Tokenized(row, prompt, length - prompt, 0, f"bench:{i}") for i, row in enumerate(ids)]
 
 
+def bench_batches(model, device: torch.device, args) -> tuple[list[Tokenized], list[Tokenized], dict, dict]:
+    """The fixed (seed 0) random batches every section uses: D_u and D_h examples, the collated D_u batch on the
+    device, and D_u + D_h collated as one batch (the SFT step on the same tokens)."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    benign = make_examples(args.batch, args.seq, args.prompt, vocab, gen)
+    harmful = make_examples(args.harmful_batch, args.seq, args.prompt, vocab, gen)
+
+    def to_dev(batch: dict) -> dict:
+        return {k: v.to(device) for k, v in batch.items()}
+
+    return (benign, harmful, to_dev(collate(benign, 0, mask="response")),
+            to_dev(collate(benign + harmful, 0, mask="response")))
+
+
 def build_trainer(model, out: str, device: torch.device, method: str, penalty: str, harmful, chunk, normalized,
                   ref_model=None, soft_top_k: int = 64, **train_args):
     from transformers import TrainingArguments
@@ -156,13 +171,7 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
 
 
 def step_section(model, device, args, normalized, tmp) -> dict:
-    vocab = model.get_output_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(0)
-    benign = make_examples(args.batch, args.seq, args.prompt, vocab, gen)
-    harmful = make_examples(args.harmful_batch, args.seq, args.prompt, vocab, gen)
-    to_dev = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
-    inputs_u = to_dev(collate(benign, 0, mask="response"))
-    inputs_all = to_dev(collate(benign + harmful, 0, mask="response"))
+    benign, harmful, inputs_u, inputs_all = bench_batches(model, device, args)
     tokens = int(inputs_all["attention_mask"].sum())
     model.train()
 
@@ -274,10 +283,7 @@ def e2e_section(model, device, args, normalized, bare_seconds: float, tokens: in
     """``TasftTrainer.train`` for each gradient-accumulation value: median optimizer-step time, tokens/s."""
     from transformers import TrainerCallback
 
-    vocab = model.get_output_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(0)
-    benign = make_examples(args.batch, args.seq, args.prompt, vocab, gen)
-    harmful = make_examples(args.harmful_batch, args.seq, args.prompt, vocab, gen)
+    benign, harmful, _, _ = bench_batches(model, device, args)
     out = {"bare_tokens_per_second": tokens / bare_seconds, "runs": {}}
     for accum in args.e2e_accum:
         steps = 1 + args.e2e_steps
@@ -315,13 +321,7 @@ def e2e_section(model, device, args, normalized, bare_seconds: float, tokens: in
 def profile_section(model, device, args, normalized, out: Path, tag: str, tmp) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    vocab = model.get_output_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(0)
-    benign = make_examples(args.batch, args.seq, args.prompt, vocab, gen)
-    harmful = make_examples(args.harmful_batch, args.seq, args.prompt, vocab, gen)
-    to_dev = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
-    inputs_u = to_dev(collate(benign, 0, mask="response"))
-    inputs_all = to_dev(collate(benign + harmful, 0, mask="response"))
+    benign, harmful, inputs_u, inputs_all = bench_batches(model, device, args)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     files = {}
     cases = {
