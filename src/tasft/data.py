@@ -243,14 +243,15 @@ def load_source(src: DataSource, name: str, need_response: bool) -> list[Record]
 
 
 # ---------------------------------------------------------------------------------------- formatting
-def _messages(prompt: Prompt) -> list[dict]:
+def chat_messages(prompt: Prompt) -> list[dict]:
+    """A prompt as chat messages: a plain string becomes one user turn."""
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
 def format_prompt(tokenizer, prompt: Prompt) -> str:
     """The text a model sees before answering: chat template with generation prompt, else Alpaca."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True)
     text = prompt if isinstance(prompt, str) else Record(prompt, None, "").prompt_text
     return f"{ALPACA_HEADER}### Instruction:\n{text}\n\n### Response:\n"
 
@@ -259,7 +260,7 @@ def split_template(tokenizer, prompt: Prompt) -> tuple[str, str]:
     """(text before the response, text after it) as the template renders a full conversation."""
     if not getattr(tokenizer, "chat_template", None):
         return format_prompt(tokenizer, prompt), tokenizer.eos_token or ""
-    msgs = _messages(prompt) + [{"role": "assistant", "content": _SENTINEL}]
+    msgs = chat_messages(prompt) + [{"role": "assistant", "content": _SENTINEL}]
     full = tokenizer.apply_chat_template(msgs, tokenize=False)
     if _SENTINEL not in full:
         raise TasftError("the tokenizer's chat template does not render the assistant's answer")

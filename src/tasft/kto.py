@@ -15,7 +15,7 @@ import math
 import random
 
 from .config import TrainConfig
-from .data import Record, format_prompt
+from .data import Record, chat_messages, format_prompt
 
 
 def class_weights(cfg: TrainConfig, n_desirable: int, n_undesirable: int) -> tuple[float, float]:
@@ -35,9 +35,8 @@ def class_weights(cfg: TrainConfig, n_desirable: int, n_undesirable: int) -> tup
 def _example(tokenizer, record: Record, label: bool) -> dict:
     """TRL's conversational format when the tokenizer has a chat template (TRL renders it), else plain text."""
     if getattr(tokenizer, "chat_template", None):
-        messages = record.prompt if isinstance(record.prompt, list) else [{"role": "user", "content": record.prompt}]
-        return {"prompt": messages, "completion": [{"role": "assistant", "content": record.response}],
-                "label": label}
+        return {"prompt": chat_messages(record.prompt),
+                "completion": [{"role": "assistant", "content": record.response}], "label": label}
     return {"prompt": format_prompt(tokenizer, record.prompt), "completion": record.response, "label": label}
 
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from .config import DataSource, TrainConfig
-from .data import Record, load_source, prompt_key, read_records
+from .data import Record, chat_messages, load_source, prompt_key, read_records
 from .errors import TasftError
 from .generate import GenerationSettings, generate_jsonl
 from .io_utils import read_jsonl
@@ -81,9 +81,8 @@ def _generate_safe(cfg: TrainConfig, records: list[Record], model, tokenizer, ou
         model = load_model(settings.generator, cfg.dtype, cfg.trust_remote_code)
     items = []
     for i, r in enumerate(records):
-        messages = r.prompt if isinstance(r.prompt, list) else [{"role": "user", "content": r.prompt}]
         if getattr(tokenizer, "chat_template", None):
-            prompt = [{"role": "system", "content": settings.system_prompt}, *messages]
+            prompt = [{"role": "system", "content": settings.system_prompt}, *chat_messages(r.prompt)]
         else:
             prompt = f"{settings.system_prompt}\n\n{r.prompt_text}"
         items.append({"id": str(i), "prompt": prompt, "origin": r.origin})
