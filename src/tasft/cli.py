@@ -68,12 +68,24 @@ def _harvest(args: argparse.Namespace) -> None:
     print(f"wrote {counts['kept']} harvested responses to {args.out} (unsafe text: open with care)")
 
 
+def _suite_limits(pairs: list[str]) -> dict[str, int]:
+    """``--suite-limit xstest-safe=50`` (repeatable) as {suite: limit}."""
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise TasftError(f"--suite-limit '{pair}': expected SUITE=N with N >= 1")
+        out[name] = int(value)
+    return out
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import EvalSettings, evaluate
 
     settings = EvalSettings(
-        model=args.model, out=args.out, suites=args.suites, limit=args.limit, data_dir=args.data_dir,
-        harm_scorer=args.harm_scorer, scorer_path=args.scorer, deberta_model=args.deberta_model,
+        model=args.model, out=args.out, suites=args.suites, limit=args.limit,
+        suite_limits=_suite_limits(args.suite_limit), data_dir=args.data_dir, harm_scorer=args.harm_scorer,
+        scorer_path=args.scorer, deberta_model=args.deberta_model,
         generation=_generation_settings(args), overwrite=args.overwrite,
     )
     metrics = evaluate(settings)
@@ -160,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--harm-scorer", default="local", help="local | deberta | moderation | none")
     p.add_argument("--scorer", default=None, help="local scorer directory (default: cache, built on first use)")
     p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
+    p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",
+                   help="prompts of one suite, overriding --limit (repeatable), e.g. xstest-safe=50")
     _add_generation_flags(p, default_tokens=128)
     p.set_defaults(func=_evaluate)
 

@@ -82,9 +82,11 @@ class KtoSettings:
 class ContrastiveSettings:
     """The contrastive augmented data set: for every D_h prompt also a *safe* response in D_u — the STL safety
     answer when the prompt is in ``safety_data``, else one written by ``generator`` (default: the starting model)
-    under ``system_prompt``. Works with every method."""
+    under ``system_prompt``; ``source: generated`` always writes them with the generator (the paper's
+    LLM-generated counterparts). Works with every method."""
 
     enabled: bool = False
+    source: str = "auto"
     safety_data: str | None = None
     generator: str | None = None
     system_prompt: str = (
@@ -274,6 +276,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise TasftError(f"kto.{name}: must be > 0 or null, got {value}")
     if cfg.method == "kto" and cfg.batch_size + cfg.harmful_batch_size < 2:
         raise TasftError("batch_size: kto needs at least 2 examples per batch (batch_size + harmful_batch_size)")
+    if cfg.contrastive.source not in ("auto", "generated"):
+        raise TasftError(f"contrastive.source: must be auto or generated, got '{cfg.contrastive.source}'")
     if cfg.contrastive.max_new_tokens <= 0:
         raise TasftError(f"contrastive.max_new_tokens: must be > 0, got {cfg.contrastive.max_new_tokens}")
     if cfg.target == "soft" and cfg.penalty in ("nlcl", "ga"):

@@ -29,6 +29,7 @@ class EvalSettings:
     out: str
     suites: str = "all"
     limit: int | None = None
+    suite_limits: dict[str, int] = field(default_factory=dict)  # per-suite overrides of ``limit``
     data_dir: str | None = None
     harm_scorer: str = "local"
     scorer_path: str | None = None
@@ -172,7 +173,11 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
             data_dir = find_data_dir(settings.data_dir)
         except TasftError:
             data_dir = None
-    items = {s: load_suite(s, data_dir, settings.limit) for s in suites}  # fail fast on bad suites
+    unknown = set(settings.suite_limits) - {suite_name(s) for s in suites}
+    if unknown:
+        raise TasftError(f"suite limit for a suite not evaluated: {', '.join(sorted(unknown))}")
+    limits = {s: settings.suite_limits.get(suite_name(s), settings.limit) for s in suites}
+    items = {s: load_suite(s, data_dir, limits[s]) for s in suites}  # fail fast on bad suites
     out = Path(settings.out)
     _check_out_dir(out, settings)
     harm_scorer = load_harm_scorer(settings, data_dir)
@@ -207,6 +212,7 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
         "harm_scorer": settings.harm_scorer,
         "harm_threshold": getattr(harm_scorer, "threshold", None),
         "limit": settings.limit,
+        "suite_limits": settings.suite_limits,
         "generation": asdict(settings.generation),
         "summary": summary_metrics(per_suite),
         "suites": per_suite,

@@ -5,6 +5,9 @@ An experiment file names a training config (``train_config``, relative to the ex
 ``checkpoints: true`` it instead trains once and evaluates every saved checkpoint (x = the step). A point is
 (series, x, seed); its training run goes to ``DIR/runs/<slug>`` and its evaluation to ``DIR/evals/<slug>``.
 A point whose ``metrics.json`` files exist is skipped, so re-running the command resumes an interrupted grid.
+A series with ``starting_model: true`` evaluates the untrained starting model (the reference every curve moves from).
+Studies written side by side (``results/<study>``) share points: a point whose resolved training config and
+evaluation settings equal a finished point of a sibling study reuses that point's run and evaluation.
 
 Outputs: ``results.csv`` (one row per point and seed), ``results.md`` (mean ± std over seeds per series and x),
 one PNG per entry of ``plots`` and ``experiment.json`` (the resolved experiment); ``tasft report DIR`` renders them.
@@ -18,11 +21,14 @@ import json
 import math
 import re
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import _from_dict, _read_yaml, load_train_config
+import yaml
+
+from .config import _from_dict, _read_yaml, load_train_config, to_dict
 from .errors import TasftError
 from .io_utils import write_json_atomic, write_text_atomic
 
@@ -41,6 +47,7 @@ class Series:
     vary: str | None = None
     values: list = field(default_factory=list)
     checkpoints: bool = False
+    starting_model: bool = False
 
 
 @dataclass
@@ -56,6 +63,7 @@ class PlotSpec:
 class EvalSpec:
     suites: str = "malicious,cona,controversial,qharm,xstest-safe,alpaca"
     limit: int | None = 25
+    suite_limits: dict = field(default_factory=dict)
     batch_size: int = 32
     max_new_tokens: int = 128
     harm_scorer: str = "local"
@@ -104,7 +112,9 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     for s in exp.series:
         if not isinstance(s.set, dict):
             raise TasftError(f"{path}: series '{s.name}': set must be a mapping of training keys")
-        if not s.checkpoints and (s.vary is None) != (not s.values):
+        if s.starting_model and (s.checkpoints or s.vary is not None or len(s.values) > 1):
+            raise TasftError(f"{path}: series '{s.name}': starting_model takes at most one x value, no vary")
+        if not s.checkpoints and not s.starting_model and (s.vary is None) != (not s.values):
             raise TasftError(f"{path}: series '{s.name}': give both vary and values (or neither)")
     if exp.seeds < 1:
         raise TasftError(f"{path}: seeds must be >= 1")
@@ -137,6 +147,10 @@ def _overrides(point: Point, run_dir: Path) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
+class PointBusy(Exception):
+    """The same point is being trained by a sibling study right now."""
+
+
 def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> dict:
     from .evaluate import EvalSettings, evaluate
     from .generate import GenerationSettings
@@ -145,7 +159,7 @@ def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> 
         return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     spec = exp.evaluate
     settings = EvalSettings(model=str(model), out=str(out), suites=spec.suites, limit=spec.limit,
-                            data_dir=spec.data_dir, harm_scorer=spec.harm_scorer,
+                            suite_limits=dict(spec.suite_limits), data_dir=spec.data_dir, harm_scorer=spec.harm_scorer,
                             generation=GenerationSettings(max_new_tokens=spec.max_new_tokens,
                                                           batch_size=spec.batch_size))
     return evaluate(settings, progress=progress)
@@ -167,10 +181,50 @@ def _row(point: Point, x: Any, training: dict, evaluation: dict, eval_dir: Path)
             "eval_dir": str(eval_dir)}
 
 
-def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = True) -> list[dict]:
+def _comparable(config: dict) -> dict:
+    """A resolved training config as plain YAML data, without the output directory."""
+    return {k: v for k, v in yaml.safe_load(yaml.safe_dump(config)).items() if k != "output_dir"}
+
+
+def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
+    """A sibling study's point with the same training config and evaluation settings as ``cfg``.
+
+    Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when its run
+    has started but not finished, and ("none", None, None) otherwise. Siblings are the directories next to ``out``.
+    """
+    want = _comparable(to_dict(cfg))
+    found: tuple[str, Path | None, Path | None] = ("none", None, None)
+    for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
+        meta = sibling / "experiment.json"
+        if not meta.is_file() or json.loads(meta.read_text(encoding="utf-8")).get("evaluate") != asdict(exp.evaluate):
+            continue
+        for config_file in sorted(sibling.glob("runs/*/config.yaml")):
+            if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
+                continue
+            run_dir, eval_dir = config_file.parent, sibling / "evals" / config_file.parent.name
+            if (run_dir / "metrics.json").is_file() and (eval_dir / "metrics.json").is_file():
+                return "done", run_dir, eval_dir
+            found = ("running", run_dir, None)
+    return found
+
+
+def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = True,
+              share: bool = True) -> list[dict]:
     """Train (or reuse) and evaluate (or reuse) one point; a checkpoint series gives one row per checkpoint."""
     run_dir = out / "runs" / point.slug
+    if point.series.starting_model:
+        model = load_train_config(exp.train_config, []).model
+        eval_dir = out / "evals" / point.slug
+        return [_row(point, point.x, {}, _evaluate(exp, Path(model), eval_dir, progress), eval_dir)]
     cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
+    if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():
+        state, shared_run, shared_eval = find_shared(exp, cfg, out)
+        if state == "done":
+            training = json.loads((shared_run / "metrics.json").read_text(encoding="utf-8"))
+            evaluation = json.loads((shared_eval / "metrics.json").read_text(encoding="utf-8"))
+            return [_row(point, point.x, training, evaluation, shared_eval)]
+        if state == "running":
+            raise PointBusy(str(shared_run))
     training = _train(cfg, run_dir, progress)
     if not point.series.checkpoints:
         eval_dir = out / "evals" / point.slug
@@ -236,9 +290,11 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.8, 3.8), dpi=110)
     agg = aggregate(rows)
-    for name in dict.fromkeys(a["series"] for a in agg):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(dict.fromkeys(a["series"] for a in agg)):
+        color = colors[i % len(colors)]
         pts = [a for a in agg if a["series"] == name]
         xs = [a["x"] if spec.x == "x" else a[spec.x] for a in pts]
         ys = [a[spec.y] for a in pts]
@@ -246,16 +302,19 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
                 if isinstance(x, (int, float)) and isinstance(y, (int, float))]
         if not keep:
             continue
+        if spec.x == "x" and len(pts) == 1:  # an unswept series (sft, the starting model): a reference line
+            ax.axhline(keep[0][1], linestyle="--", linewidth=1.2, color=color, label=name)
+            continue
         if spec.x == "x":
             keep.sort()
         ax.errorbar([k[0] for k in keep], [k[1] for k in keep], yerr=[k[2] or 0.0 for k in keep],
-                    marker="o", capsize=3, label=name)
+                    marker="o", capsize=3, color=color, label=name)
     if spec.log_x:
         ax.set_xscale("log")
     ax.set_xlabel(exp.x_label if spec.x == "x" else spec.x)
     ax.set_ylabel(spec.y)
     ax.set_title(f"{exp.study}: {spec.y}", fontsize=10)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -286,7 +345,41 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    for point in plan(exp, seeds or exp.seeds):
-        rows += run_point(exp, point, out, progress)
+    points, deferred = plan(exp, seeds or exp.seeds), []
+    for point in points:  # a point a sibling study is training right now waits until the end, then is shared
+        try:
+            rows += run_point(exp, point, out, progress)
+        except PointBusy:
+            deferred.append(point)
+            continue
+        rows = ordered(exp, rows)
+        write_outputs(exp, rows, out)
+    for point in deferred:
+        rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress))
         write_outputs(exp, rows, out)
     return rows
+
+
+def ordered(exp: ExperimentConfig, rows: list[dict]) -> list[dict]:
+    """Rows in the experiment file's order: by series, then by the series' listed values (checkpoints by step)."""
+    series = {s.name: i for i, s in enumerate(exp.series)}
+    values = {s.name: list(s.values) for s in exp.series}
+
+    def key(r: dict) -> tuple:
+        listed = values.get(r["series"], [])
+        return series.get(r["series"], len(series)), listed.index(r["x"]) if r["x"] in listed else 0, r["x"] or 0
+
+    return sorted(rows, key=key)
+
+
+def _wait_and_run(exp: ExperimentConfig, point: Point, out: Path, progress: bool, poll_s: float = 60.0,
+                  patience_s: float = 3600.0) -> list[dict]:
+    """Wait (up to ``patience_s``) for a sibling's run of this point to finish; then share it or train it here."""
+    waited = 0.0
+    while waited < patience_s:
+        try:
+            return run_point(exp, point, out, progress)
+        except PointBusy:
+            time.sleep(poll_s)
+            waited += poll_s
+    return run_point(exp, point, out, progress, share=False)
