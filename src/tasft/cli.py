@@ -103,7 +103,7 @@ def _report(args: argparse.Namespace) -> None:
 def _experiment(args: argparse.Namespace) -> None:
     from .experiments import run_experiment
 
-    rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds)
+    rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune)
     print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")
 
 
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes: finished points are skipped)")
     p.add_argument("--seeds", type=int, default=None, help="seeds for the headline points (default: the file's)")
+    p.add_argument("--prune", action="store_true",
+                   help="delete each point's checkpoints and weights once evaluated (keeps metrics and logs)")
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("scorer", help="offline harmfulness scorer")

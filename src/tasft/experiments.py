@@ -208,8 +208,22 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
     return found
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def prune_weights(run_dir: Path) -> None:
+    """Delete a finished run's checkpoints and weight files; metrics, logs, config and model card stay."""
+    import shutil
+
+    for ckpt in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    for f in run_dir.iterdir() if run_dir.is_dir() else []:
+        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or f.suffix == ".bin" and f.name != "training_args.bin"):
+            f.unlink()
+
+
 def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = True,
-              share: bool = True) -> list[dict]:
+              share: bool = True, prune: bool = False) -> list[dict]:
     """Train (or reuse) and evaluate (or reuse) one point; a checkpoint series gives one row per checkpoint."""
     run_dir = out / "runs" / point.slug
     if point.series.starting_model:
@@ -228,13 +242,18 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
     training = _train(cfg, run_dir, progress)
     if not point.series.checkpoints:
         eval_dir = out / "evals" / point.slug
-        return [_row(point, point.x, training, _evaluate(exp, run_dir, eval_dir, progress), eval_dir)]
+        row = _row(point, point.x, training, _evaluate(exp, run_dir, eval_dir, progress), eval_dir)
+        if prune:
+            prune_weights(run_dir)
+        return [row]
     rows = []
     steps = sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
     for step in steps:
         eval_dir = out / "evals" / f"{point.slug}__step{step}"
         rows.append(_row(point, step, training, _evaluate(exp, run_dir / f"checkpoint-{step}", eval_dir, progress),
                          eval_dir))
+    if prune:
+        prune_weights(run_dir)
     return rows
 
 
@@ -337,8 +356,11 @@ def write_outputs(exp: ExperimentConfig, rows: list[dict], out: Path) -> list[Pa
 
 
 def run_experiment(study: str, config: str, out: str | Path, seeds: int | None = None,
-                   progress: bool = True) -> list[dict]:
-    """Run (or resume) every point of the study and write its tables and plots after each point."""
+                   progress: bool = True, prune: bool = False) -> list[dict]:
+    """Run (or resume) every point of the study and write its tables and plots after each point.
+
+    ``prune`` deletes each point's checkpoints and weights once it is evaluated (a grid of full models fills a disk).
+    """
     exp = load_experiment(config)
     if exp.study != study:
         raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
@@ -348,14 +370,14 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     points, deferred = plan(exp, seeds or exp.seeds), []
     for point in points:  # a point a sibling study is training right now waits until the end, then is shared
         try:
-            rows += run_point(exp, point, out, progress)
+            rows += run_point(exp, point, out, progress, prune=prune)
         except PointBusy:
             deferred.append(point)
             continue
         rows = ordered(exp, rows)
         write_outputs(exp, rows, out)
     for point in deferred:
-        rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress))
+        rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress, prune=prune))
         write_outputs(exp, rows, out)
     return rows
 
@@ -372,14 +394,14 @@ def ordered(exp: ExperimentConfig, rows: list[dict]) -> list[dict]:
     return sorted(rows, key=key)
 
 
-def _wait_and_run(exp: ExperimentConfig, point: Point, out: Path, progress: bool, poll_s: float = 60.0,
-                  patience_s: float = 3600.0) -> list[dict]:
+def _wait_and_run(exp: ExperimentConfig, point: Point, out: Path, progress: bool, prune: bool = False,
+                  poll_s: float = 60.0, patience_s: float = 3600.0) -> list[dict]:
     """Wait (up to ``patience_s``) for a sibling's run of this point to finish; then share it or train it here."""
     waited = 0.0
     while waited < patience_s:
         try:
-            return run_point(exp, point, out, progress)
+            return run_point(exp, point, out, progress, prune=prune)
         except PointBusy:
             time.sleep(poll_s)
             waited += poll_s
-    return run_point(exp, point, out, progress, share=False)
+    return run_point(exp, point, out, progress, share=False, prune=prune)
