@@ -105,6 +105,20 @@ def test_contrastive_pairs_known_answers_generated_ones_and_no_eval_prompts(talk
     assert [(r.prompt, r.response) for r in again] == [(r.prompt, r.response) for r in pairs]
 
 
+@needs_data
+def test_contrastive_source_generated_writes_every_answer(tiny_data, tmp_path, safety_file, monkeypatch):
+    seen = []
+    monkeypatch.setattr("tasft.method_data._generate_safe",
+                        lambda cfg, records, *a: seen.extend(r.prompt for r in records) or [])
+    harmful = read_records(str(tiny_data["harmful"]))
+    for source, generated in (("auto", len(HARMFUL) - 1), ("generated", len(HARMFUL))):
+        seen.clear()
+        cfg = load_train_config(None, [f"harmful_data.path={tiny_data['harmful']}", "contrastive.enabled=true",
+                                       f"contrastive.safety_data={safety_file}", f"contrastive.source={source}"])
+        contrastive_records(cfg, harmful, None, None, tmp_path)
+        assert len(seen) == generated  # auto takes the known STL answer for HARMFUL[0]; generated writes it too
+
+
 def test_kto_class_weights_follow_trl_guidance():
     cfg = load_train_config(None, [])
     assert class_weights(cfg, 200, 50) == (1.0, 4.0)

@@ -1,0 +1,120 @@
+"""Experiment points shared between sibling studies, the starting-model series, pruning and per-suite limits."""
+
+import json
+
+import pytest
+import yaml
+
+import tasft.evaluate as ev
+import tasft.experiments as ex
+from tasft.cli import main
+from tasft.config import load_train_config
+from tasft.errors import TasftError
+
+from .conftest import tiny_overrides
+from .test_evaluate import KeywordScorer, _settings
+from .test_experiments import DATA, _write, needs_data
+
+ONE_POINT = [{"name": "emd", "set": {"penalty": "emd"}, "vary": "lambda", "values": [0.5]}]
+
+
+def _study(tmp_path, tiny_model_dir, tiny_data, name, study, series):
+    folder = tmp_path / name
+    folder.mkdir()
+    return _write(folder, tiny_model_dir, tiny_data, study=study, series=series, plots=[{"y": "over_refusal"}])
+
+
+@needs_data
+def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    first = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
+    results = tmp_path / "results"
+    ex.run_experiment("lambda", str(first), results / "lambda", progress=False, prune=True)
+    run_dir = results / "lambda" / "runs" / "emd__x0.5__seed0"
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file()
+    assert not list(run_dir.glob("checkpoint-*")) and not list(run_dir.glob("*.safetensors"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a point finished by a sibling study was run again")
+
+    monkeypatch.setattr("tasft.pipeline.train", fail)
+    monkeypatch.setattr(ev, "evaluate", fail)
+    renamed = [{**ONE_POINT[0], "name": "emd again"}]
+    second = _study(tmp_path, tiny_model_dir, tiny_data, "b", "contrastive", renamed)
+    (row,) = ex.run_experiment("contrastive", str(second), results / "contrastive", progress=False)
+    first_row = json.loads((results / "lambda" / "evals" / "emd__x0.5__seed0" / "metrics.json").read_text())
+    assert row["series"] == "emd again" and row["eval_dir"].endswith("lambda/evals/emd__x0.5__seed0")
+    assert row["harm_suites_harmful_rate"] == first_row["summary"]["harm_suites_harmful_rate"]
+    assert not (results / "contrastive" / "runs").exists()  # nothing trained here
+
+    different = [{**ONE_POINT[0], "values": [0.25]}]  # another λ is not the same point: it must train
+    third = _study(tmp_path, tiny_model_dir, tiny_data, "c", "contrastive", different)
+    with pytest.raises(AssertionError, match="run again"):
+        ex.run_experiment("contrastive", str(third), results / "other", progress=False)
+
+
+def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    exp = ex.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
+    results = tmp_path / "results"
+    (point,) = ex.plan(exp, 1)
+    busy = results / "lambda" / "runs" / point.slug  # a sibling's run that has started (config.yaml, no metrics)
+    busy.mkdir(parents=True)
+    cfg = load_train_config(exp.train_config, ex._overrides(point, busy))
+    (busy / "config.yaml").write_text(yaml.safe_dump(ex._comparable(ex.to_dict(cfg))))
+    (results / "lambda" / "experiment.json").write_text(json.dumps(ex.asdict(exp)))
+    here = results / "contrastive"
+    here.mkdir()
+    with pytest.raises(ex.PointBusy):
+        ex.run_point(exp, point, here, progress=False)
+    trained = []
+    monkeypatch.setattr(ex, "run_point", lambda *a, share=True, **k: trained.append(share) or [])
+    assert ex._wait_and_run(exp, point, here, progress=False, poll_s=0.0, patience_s=0.0) == []
+    assert trained == [False]  # the patience ran out: trained here, not shared
+
+
+@needs_data
+def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr("tasft.pipeline.train", lambda *a, **k: pytest.fail("the starting model is not trained"))
+    series = [{"name": "starting model", "starting_model": True, "values": [0]}]
+    config = _study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series)
+    (row,) = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False)
+    saved = json.loads((tmp_path / "out" / "evals" / "starting-model__x0__seed0" / "metrics.json").read_text())
+    assert row["x"] == 0 and row["train_seconds"] is None and saved["model"] == str(tiny_model_dir)
+    assert (tmp_path / "out" / "over_refusal_vs_x.png").stat().st_size > 0
+
+
+def test_starting_model_series_takes_no_sweep(tmp_path, tiny_model_dir, tiny_data):
+    series = [{"name": "s", "starting_model": True, "vary": "lambda", "values": [1, 2]}]
+    with pytest.raises(TasftError, match="starting_model takes at most one x value, no vary"):
+        ex.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series))
+
+
+def test_rows_follow_the_experiment_file_order():
+    exp = ex.ExperimentConfig(study="lambda", train_config="t.yaml", series=[
+        ex.Series("b", vary="lambda", values=[3, 1]), ex.Series("a", checkpoints=True)])
+    rows = [{"series": "a", "x": 20}, {"series": "b", "x": 1}, {"series": "a", "x": 10}, {"series": "b", "x": 3}]
+    assert [(r["series"], r["x"]) for r in ex.ordered(exp, rows)] == [("b", 3), ("b", 1), ("a", 10), ("a", 20)]
+
+
+@needs_data
+def test_per_suite_limits_override_the_global_limit(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    settings = _settings(tiny_model_dir, tmp_path, "malicious,xstest-safe", limit=2,
+                         suite_limits={"xstest-safe": 3}, data_dir=str(DATA))
+    metrics = ev.evaluate(settings, progress=False)
+    assert metrics["suites"]["malicious"]["n"] == 2 and metrics["suites"]["xstest-safe"]["n"] == 3
+    assert metrics["suite_limits"] == {"xstest-safe": 3}
+    with pytest.raises(TasftError, match="suite limit for a suite not evaluated: alpaca"):
+        ev.evaluate(_settings(tiny_model_dir, tmp_path, "malicious", suite_limits={"alpaca": 1},
+                              data_dir=str(DATA)), progress=False)
+    capsys.readouterr()
+    code = main(["evaluate", "--model", str(tiny_model_dir), "--suites", "malicious", "--out",
+                 str(tmp_path / "e"), "--suite-limit", "malicious"])
+    assert code == 2 and capsys.readouterr().err.strip() == \
+        "tasft: error: --suite-limit 'malicious': expected SUITE=N with N >= 1"
+
+
+def test_contrastive_source_is_validated(tiny_model_dir, tiny_data, tmp_path):
+    with pytest.raises(TasftError, match="contrastive.source: must be auto or generated, got 'llm'"):
+        load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path, **{"contrastive.source": "llm"}))
