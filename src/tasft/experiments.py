@@ -366,6 +366,7 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
         raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "experiment.json", asdict(exp))  # siblings see this study's runs from the start
     rows: list[dict] = []
     points, deferred = plan(exp, seeds or exp.seeds), []
     for point in points:  # a point a sibling study is training right now waits until the end, then is shared
