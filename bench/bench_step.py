@@ -279,38 +279,54 @@ def exact_section(model, args, normalized) -> dict:
     return out
 
 
-def e2e_section(model, device, args, normalized, bare_seconds: float, tokens: int, tmp) -> dict:
-    """``TasftTrainer.train`` for each gradient-accumulation value: median optimizer-step time, tokens/s."""
+def _clock(device: torch.device):
+    """A Trainer callback with step-end stamps and the optimizer step timed where it runs (between the Trainer's
+    pre- and post-optimizer events, on the real gradients; timed afterwards it would find them cleared)."""
     from transformers import TrainerCallback
 
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.stamps: list[float] = []
+            self.optimizer_seconds: list[float] = []
+            self.started = 0.0
+
+        def on_pre_optimizer_step(self, *a, **k):
+            _sync(device)
+            self.started = time.perf_counter()
+
+        def on_optimizer_step(self, *a, **k):
+            _sync(device)
+            self.optimizer_seconds.append(time.perf_counter() - self.started)
+
+        def on_step_end(self, *a, **k):
+            _sync(device)
+            self.stamps.append(time.perf_counter())
+
+    return Clock()
+
+
+def e2e_section(model, device, args, normalized, bare_seconds: float, tokens: int, tmp) -> dict:
+    """``TasftTrainer.train`` for each gradient-accumulation value: median optimizer-step time, tokens/s."""
     benign, harmful, _, _ = bench_batches(model, device, args)
     out = {"bare_tokens_per_second": tokens / bare_seconds, "runs": {}}
     for accum in args.e2e_accum:
         steps = 1 + args.e2e_steps
-        stamps: list[float] = []
-
-        class Clock(TrainerCallback):
-            def __init__(self, stamps: list[float]):
-                self.stamps = stamps
-
-            def on_step_end(self, *a, **k):
-                _sync(device)
-                self.stamps.append(time.perf_counter())
-
+        clock = _clock(device)
         trained = copy.deepcopy(model)
         trainer = build_trainer(trained, tmp, device, "ta-sft", "emd_lb", harmful, args.chunk, normalized,
                                 batch_size=args.batch, max_steps=steps, logging_steps=1, learning_rate=1e-6,
                                 gradient_accumulation_steps=accum, dataset=benign * steps * accum)
-        trainer.add_callback(Clock(stamps))
+        trainer.add_callback(clock)
         trainer.train()
+        stamps, optimizer_seconds = clock.stamps, clock.optimizer_seconds
         per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
         step_tokens = trainer.tokens_processed / steps
         optimizer = trainer.optimizer
-        opt_time = measure(optimizer.step, device, args.steps, 0)["seconds"]
+        opt_time = statistics.median(optimizer_seconds[1:] or optimizer_seconds)  # the first step warms up
         out["runs"][accum] = {
             "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,
             "step_seconds": per_step, "tokens_per_step": step_tokens, "tokens_per_second": step_tokens / per_step,
-            "optimizer_step_seconds": opt_time, "steps": steps,
+            "optimizer_step_seconds": opt_time, "optimizer_steps_timed": len(optimizer_seconds), "steps": steps,
         }
         print(f"  accumulation {accum}: {step_tokens / per_step:.0f} tokens/s, optimizer {opt_time:.3f} s",
               flush=True)

@@ -1,0 +1,24 @@
+"""The benchmark script runs end to end on the tiny model and reports what it measured (not a timing test)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_step.py"
+
+
+def test_bench_runs_on_the_tiny_model_and_times_the_real_optimizer_step(tiny_model_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_step", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--model", str(tiny_model_dir), "--out", str(tmp_path), "--tag", "tiny", "--seq", "32",
+                "--prompt", "8", "--steps", "1", "--warmup", "0", "--loss-tokens", "64", "--exact-sizes", "16",
+                "--exact-rows", "1", "--lb-rows", "4", "--soft-top-k", "8", "--e2e-steps", "2", "--e2e-accum", "1"])
+    result = json.loads((tmp_path / "bench_tiny.json").read_text())
+    (run,) = result["e2e"]["runs"].values()
+    # timed while the gradients exist: an AdamW step over every parameter takes measurable time
+    assert run["optimizer"] == "AdamW" and run["optimizer_steps_timed"] == run["steps"] == 3
+    assert run["optimizer_step_seconds"] > 0 and run["tokens_per_second"] > 0
+    assert result["exact"]["lower_bound_seconds_per_row"] > 0
+    report = (tmp_path / "bench_tiny.md").read_text()
+    assert "bare forward+backward (NLL)" in report and "End to end" in report
