@@ -134,3 +134,13 @@ def test_real_process_prints_exactly_one_line(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "tasft: error: lambda: must be >= 0, got -1.0"
+
+
+@pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])
+def test_only_the_main_process_reports_a_training_run(monkeypatch, capsys, tmp_path, rank, printed):
+    metrics = {k: 0 for k in ("method", "penalty", "lambda", "steps", "before", "after", "train_seconds",
+                              "tokens_per_second")}
+    monkeypatch.setattr("tasft.pipeline.train", lambda *a, **k: metrics)
+    monkeypatch.setenv("RANK", rank)
+    assert main(["train", "--set", f"output_dir={tmp_path / 'run'}"]) == 0
+    assert ("saved to" in capsys.readouterr().out) is printed

@@ -118,3 +118,4 @@ def test_per_suite_limits_override_the_global_limit(tiny_model_dir, tmp_path, mo
 def test_contrastive_source_is_validated(tiny_model_dir, tiny_data, tmp_path):
     with pytest.raises(TasftError, match="contrastive.source: must be auto or generated, got 'llm'"):
         load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path, **{"contrastive.source": "llm"}))
+

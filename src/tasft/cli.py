@@ -22,6 +22,8 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_train_config(args.config, args.set)
     metrics = train(cfg, overwrite=args.overwrite, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate/torchrun only the main process reports
+        return
     summary = {k: metrics[k] for k in ("method", "penalty", "lambda", "steps", "before", "after",
                                        "train_seconds", "tokens_per_second")}
     print(json.dumps(summary, indent=2))
