@@ -286,7 +286,8 @@ def results_markdown(exp: ExperimentConfig, rows: list[dict]) -> str:
     header = ["series", exp.x_label, "seeds", *(c for c, _ in columns), "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for a in aggregate(rows):
-        cells = [a["series"], str(a["x"]), str(a["seeds"]), *(_cell(a[k], a[f"{k}_std"]) for _, k in columns),
+        x = "–" if a["x"] is None else str(a["x"])
+        cells = [a["series"], x, str(a["seeds"]), *(_cell(a[k], a[f"{k}_std"]) for _, k in columns),
                  "–" if a["train_seconds"] is None else f"{a['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return (f"# Experiment: {exp.study}\n\nTraining config `{Path(exp.train_config).name}`; evaluation suites "
