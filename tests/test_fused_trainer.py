@@ -44,7 +44,7 @@ def _loss_and_grads(model, tokenizer, tmp_path, method, penalty, chunk):
     batch = collate_train(train[:4], tokenizer.pad_token_id)
     loss = trainer.compute_loss(model, batch)
     hook.remove()
-    assert len(widths) == (2 if method == "ta-sft" else 1)
+    assert len(widths) == (2 if method == "ta-sft" and chunk is None else 1)  # fused: one joint D_u + D_h forward
     assert all(w == 1 for w in widths) == (chunk is not None)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

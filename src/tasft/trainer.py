@@ -22,6 +22,11 @@ from . import chunked_penalty, losses
 from .data import Tokenized, collate
 
 
+def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
+    """(B, T) → (B, width), new columns filled with ``value``."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
 class HarmfulBatchSampler:
     """Deterministic cycling batches of D_h indices (see the module docstring for the formula)."""
 
@@ -137,9 +142,37 @@ class TasftTrainer(Trainer):
             self._normalized = self._normalized_cpu.to(device)
         return self._normalized
 
+    def _joint_losses(self, model, inputs, harmful) -> tuple[torch.Tensor, torch.Tensor]:
+        """(NLL of the D_u rows, penalty of the D_h rows) from ONE forward over both batches stacked (right-padded
+        to one width: right padding leaves the real tokens' positions and attention unchanged), so a TA-SFT
+        step costs one model call, like an SFT step on the same tokens."""
+        rows = inputs["input_ids"].shape[0]
+        width = max(inputs["input_ids"].shape[1], harmful["input_ids"].shape[1])
+        fill = {"input_ids": self.pad_id, "attention_mask": 0, "loss_mask": False}
+        joint = {k: torch.cat([_pad_right(inputs[k], width, v), _pad_right(harmful[k], width, v)])
+                 for k, v in fill.items()}
+        hidden = chunked_penalty.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
+        h, tg, mk = losses.shift_for_causal_lm(hidden, joint["input_ids"], joint["loss_mask"])
+        weight, table = chunked_penalty.lm_head_weight(model), self._table(hidden.device)
+
+        def measure(name: str, part: slice) -> torch.Tensor:
+            m = mk[part]
+            return chunked_penalty.fused_linear_measure(name, h[part][m], weight, tg[part][m], table,
+                                                        chunk_size=self.chunk_size, constant=self.constant)
+
+        return measure("nll", slice(0, rows)), measure(self.penalty, slice(rows, None))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits = None
-        if self._fused(model) and not return_outputs:
+        penalize = self.uses_penalty and model.training
+        harmful_cpu = self.harmful_batch(self._micro_step()) if penalize else None
+        joint = penalize and self.ref_model is None and self._fused(model) and not return_outputs
+        measure = None
+        if joint:
+            device = inputs["input_ids"].device
+            batch = {k: v.to(device, non_blocking=True) for k, v in harmful_cpu.items()}
+            nll, measure = self._joint_losses(model, inputs, batch)
+        elif self._fused(model) and not return_outputs:
             nll, hidden = self._measure("nll", model, inputs)
             device = hidden.device
         else:
@@ -149,11 +182,10 @@ class TasftTrainer(Trainer):
             device = logits.device
         loss = nll
         tokens = inputs["attention_mask"].sum()
-        measure = None
-        if self.uses_penalty and model.training:
-            harmful_cpu = self.harmful_batch(self._micro_step())
-            batch = {k: v.to(device, non_blocking=True) for k, v in harmful_cpu.items()}
-            measure = self._penalty(model, batch)
+        if penalize:
+            if measure is None:
+                batch = {k: v.to(device, non_blocking=True) for k, v in harmful_cpu.items()}
+                measure = self._penalty(model, batch)
             loss = losses.objective(nll, measure, self.penalty, self.lam)
             tokens = tokens + int(harmful_cpu["attention_mask"].sum())
         if model.training:
