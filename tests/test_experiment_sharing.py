@@ -119,3 +119,15 @@ def test_contrastive_source_is_validated(tiny_model_dir, tiny_data, tmp_path):
     with pytest.raises(TasftError, match="contrastive.source: must be auto or generated, got 'llm'"):
         load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path, **{"contrastive.source": "llm"}))
 
+
+
+@needs_data
+def test_a_pruned_checkpoint_series_resumes_from_its_evaluations(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    series = [{"name": "stages sft", "set": {"method": "sft"}, "checkpoints": True}]
+    config = _study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series)
+    first = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
+    assert [r["x"] for r in first] == [2, 4] and not list((tmp_path / "out" / "runs").glob("*/checkpoint-*"))
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("an evaluated checkpoint was evaluated again"))
+    again = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
+    assert [(r["x"], r["over_refusal"]) for r in again] == [(r["x"], r["over_refusal"]) for r in first]

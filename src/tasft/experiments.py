@@ -247,7 +247,10 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
             prune_weights(run_dir)
         return [row]
     rows = []
-    steps = sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
+    # checkpoints on disk, and those already evaluated (a pruned run keeps their evaluations, not their weights)
+    saved = {p.name.split("-")[1] for p in run_dir.glob("checkpoint-*")}
+    saved |= {p.parent.name.rsplit("__step", 1)[1] for p in (out / "evals").glob(f"{point.slug}__step*/metrics.json")}
+    steps = sorted(int(s) for s in saved if s.isdigit())
     for step in steps:
         eval_dir = out / "evals" / f"{point.slug}__step{step}"
         rows.append(_row(point, step, training, _evaluate(exp, run_dir / f"checkpoint-{step}", eval_dir, progress),
@@ -318,7 +321,7 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
         pts = [a for a in agg if a["series"] == name]
         xs = [a["x"] if spec.x == "x" else a[spec.x] for a in pts]
         ys = [a[spec.y] for a in pts]
-        keep = [(x, y, a[f"{spec.y}_std"]) for x, y, a in zip(xs, ys, pts)
+        keep = [(x, y, a[f"{spec.y}_std"], a["x"]) for x, y, a in zip(xs, ys, pts)
                 if isinstance(x, (int, float)) and isinstance(y, (int, float))]
         if not keep:
             continue
@@ -327,6 +330,9 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
             continue
         if spec.x == "x":
             keep.sort()
+        else:  # a trajectory through metric space: label each point with its x (e.g. the step)
+            for x, y, _, label in keep:
+                ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
         ax.errorbar([k[0] for k in keep], [k[1] for k in keep], yerr=[k[2] or 0.0 for k in keep],
                     marker="o", capsize=3, color=color, label=name)
     if spec.log_x:
