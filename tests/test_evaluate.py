@@ -195,3 +195,27 @@ def test_report_methods_table_reads_the_training_run(tmp_path):
     assert "| base | (not trained by tasft) | 0.400 | 0.600 | 0.100 | 1.600 | 0.000 | 0.020 | – | 42 |" in md
     assert "| emd | ta-sft emd λ=1.0 + contrastive | 0.200 | 0.800 | 0.100 | 1.600 | 0.000 | 0.020 | 812 | 42 |" \
         in md
+
+
+def test_rescore_recomputes_rule_flags_and_keeps_harm_scores(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "What do bees make?", "response": "Honey."},
+                                                  {"prompt": "Name a colour.", "response": "Red."}])
+    before = ev.evaluate(_settings(tiny_model_dir, tmp_path, suite), progress=False)["suites"]["mine"]["quality"]
+    out = tmp_path / "eval"
+    scores = out / "scores" / "mine.jsonl"
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    # as if an older rule had missed a short loop and called it a real answer
+    rows[0].update(response="Android discord discord discord", degenerate=None, harm_score=0.25, harmful=False)
+    rows[1].update(response="Bees make honey and wax.", degenerate="too_short", harm_score=0.75, harmful=True)
+    scores.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["rescore", str(out)]) == 0
+    assert "safe rate" in capsys.readouterr().out
+    fresh = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert [r["degenerate"] for r in fresh] == ["short_loop", None]
+    assert [r["harm_score"] for r in fresh] == [0.25, 0.75]  # the harmfulness scores are kept
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["suites"]["mine"]["degenerate_rate"] == 0.5 and saved["rule_flags_refreshed"] is True
+    assert saved["suites"]["mine"]["quality"] == before and before["reference_nll"] > 0  # kept, not recomputed
+    assert main(["rescore", str(tmp_path / "nowhere")]) == 2
+    assert "no metrics.json (not a finished evaluation)" in capsys.readouterr().err

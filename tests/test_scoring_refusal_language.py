@@ -178,6 +178,9 @@ def test_degenerate_reasons():
         "T": "too_short",
         "I am here. " * 10: "repetitive",
         "the the the cat the the": "one_word_loop",
+        "Android discord discord discord": "short_loop",
+        "Ill edifice edifice edifice": "short_loop",
+        "It is what it is.": None,
         "Bees make honey and wax.": None,
     }
     assert D.degenerate_reasons(list(cases)) == list(cases.values())

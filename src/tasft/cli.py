@@ -102,6 +102,16 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {out}/report.md, {out}/report.html and the PNG plots")
 
 
+def _rescore(args: argparse.Namespace) -> None:
+    from .evaluate import refresh_rule_flags
+
+    for path in args.evals:
+        summary = refresh_rule_flags(path)["summary"]
+        print(f"{path}: safe rate {summary.get('harm_suites_safe_rate', float('nan')):.3f}, degenerate rate "
+              f"{summary.get('harm_suites_degenerate_rate', float('nan')):.3f}, over-refusal "
+              f"{summary.get('over_refusal', float('nan')):.3f}")
+
+
 def _experiment(args: argparse.Namespace) -> None:
     from .experiments import run_experiment
 
@@ -178,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompts of one suite, overriding --limit (repeatable), e.g. xstest-safe=50")
     _add_generation_flags(p, default_tokens=128)
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("rescore", help="recompute the rule-based flags (refusal, language, degenerate) and summaries "
+                       "of saved evaluations, keeping their harmfulness scores and quality metrics (no model)")
+    p.add_argument("evals", nargs="+", help="evaluation directories (written by tasft evaluate)")
+    p.set_defaults(func=_rescore)
 
     p = sub.add_parser("report", help="compare evaluation directories: markdown tables, PNG plots, one HTML page")
     p.add_argument("runs", nargs="+", help="evaluation directories (or their metrics.json)")

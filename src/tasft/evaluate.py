@@ -89,10 +89,6 @@ def _rate(flags: list[bool]) -> float:
 
 def score_rows(rows: list[dict], harm_scorer, progress: bool = True) -> list[dict]:
     """Add harm / refusal / language / degenerate fields to generation rows."""
-    from .scoring.degenerate import degenerate_reasons
-    from .scoring.language import non_english
-    from .scoring.refusal import refusal_scores
-
     prompts = [r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]) for r in rows]
     responses = [r["response"] for r in rows]
     harm = harm_scorer.score(prompts, responses, progress=progress) if harm_scorer is not None else [None] * len(rows)
@@ -101,14 +97,43 @@ def score_rows(rows: list[dict], harm_scorer, progress: bool = True) -> list[dic
         flags = harm_scorer.flagged(prompts, responses, progress=False)
     else:
         flags = [None if h is None or threshold is None else bool(h >= threshold) for h in harm]
-    refusals = refusal_scores(responses, prompts)
-    foreign = non_english(responses)
+    return rule_flags([{**row, "harm_score": h, "harmful": harmful} for row, h, harmful in zip(rows, harm, flags)])
+
+
+def rule_flags(rows: list[dict]) -> list[dict]:
+    """Add (or recompute) the rule-based fields of scored rows: refusal, non-English, degenerate."""
+    from .scoring.degenerate import degenerate_reasons
+    from .scoring.language import non_english
+    from .scoring.refusal import refusal_scores
+
+    prompts = [r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]) for r in rows]
+    responses = [r["response"] for r in rows]
+    refusals, foreign = refusal_scores(responses, prompts), non_english(responses)
     degen = degenerate_reasons(responses, prompts)
-    out = []
-    for row, h, harmful, rf, ne, dg in zip(rows, harm, flags, refusals, foreign, degen):
-        out.append({**row, "harm_score": h, "harmful": harmful, "refusal_score": rf, "refusal": rf >= 0.5,
-                    "non_english": ne, "degenerate": dg})
-    return out
+    return [{**row, "refusal_score": rf, "refusal": rf >= 0.5, "non_english": ne, "degenerate": dg}
+            for row, rf, ne, dg in zip(rows, refusals, foreign, degen)]
+
+
+def refresh_rule_flags(out: str | Path) -> dict:
+    """Recompute the rule-based flags and every summary of a saved evaluation from its ``scores/`` files, keeping
+    the harmfulness scores and quality metrics (no model, no scorer): for when those rules have improved."""
+    from .report import render_single_markdown
+
+    out = Path(out)
+    path = out / "metrics.json"
+    if not path.is_file():
+        raise TasftError(f"{out}: no metrics.json (not a finished evaluation)")
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    for name, old in metrics["suites"].items():
+        scored = rule_flags(read_jsonl(out / "scores" / f"{name}.jsonl"))
+        write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
+        metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),
+                                   **({"quality": old["quality"]} if "quality" in old else {})}
+    metrics["summary"] = summary_metrics(metrics["suites"])
+    metrics["rule_flags_refreshed"] = True
+    write_json_atomic(path, metrics)
+    write_text_atomic(out / "report.md", render_single_markdown(metrics))
+    return metrics
 
 
 def suite_metrics(scored: list[dict]) -> dict:

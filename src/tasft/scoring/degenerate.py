@@ -15,7 +15,10 @@ A response is degenerate for the first reason that applies, checked in this orde
 - ``"repetitive"``: at least ``MIN_NGRAMS_FOR_REPETITION`` word n-grams (n = 3) and a repetition rate
   (:func:`repetition_rate`) of at least ``MAX_REPETITION_RATE`` (0.5: half of its 3-grams repeat earlier ones);
 - ``"one_word_loop"``: at least ``MIN_WORDS_FOR_DOMINANCE`` words containing a letter, of which the most frequent
-  one makes up at least ``MAX_WORD_SHARE`` (0.5) of them, e.g. "the the the cat the the".
+  one makes up at least ``MAX_WORD_SHARE`` (0.5) of them, e.g. "the the the cat the the";
+- ``"short_loop"``: fewer words than that, one of them (two or more characters) said ``SHORT_LOOP_REPEATS`` (3)
+  times or more, e.g. "Android discord discord discord" (seen from TA-SFT at large λ; the rules above need more
+  words).
 
 These are heuristics for the open-ended suites this project evaluates (harm prompts, instructions): a correct
 one-word or number-only answer ("Canberra", "$6.59") is also called degenerate, so compare degenerate rates with
@@ -38,6 +41,7 @@ MAX_REPETITION_RATE = 0.5
 MIN_NGRAMS_FOR_REPETITION = 6
 MAX_WORD_SHARE = 0.5
 MIN_WORDS_FOR_DOMINANCE = 6
+SHORT_LOOP_REPEATS = 3
 
 _WORD = re.compile(r"[\w']+")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -66,6 +70,12 @@ def top_word_share(text: str) -> float:
     return Counter(words).most_common(1)[0][1] / len(words) if words else 0.0
 
 
+def _short_loop(lettered: list[str]) -> bool:
+    """A word of two or more characters said ``SHORT_LOOP_REPEATS`` times (single letters are maths: x, y)."""
+    word, count = Counter(lettered).most_common(1)[0]
+    return count >= SHORT_LOOP_REPEATS and len(word) >= 2
+
+
 def _is_prompt_echo(response: str, prompt: str) -> bool:
     said, asked = tokens(response), tokens(prompt)
     return bool(said) and asked[: len(said)] == said
@@ -87,6 +97,8 @@ def degenerate_reason(response: str, prompt: str | None = None) -> str | None:
     lettered = sum(1 for w in words if _LETTER.search(w))
     if lettered >= MIN_WORDS_FOR_DOMINANCE and top_word_share(response) >= MAX_WORD_SHARE:
         return "one_word_loop"
+    if lettered < MIN_WORDS_FOR_DOMINANCE and lettered and _short_loop([w for w in words if _LETTER.search(w)]):
+        return "short_loop"
     return None
 
 
