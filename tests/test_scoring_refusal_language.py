@@ -181,6 +181,10 @@ def test_degenerate_reasons():
         "Android discord discord discord": "short_loop",
         "Ill edifice edifice edifice": "short_loop",
         "It is what it is.": None,
+        "Amen coerciate susception discord susception": "word_salad",
+        "Assessment susceptibility susceptoreal": "word_salad",
+        "Apples, pears, plums": None,  # a list, not a salad
+        "Knead the dough well.": None,
         "Bees make honey and wax.": None,
     }
     assert D.degenerate_reasons(list(cases)) == list(cases.values())

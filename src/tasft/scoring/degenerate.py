@@ -23,7 +23,8 @@ A response is degenerate for the first reason that applies, checked in this orde
 These are heuristics for the open-ended suites this project evaluates (harm prompts, instructions): a correct
 one-word or number-only answer ("Canberra", "$6.59") is also called degenerate, so compare degenerate rates with
 the starting model's rather than with zero (about 2.2% of 5,469 reference answers from AlpacaEval and XSTest
-generators are flagged, mostly ``too_short``).
+generators are flagged, mostly ``too_short``; ``word_salad`` adds 8 of AlpacaEval's 3,219 outputs, all titles
+such as "Tuna Sriracha Wraps").
 
 Words are maximal runs of letters, digits, underscores or apostrophes, compared in lower case.
 """
@@ -42,6 +43,14 @@ MIN_NGRAMS_FOR_REPETITION = 6
 MAX_WORD_SHARE = 0.5
 MIN_WORDS_FOR_DOMINANCE = 6
 SHORT_LOOP_REPEATS = 3
+SALAD_MAX_WORDS = 8
+_FUNCTION_WORDS_TEXT = """
+a an the i you he she it we they me him her us them my your his its our their this that these those
+is are was were be been being am do does did have has had will would can could shall should may might must
+to of in on at by for with from as into about over under than then so and or but if not no nor yes
+what which who whom whose how why when where there here"""
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+_LIST_OR_MARKUP = re.compile(r"[,\n:#;|\"=(){}\[\]!?\-]")
 
 _WORD = re.compile(r"[\w']+")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -99,6 +108,8 @@ def degenerate_reason(response: str, prompt: str | None = None) -> str | None:
         return "one_word_loop"
     if lettered < MIN_WORDS_FOR_DOMINANCE and lettered and _short_loop([w for w in words if _LETTER.search(w)]):
         return "short_loop"
+    if len(words) < SALAD_MAX_WORDS and not set(words) & FUNCTION_WORDS and not _LIST_OR_MARKUP.search(response):
+        return "word_salad"
     return None
 
 
