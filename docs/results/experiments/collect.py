@@ -11,7 +11,7 @@ from pathlib import Path
 
 SRC = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/experiments")
 DST = Path("docs/results/experiments")
-STUDIES = ("data_efficiency", "lambda", "lambda_paper_constant", "stages", "contrastive")
+STUDIES = ("data_efficiency", "data_efficiency_seeds", "lambda", "lambda_paper_constant", "stages", "contrastive")
 
 
 def relative(path: str) -> str:
