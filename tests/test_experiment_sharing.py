@@ -131,3 +131,21 @@ def test_a_pruned_checkpoint_series_resumes_from_its_evaluations(tmp_path, tiny_
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("an evaluated checkpoint was evaluated again"))
     again = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
     assert [(r["x"], r["over_refusal"]) for r in again] == [(r["x"], r["over_refusal"]) for r in first]
+
+
+def test_unswept_series_are_reference_lines_and_one_value_sweeps_are_points(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    lines = []
+    original = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda self, y, **k: lines.append((k.get("label"), y)) or original(self, y, **k))
+    exp = ex.ExperimentConfig(study="data-efficiency", train_config="t.yaml", series=[
+        ex.Series("sft"), ex.Series("base", starting_model=True, values=[0]),
+        ex.Series("kto", vary="harmful_data.limit", values=[100]), ex.Series("emd", vary="lambda", values=[1, 3])])
+    rows = [{"series": "sft", "x": None, "seed": 0, "over_refusal": 0.1},
+            {"series": "base", "x": 0, "seed": 0, "over_refusal": 0.2},
+            {"series": "kto", "x": 100, "seed": 0, "over_refusal": 0.3},
+            *({"series": "emd", "x": x, "seed": 0, "over_refusal": 0.4} for x in (1, 3))]
+    ex.plot(exp, rows, ex.PlotSpec("over_refusal", log_x=True), tmp_path / "p.png")
+    assert lines == [("sft", 0.1), ("base", 0.2)] and (tmp_path / "p.png").stat().st_size > 0

@@ -316,17 +316,18 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
     fig, ax = plt.subplots(figsize=(6.8, 3.8), dpi=110)
     agg = aggregate(rows)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    unswept = {s.name for s in exp.series if s.starting_model or (s.vary is None and not s.checkpoints)}
     for i, name in enumerate(dict.fromkeys(a["series"] for a in agg)):
         color = colors[i % len(colors)]
         pts = [a for a in agg if a["series"] == name]
         xs = [a["x"] if spec.x == "x" else a[spec.x] for a in pts]
         ys = [a[spec.y] for a in pts]
+        if spec.x == "x" and name in unswept and isinstance(ys[0], (int, float)):  # sft, the starting model:
+            ax.axhline(ys[0], linestyle="--", linewidth=1.2, color=color, label=name)  # a line, not a point
+            continue
         keep = [(x, y, a[f"{spec.y}_std"], a["x"]) for x, y, a in zip(xs, ys, pts)
                 if isinstance(x, (int, float)) and isinstance(y, (int, float))]
         if not keep:
-            continue
-        if spec.x == "x" and len(pts) == 1:  # an unswept series (sft, the starting model): a reference line
-            ax.axhline(keep[0][1], linestyle="--", linewidth=1.2, color=color, label=name)
             continue
         if spec.x == "x":
             keep.sort()
