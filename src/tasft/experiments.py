@@ -151,12 +151,18 @@ class PointBusy(Exception):
     """The same point is being trained by a sibling study right now."""
 
 
+def _finished(directory: Path) -> dict | None:
+    """The ``metrics.json`` of a finished run or evaluation, or None."""
+    path = directory / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> dict:
     from .evaluate import EvalSettings, evaluate
     from .generate import GenerationSettings
 
-    if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    if (done := _finished(out)) is not None:
+        return done
     spec = exp.evaluate
     settings = EvalSettings(model=str(model), out=str(out), suites=spec.suites, limit=spec.limit,
                             suite_limits=dict(spec.suite_limits), data_dir=spec.data_dir, harm_scorer=spec.harm_scorer,
@@ -168,8 +174,8 @@ def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> 
 def _train(cfg, run_dir: Path, progress: bool) -> dict:
     from .pipeline import train
 
-    if (run_dir / "metrics.json").is_file():
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    if (done := _finished(run_dir)) is not None:
+        return done
     return train(cfg, resume=True, progress=progress)
 
 
@@ -234,9 +240,7 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
     if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():
         state, shared_run, shared_eval = find_shared(exp, cfg, out)
         if state == "done":
-            training = json.loads((shared_run / "metrics.json").read_text(encoding="utf-8"))
-            evaluation = json.loads((shared_eval / "metrics.json").read_text(encoding="utf-8"))
-            return [_row(point, point.x, training, evaluation, shared_eval)]
+            return [_row(point, point.x, _finished(shared_run), _finished(shared_eval), shared_eval)]
         if state == "running":
             raise PointBusy(str(shared_run))
     training = _train(cfg, run_dir, progress)

@@ -166,26 +166,22 @@ class TasftTrainer(Trainer):
         logits = None
         penalize = self.uses_penalty and model.training
         harmful_cpu = self.harmful_batch(self._micro_step()) if penalize else None
-        joint = penalize and self.ref_model is None and self._fused(model) and not return_outputs
+        harmful = {k: v.to(inputs["input_ids"].device, non_blocking=True) for k, v in harmful_cpu.items()} \
+            if penalize else None
         measure = None
-        if joint:
-            device = inputs["input_ids"].device
-            batch = {k: v.to(device, non_blocking=True) for k, v in harmful_cpu.items()}
-            nll, measure = self._joint_losses(model, inputs, batch)
+        if penalize and self.ref_model is None and self._fused(model) and not return_outputs:
+            nll, measure = self._joint_losses(model, inputs, harmful)
         elif self._fused(model) and not return_outputs:
-            nll, hidden = self._measure("nll", model, inputs)
-            device = hidden.device
+            nll, _ = self._measure("nll", model, inputs)
         else:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
             lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
             nll = losses.nll_from_logits(lg, tg, mk)
-            device = logits.device
         loss = nll
         tokens = inputs["attention_mask"].sum()
         if penalize:
             if measure is None:
-                batch = {k: v.to(device, non_blocking=True) for k, v in harmful_cpu.items()}
-                measure = self._penalty(model, batch)
+                measure = self._penalty(model, harmful)
             loss = losses.objective(nll, measure, self.penalty, self.lam)
             tokens = tokens + int(harmful_cpu["attention_mask"].sum())
         if model.training:

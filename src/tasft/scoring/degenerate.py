@@ -103,10 +103,10 @@ def degenerate_reason(response: str, prompt: str | None = None) -> str | None:
         return "prompt_echo"
     if len(words) - 2 >= MIN_NGRAMS_FOR_REPETITION and repetition_rate(response, 3) >= MAX_REPETITION_RATE:
         return "repetitive"
-    lettered = sum(1 for w in words if _LETTER.search(w))
-    if lettered >= MIN_WORDS_FOR_DOMINANCE and top_word_share(response) >= MAX_WORD_SHARE:
+    lettered = [w for w in words if _LETTER.search(w)]
+    if len(lettered) >= MIN_WORDS_FOR_DOMINANCE and top_word_share(response) >= MAX_WORD_SHARE:
         return "one_word_loop"
-    if lettered < MIN_WORDS_FOR_DOMINANCE and lettered and _short_loop([w for w in words if _LETTER.search(w)]):
+    if 0 < len(lettered) < MIN_WORDS_FOR_DOMINANCE and _short_loop(lettered):
         return "short_loop"
     if len(words) < SALAD_MAX_WORDS and not set(words) & FUNCTION_WORDS and not _LIST_OR_MARKUP.search(response):
         return "word_salad"
