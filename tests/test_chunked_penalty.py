@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tasft import losses
-from tasft.chunked_penalty import fused_linear_measure
+from tasft.chunked_penalty import fused_linear_measure, fused_linear_objective
 
 V, D = 97, 16
 PLAIN = {
@@ -131,3 +131,56 @@ def test_no_vocab_tensor_beyond_one_chunk(name):
     with _LargestVocabTensor(V) as plain_probe:  # the plain path, for contrast, holds every token's row
         PLAIN[name](hidden @ weight.T, targets, mask, normalized).backward()
     assert plain_probe.rows >= sel_h.shape[0]
+
+
+class _WeightShapedOutputs(TorchDispatchMode):
+    """Counts op outputs of the weight's (V, d) shape that are new buffers (not views of an input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.shape == (V, D) and func.__name__.split(".")[0] in (
+                "zeros", "empty", "new_zeros", "zeros_like", "empty_like", "clone"):
+            self.count += 1
+        return out
+
+
+@pytest.mark.parametrize("penalty", ["emd_lb", "emd", "nlcl", "ga"])
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_objective_equals_nll_plus_weighted_penalty_in_one_weight_buffer(penalty, chunk):
+    """L = NLL(rows of D_u) + coef·penalty(rows of D_h) from one call: value, the two means and the gradients
+    equal the plain functions on each part, and the forward allocates one (V, d) gradient buffer, not two."""
+    hidden, weight, targets, mask, normalized = _problem(seed=3, batch=4, length=9)
+    benign, harm = torch.zeros_like(mask), torch.zeros_like(mask)
+    benign[:2], harm[2:] = mask[:2], mask[2:]
+    coef = losses.SIGNS[penalty] * 0.7
+    logits = hidden @ weight.T
+    nll = PLAIN["nll"](logits, targets, benign, normalized)
+    pen = PLAIN[penalty](logits, targets, harm, normalized)
+    want_gh, want_gw = torch.autograd.grad(nll + coef * pen, (hidden, weight))
+    segments = [("nll", int(benign.sum()), 1.0), (penalty, int(harm.sum()), coef)]
+    with _WeightShapedOutputs() as buffers:
+        loss, (got_nll, got_pen) = fused_linear_objective(hidden[mask], weight, targets[mask], segments,
+                                                          normalized, chunk_size=chunk)
+    gh, gw = torch.autograd.grad(loss, (hidden, weight))
+    assert buffers.count == 1
+    assert not got_nll.requires_grad and not got_pen.requires_grad
+    torch.testing.assert_close(got_nll, nll.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_pen, pen.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss.detach(), (nll + coef * pen).detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gh, want_gh, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gw, want_gw, atol=1e-5, rtol=1e-5)
+
+
+def test_objective_segments_must_cover_the_rows():
+    hidden, weight, targets, mask, normalized = _problem(seed=2)
+    n = int(mask.sum())
+    with pytest.raises(ValueError, match="segments cover"):
+        fused_linear_objective(hidden[mask], weight, targets[mask], [("nll", n - 1, 1.0)], normalized)
+    loss, (empty_mean, nll) = fused_linear_objective(hidden[mask], weight, targets[mask],
+                                                     [("emd_lb", 0, -1.0), ("nll", n, 1.0)], normalized)
+    assert float(empty_mean) == 0.0
+    torch.testing.assert_close(loss.detach(), nll)

@@ -84,44 +84,92 @@ def _chunk_value_and_grad(
     raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
 
 
-class _FusedLinearMeasure(torch.autograd.Function):
-    """mean_i measure(softmax(h_i Wᵀ), y_i), chunk by chunk, gradients computed in the forward pass."""
+Segment = tuple[str, int, float]  # (measure name, rows, coefficient)
+
+
+class _FusedLinearObjective(torch.autograd.Function):
+    """Σ_k coef_k · mean_{i ∈ segment k} measure_k(softmax(h_i Wᵀ), y_i), chunk by chunk, gradients computed in
+    the forward pass into ONE ∂W buffer for all segments; the per-segment means are returned detached."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, normalized, name, chunk_size, c, grad_enabled):
+    def forward(ctx, hidden, weight, targets, normalized, segments, chunk_size, c, grad_enabled):
         need_h = grad_enabled and ctx.needs_input_grad[0]
         need_w = grad_enabled and ctx.needs_input_grad[1]
-        n = hidden.shape[0]
-        scale = 1.0 / n
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        for start in range(0, n, chunk_size):
-            stop = start + chunk_size
-            h = hidden[start:stop]
-            z = (h @ weight.T).float()
-            value, dz = _chunk_value_and_grad(name, z, targets[start:stop], normalized, c, need_h or need_w)
-            del z
-            total += value
-            if dz is not None:
-                dz = dz.mul_(scale)
-                if need_h:
-                    grad_h[start:stop] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
-                if need_w:
-                    grad_w.addmm_(dz.T, h.float())
-                del dz
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        means, first = [], 0
+        for name, rows, coef in segments:
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            scale = coef / rows if rows else 0.0
+            for start in range(first, first + rows, chunk_size):
+                stop = min(start + chunk_size, first + rows)
+                h = hidden[start:stop]
+                z = (h @ weight.T).float()
+                value, dz = _chunk_value_and_grad(name, z, targets[start:stop], normalized, c, need_h or need_w)
+                del z
+                total += value
+                if dz is not None:
+                    dz = dz.mul_(scale)
+                    if need_h:
+                        grad_h[start:stop] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
+                    if need_w:
+                        grad_w.addmm_(dz.T, h.float())
+                    del dz
+            mean = total / max(rows, 1)
+            loss += coef * mean
+            means.append(mean)
+            first += rows
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
-        return total * scale
+        ctx.mark_non_differentiable(*means)
+        return (loss, *means)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, *_):
         # scaled in place: a second (V, d) buffer would double the memory this function exists to save
         # (so, like fused cross-entropy kernels, it supports one backward per forward: no retain_graph reuse)
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h.mul_(grad_out.to(grad_h.dtype)) if grad_h is not None else None
         gw = grad_w.mul_(grad_out).to(ctx.weight_dtype) if grad_w is not None else None
         return gh, gw, None, None, None, None, None, None
+
+
+def fused_linear_objective(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    segments: list[Segment],
+    normalized: torch.Tensor | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    constant: str = "tight",
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """L = Σ_k coef_k · M_k, M_k = mean over the rows of segment k of measure_k at P_i = softmax(hidden_i Wᵀ).
+
+    ``segments`` [(name, rows, coef), ...] split the N rows of ``hidden`` / ``targets`` in order (rows sum to
+    N). Returns L (differentiable) and the detached M_k. All segments accumulate into one ∂W (V, d) buffer, so
+    an NLL segment plus a penalty segment cost one such buffer, like the NLL alone — on CPU every fresh
+    (V, d) buffer is a new mapping whose pages fault in. Other arguments as :func:`fused_linear_measure`.
+    """
+    names = [name for name, _, _ in segments]
+    for name in names:
+        if name not in CHUNKED_MEASURES:
+            raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    if sum(rows for _, rows, _ in segments) != hidden.shape[0]:
+        raise ValueError(f"segments cover {sum(r for _, r, _ in segments)} rows, hidden has {hidden.shape[0]}")
+    if {"emd", "emd_lb"} & set(names):
+        if normalized is None:
+            raise ValueError(f"measure {'emd_lb' if 'emd_lb' in names else 'emd'!r} needs the normalised "
+                             "embedding table")
+        normalized = normalized.to(device=hidden.device, dtype=torch.float32)
+    c = bound_constant(constant, weight.shape[0]) if "emd_lb" in names else 0.0
+    loss, *means = _FusedLinearObjective.apply(
+        hidden, weight, targets, normalized, tuple(segments), int(chunk_size), c, torch.is_grad_enabled()
+    )
+    return loss, means
 
 
 def fused_linear_measure(
@@ -142,20 +190,9 @@ def fused_linear_measure(
     one chunk of ``chunk_size`` rows is alive at once, in forward or backward. With no rows the result is a
     zero that still depends on the inputs (so backward runs and gives zero gradients).
     """
-    if name not in CHUNKED_MEASURES:
-        raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
-    if name in ("emd", "emd_lb"):
-        if normalized is None:
-            raise ValueError(f"measure {name!r} needs the normalised embedding table")
-        normalized = normalized.to(device=hidden.device, dtype=torch.float32)
-    if hidden.shape[0] == 0:
-        return (hidden.sum() + weight.sum()).float() * 0.0
-    c = bound_constant(constant, weight.shape[0]) if name == "emd_lb" else 0.0
-    return _FusedLinearMeasure.apply(
-        hidden, weight, targets, normalized, name, int(chunk_size), c, torch.is_grad_enabled()
-    )
+    loss, _ = fused_linear_objective(hidden, weight, targets, [(name, hidden.shape[0], 1.0)], normalized,
+                                     chunk_size=chunk_size, constant=constant)
+    return loss
 
 
 # ------------------------------------------------------------------------------------ model helpers
@@ -209,6 +246,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "final_hidden_states",
     "fused_linear_measure",
+    "fused_linear_objective",
     "lm_head_weight",
     "supports_fused",
 ]

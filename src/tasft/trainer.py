@@ -142,10 +142,11 @@ class TasftTrainer(Trainer):
             self._normalized = self._normalized_cpu.to(device)
         return self._normalized
 
-    def _joint_losses(self, model, inputs, harmful) -> tuple[torch.Tensor, torch.Tensor]:
-        """(NLL of the D_u rows, penalty of the D_h rows) from ONE forward over both batches stacked (right-padded
-        to one width: right padding leaves the real tokens' positions and attention unchanged), so a TA-SFT
-        step costs one model call, like an SFT step on the same tokens."""
+    def _joint_objective(self, model, inputs, harmful) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L, NLL of the D_u rows, penalty of the D_h rows) from ONE forward over both batches stacked
+        (right-padded to one width: right padding leaves the real tokens' positions and attention unchanged)
+        and one fused head pass, so a TA-SFT step costs one model call and one ∂W buffer, like an SFT step on
+        the same tokens."""
         rows = inputs["input_ids"].shape[0]
         width = max(inputs["input_ids"].shape[1], harmful["input_ids"].shape[1])
         fill = {"input_ids": self.pad_id, "attention_mask": 0, "loss_mask": False}
@@ -153,37 +154,36 @@ class TasftTrainer(Trainer):
                  for k, v in fill.items()}
         hidden = chunked_penalty.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, joint["input_ids"], joint["loss_mask"])
-        weight, table = chunked_penalty.lm_head_weight(model), self._table(hidden.device)
-
-        def measure(name: str, part: slice) -> torch.Tensor:
-            m = mk[part]
-            return chunked_penalty.fused_linear_measure(name, h[part][m], weight, tg[part][m], table,
-                                                        chunk_size=self.chunk_size, constant=self.constant)
-
-        return measure("nll", slice(0, rows)), measure(self.penalty, slice(rows, None))
+        benign_rows = int(mk[:rows].sum())  # mask order is row-major: the D_u positions come first
+        segments = [("nll", benign_rows, 1.0),
+                    (self.penalty, int(mk.sum()) - benign_rows, losses.SIGNS[self.penalty] * self.lam)]
+        loss, (nll, measure) = chunked_penalty.fused_linear_objective(
+            h[mk], chunked_penalty.lm_head_weight(model), tg[mk], segments, self._table(hidden.device),
+            chunk_size=self.chunk_size, constant=self.constant)
+        return loss, nll, measure
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = None
+        logits = loss = measure = None
         penalize = self.uses_penalty and model.training
         harmful_cpu = self.harmful_batch(self._micro_step()) if penalize else None
         harmful = {k: v.to(inputs["input_ids"].device, non_blocking=True) for k, v in harmful_cpu.items()} \
             if penalize else None
-        measure = None
         if penalize and self.ref_model is None and self._fused(model) and not return_outputs:
-            nll, measure = self._joint_losses(model, inputs, harmful)
+            loss, nll, measure = self._joint_objective(model, inputs, harmful)
         elif self._fused(model) and not return_outputs:
             nll, _ = self._measure("nll", model, inputs)
         else:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
             lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
             nll = losses.nll_from_logits(lg, tg, mk)
-        loss = nll
         tokens = inputs["attention_mask"].sum()
         if penalize:
-            if measure is None:
+            if loss is None:
                 measure = self._penalty(model, harmful)
-            loss = losses.objective(nll, measure, self.penalty, self.lam)
+                loss = losses.objective(nll, measure, self.penalty, self.lam)
             tokens = tokens + int(harmful_cpu["attention_mask"].sum())
+        else:
+            loss = nll
         if model.training:
             self._sums["nll"] += nll.detach()
             if measure is not None:
