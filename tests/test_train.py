@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from tasft.config import load_train_config
 from tasft.errors import TasftError
 from tasft.models import load_model
-from tasft.pipeline import train
+from tasft.pipeline import find_unused_parameters, train
 from tasft.trainer import HarmfulBatchSampler
 
 from .conftest import tiny_overrides
@@ -96,6 +96,23 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tiny_data, tm
     assert logged_steps == [1, 2, 3, 4]
 
 
+def test_resuming_a_checkpoint_at_max_steps_trains_no_extra_step(tiny_model_dir, tiny_data, tmp_path):
+    """transformers' loop would run one step past max_steps when resumed at max_steps (it checks the limit only
+    after a step): the checkpoint is the final model instead."""
+    out = tmp_path / "done"
+    first = _run(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2)
+    cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2))
+    metrics = train(cfg, resume=True, progress=False)
+    assert metrics["resumed_from"].endswith("checkpoint-2") and metrics["steps"] == 2
+    assert not (out / "checkpoint-3").exists()
+    logged_steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()
+                    if "nll" in json.loads(x)]
+    assert logged_steps == [1, 2]
+    assert metrics["final_train_loss"] == pytest.approx(first["final_train_loss"], abs=1e-3)
+    final, saved = load_file(str(out / "model.safetensors")), load_file(str(out / "checkpoint-2" / "model.safetensors"))
+    assert all(torch.equal(final[k], saved[k]) for k in saved)
+
+
 def test_existing_output_dir_is_never_overwritten_without_asking(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "keep"
     out.mkdir()
@@ -138,3 +155,19 @@ def test_harvest_with_only_empty_answers_is_an_error(tiny_model_dir, tiny_data, 
     with pytest.raises(TasftError, match="all 4 harvested responses are empty"):
         _run(tiny_model_dir, tiny_data, tmp_path / "e", max_steps=1, harvest_max_new_tokens=4,
              **{"harmful_data.path": str(tiny_data["toxic"]), "harmful_data.harvest": True})
+
+
+@pytest.mark.parametrize("method,model_config,setting,want", [
+    ("ta-sft", {}, None, False),  # every parameter gets a gradient each step: skip DDP's graph search
+    ("sft", {}, None, False),
+    ("kto", {}, None, None),  # transformers' default
+    ("ta-sft", {"num_local_experts": 8}, None, None),  # experts a step does not route to get no gradient
+    ("ta-sft", {}, True, True),  # the config wins
+])
+def test_ddp_unused_parameter_search(method, model_config, setting, want):
+    from types import SimpleNamespace
+
+    cfg = load_train_config(None, [f"method={method}"] + ([f"ddp_find_unused_parameters={setting}"]
+                                                          if setting is not None else []))
+    model = SimpleNamespace(config=SimpleNamespace(**model_config))
+    assert find_unused_parameters(cfg, model) is want

@@ -115,6 +115,9 @@ class TrainConfig:
     # rows per chunk of the fused LM-head + loss (tasft.chunked_penalty) for the D_u NLL and the one-hot penalties;
     # null = the plain full-logits path (docs/PERFORMANCE.md)
     loss_chunk_size: int | None = 256
+    # DDP's per-step search for parameters without a gradient; null = off for sft/stl/ta-sft on dense models,
+    # transformers' default for kto and mixture-of-experts models (docs/PERFORMANCE.md)
+    ddp_find_unused_parameters: bool | None = None
     train_data: DataSource = field(default_factory=lambda: DataSource("demo:benign.jsonl"))
     harmful_data: DataSource | None = field(
         default_factory=lambda: DataSource("demo:toxic_prompts.jsonl", harvest=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 import time
@@ -56,6 +57,29 @@ def last_checkpoint(path: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(path)) if path.is_dir() else None
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    state = Path(checkpoint) / "trainer_state.json"
+    return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0)) if state.exists() else 0
+
+
+def run_training(trainer, checkpoint: str | None, max_steps: int):
+    """``trainer.train``, resuming from ``checkpoint``, except when the checkpoint already reached ``max_steps``:
+    transformers' loop would then run one more step before it checks the limit, so the checkpoint's weights
+    and state are loaded instead (training loss: the mean of its logged losses)."""
+    if checkpoint is None or _checkpoint_step(checkpoint) < max_steps:
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    if trainer.state.global_step > max_steps:
+        log.warning("%s is at step %d, past max_steps %d: kept as the final model", checkpoint,
+                    trainer.state.global_step, max_steps)
+    logged = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return TrainOutput(trainer.state.global_step, sum(logged) / len(logged) if logged else float("nan"), {})
 
 
 def _harvest_missing(cfg: TrainConfig, records: list[Record], model, tokenizer, out_dir: Path) -> list[Record]:
@@ -139,7 +163,23 @@ def measure_all(model, data: Datasets, pad_id: int, batch_size: int) -> dict[str
     return out
 
 
-def _training_kwargs(cfg: TrainConfig, out_dir: Path) -> dict:
+#: config attributes that mark a mixture-of-experts model (experts a step does not route to get no gradient)
+MOE_CONFIG_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
+
+
+def find_unused_parameters(cfg: TrainConfig, model) -> bool | None:
+    """DDP's per-step search of the autograd graph for parameters without a gradient: ``cfg`` wins when set;
+    otherwise off for sft / stl / ta-sft on dense models (their losses reach every trainable parameter every
+    step), and transformers' default (None) for kto and for mixture-of-experts models."""
+    if cfg.ddp_find_unused_parameters is not None:
+        return cfg.ddp_find_unused_parameters
+    config = getattr(model, "config", None)
+    if cfg.method == "kto" or any(getattr(config, key, None) for key in MOE_CONFIG_KEYS):
+        return None
+    return False
+
+
+def _training_kwargs(cfg: TrainConfig, out_dir: Path, model) -> dict:
     """``TrainingArguments`` keywords shared by every method (KTO adds its own on top)."""
     report_to = [r for r in cfg.report_to if r != "none"]
     if "tensorboard" in report_to:
@@ -167,6 +207,7 @@ def _training_kwargs(cfg: TrainConfig, out_dir: Path) -> dict:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         bf16=cfg.dtype == "bfloat16" and torch.cuda.is_available(),
+        ddp_find_unused_parameters=find_unused_parameters(cfg, model),
     )
 
 
@@ -183,7 +224,7 @@ def _tasft_trainer(cfg: TrainConfig, model, tokenizer, data: Datasets, out_dir: 
     ref_model = None
     if ta_sft and cfg.target == "soft":
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    args = TrainingArguments(**_training_kwargs(cfg, out_dir), per_device_train_batch_size=cfg.batch_size)
+    args = TrainingArguments(**_training_kwargs(cfg, out_dir, model), per_device_train_batch_size=cfg.batch_size)
     return TasftTrainer(
         model=model,
         args=args,
@@ -252,13 +293,13 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
         from .kto import build_kto_trainer, tokens_seen
 
         trainer, extra["kto"] = build_kto_trainer(cfg, model, tokenizer, data.train_records, data.harmful_records,
-                                                  _training_kwargs(cfg, out_dir), callbacks)
+                                                  _training_kwargs(cfg, out_dir, model), callbacks)
     else:
         trainer = _tasft_trainer(cfg, model, tokenizer, data, out_dir, callbacks)
     if not progress:
         trainer.args.disable_tqdm = True
     train_start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    result = run_training(trainer, checkpoint, cfg.max_steps)
     train_seconds = time.perf_counter() - train_start
     tokens = tokens_seen(trainer) if cfg.method == "kto" else trainer.tokens_processed
 
