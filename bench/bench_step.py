@@ -7,20 +7,24 @@ Sections (all on the same random token batch and the same model):
 1. **step** — forward+backward of: the bare NLL (model logits → cross-entropy, no trainer), the ``sft`` step
    (``TasftTrainer.compute_loss``, D_u and D_h rows in one batch: the same tokens as ta-sft), the ``ta-sft``
    steps for ``emd_lb``, ``emd`` (one-hot) and ``nlcl`` on the plain (full logits) and fused/chunked paths,
-   and the soft-target EMD (exact transport on the top-k support, reference-model forward included).
-2. **loss** — the loss alone from final hidden states (N × d) and the LM-head weight at the model's V: plain
+   ``emd_lb`` fused once more with gradients already present (what micro-steps 2, 3, ... of gradient
+   accumulation do: autograd adds into ``.grad`` in place instead of taking the new tensor), and the
+   soft-target EMD (exact transport on the top-k support, reference-model forward included).
+2. **pair** — the ``sft`` and ``ta-sft emd_lb`` fused steps alone, alternated for ``--pair-rounds`` rounds: the
+   headline ratio with nothing else in between.
+3. **loss** — the loss alone from final hidden states (N × d) and the LM-head weight at the model's V: plain
    (h Wᵀ → function of :mod:`tasft.losses`) against fused (:mod:`tasft.chunked_penalty`), time and memory.
-3. **exact** — per-row time of the soft-target lower bound at full V against ``ot.emd2`` on subsets of the
+4. **exact** — per-row time of the soft-target lower bound at full V against ``ot.emd2`` on subsets of the
    vocabulary (the full-V transport problem has a V×V cost matrix: 19 GB in fp64 at V = 49,152, so the
    measured subset times are a *lower* bound on the exact cost and the speed-up a conservative one).
-4. **e2e** — ``TasftTrainer.train`` (data loading, collation, optimizer, logging to log.jsonl) on the same
-   batch shape: tokens/s against the bare forward+backward, plus the optimizer step alone.
-5. **profile** — torch.profiler top operators of the sft and ta-sft emd_lb (fused) steps.
+5. **e2e** — ``TasftTrainer.train`` (data loading, collation, optimizer, logging to log.jsonl) on the same
+   batch shape: tokens/s against a bare forward+backward run after every optimizer step (paired), and each
+   step split into forward+backward, optimizer and the rest.
+6. **profile** — torch.profiler top operators of the sft and ta-sft emd_lb (fused) steps.
 
-Time: warm-up steps, then the median of ``--steps``. Memory: on CUDA, ``max_memory_allocated`` above the
-memory at the start of the step; on CPU, the peak resident set size above its value at the start, sampled
-every 0.5 ms by a thread, with glibc told to return every block ≥ 64 KiB to the system on free
-(``MALLOC_MMAP_THRESHOLD_``; the script re-executes itself to set it) — an estimate, good for ratios.
+Time: warm-up steps, then ``--steps`` rounds (each runs every variant once); a table's × column is the median
+over rounds of the ratio within a round. Memory: on CUDA, ``max_memory_allocated`` above the memory at the
+start of the step; on CPU, sampled RSS (how, and the allocator settings for timing: :mod:`bench_measure`).
 Writes ``<out>/bench_<tag>.json`` (every number) and ``<out>/bench_<tag>.md`` (the tables).
 """
 
@@ -34,98 +38,26 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+import torch
 
-if MMAP_ENV not in os.environ and __name__ == "__main__":
-    os.environ[MMAP_ENV] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_measure, bench_report beside this file
 
-import torch  # noqa: E402
+from bench_measure import (  # noqa: E402
+    TIMING_MMAP_THRESHOLD,
+    measure,
+    measure_rounds,
+    paired_ratios,
+    set_allocator,
+    step_clock,
+    sync,
+)
+from bench_report import render  # noqa: E402
 
 from tasft import chunked_penalty, losses  # noqa: E402
 from tasft.data import Tokenized, collate  # noqa: E402
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-# ------------------------------------------------------------------------------------------ measuring
-def _rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE
-
-
-class PeakMemory:
-    """Peak bytes above the start of the block: CUDA allocator stats, or sampled RSS on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-            return self
-        self.base = self.peak = _rss()
-        self._stop = False
-
-        def sample():
-            while not self._stop:
-                self.peak = max(self.peak, _rss())
-                time.sleep(0.0005)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop = True
-            self._thread.join()
-            self.peak = max(self.peak, _rss())
-        self.bytes = self.peak - self.base
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def measure(fn, device: torch.device, steps: int, warmup: int) -> dict:
-    """Median seconds over ``steps`` calls after ``warmup``, and the peak memory of one more call."""
-    return measure_rounds({"fn": fn}, device, steps, warmup)["fn"]
-
-
-def measure_rounds(fns: dict, device: torch.device, steps: int, warmup: int, single: tuple[str, ...] = ()) -> dict:
-    """Like :func:`measure` for several functions, timed in rounds (each round calls every function once), so
-    that a change in background load hits all of them alike; names in ``single`` are timed in the first
-    round only (slow rows). Peak memory: one call each, after the timing."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for name, fn in fns.items():
-        for _ in range(warmup if name not in single else 0):
-            fn()
-    for round_ in range(steps):
-        for name, fn in fns.items():
-            if name in single and round_ > 0:
-                continue
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    out = {}
-    for name, fn in fns.items():
-        with PeakMemory(device) as mem:
-            fn()
-        out[name] = {"seconds": statistics.median(times[name]), "times": times[name], "peak_bytes": mem.bytes}
-    return out
 
 
 # ------------------------------------------------------------------------------------------ the batch
@@ -170,36 +102,71 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
     )
 
 
+ACCUMULATING = "adding to existing gradients:"
+
+
+def bare_step(model, inputs: dict, clear_after: bool = False):
+    """The reference: HF logits → cross-entropy on the loss-masked tokens, forward+backward, no trainer."""
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
+        losses.nll_from_logits(lg, tg, mk).backward()
+        if clear_after:
+            model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def trainer_step(model, trainer, inputs: dict, accumulate: bool = False):
+    """``TasftTrainer.compute_loss`` + backward on ``inputs``, from no gradients (or adding to the ones there)."""
+
+    def run():
+        if not accumulate:  # else the previous call's gradients stay: autograd adds to them in place
+            model.zero_grad(set_to_none=True)
+        trainer.compute_loss(model, inputs).backward()
+
+    return run
+
+
+def pair_section(model, device, args, normalized, tmp) -> dict:
+    """The headline ratio on its own: ``sft`` (fused) and ``ta-sft emd_lb`` (fused) alternated for
+    ``--pair-rounds`` rounds with nothing in between (in the step section other variants run between the two
+    and leave the allocator and caches in other states)."""
+    benign, harmful, inputs_u, inputs_all = bench_batches(model, device, args)
+    model.train()
+    sft = build_trainer(model, tmp, device, "sft", "emd", None, args.chunk, None)
+    ta = build_trainer(model, tmp, device, "ta-sft", "emd_lb", harmful, args.chunk, normalized)
+    fns = {"sft (fused)": trainer_step(model, sft, inputs_all),
+           "ta-sft emd_lb (fused)": trainer_step(model, ta, inputs_u)}
+    rows = measure_rounds(fns, device, args.pair_rounds, args.warmup)
+    model.zero_grad(set_to_none=True)
+    ratios = paired_ratios(rows["ta-sft emd_lb (fused)"]["times"], rows["sft (fused)"]["times"])
+    print(f"  ta-sft emd_lb ÷ sft (fused), {args.pair_rounds} rounds: {statistics.median(ratios):.3f}", flush=True)
+    return {"rounds": args.pair_rounds, "rows": rows}
+
+
 def step_section(model, device, args, normalized, tmp) -> dict:
     benign, harmful, inputs_u, inputs_all = bench_batches(model, device, args)
     tokens = int(inputs_all["attention_mask"].sum())
     model.train()
 
-    def bare():
-        model.zero_grad(set_to_none=True)
-        logits = model(input_ids=inputs_all["input_ids"], attention_mask=inputs_all["attention_mask"]).logits
-        lg, tg, mk = losses.shift_for_causal_lm(logits, inputs_all["input_ids"], inputs_all["loss_mask"])
-        losses.nll_from_logits(lg, tg, mk).backward()
-
-    def trainer_step(trainer, inputs):
-        def run():
-            model.zero_grad(set_to_none=True)
-            trainer.compute_loss(model, inputs).backward()
-        return run
-
-    variants = {"bare forward+backward (NLL)": bare}
+    variants = {"bare forward+backward (NLL)": bare_step(model, inputs_all)}
     for label, chunk in (("plain", None), ("fused", args.chunk)):
         sft = build_trainer(model, tmp, device, "sft", "emd", None, chunk, None)
-        variants[f"sft ({label})"] = trainer_step(sft, inputs_all)
+        variants[f"sft ({label})"] = trainer_step(model, sft, inputs_all)
     for penalty in ("emd_lb", "emd", "nlcl"):
         for label, chunk in (("plain", None), ("fused", args.chunk)):
             tr = build_trainer(model, tmp, device, "ta-sft", penalty, harmful, chunk, normalized)
-            variants[f"ta-sft {penalty} ({label})"] = trainer_step(tr, inputs_u)
+            variants[f"ta-sft {penalty} ({label})"] = trainer_step(model, tr, inputs_u)
+            if penalty == "emd_lb" and label == "fused":  # micro-steps 2.. of gradient accumulation
+                variants[f"{ACCUMULATING} ta-sft emd_lb (fused)"] = trainer_step(model, tr, inputs_u, accumulate=True)
     if not args.skip_soft:
         ref = copy.deepcopy(model).eval().requires_grad_(False)
         tr = build_trainer(model, tmp, device, "ta-sft", "emd", harmful, None, normalized, ref_model=ref,
                            soft_top_k=args.soft_top_k)
-        variants[f"ta-sft emd soft target (exact, top-{args.soft_top_k} support)"] = trainer_step(tr, inputs_u)
+        variants[f"ta-sft emd soft target (exact, top-{args.soft_top_k} support)"] = trainer_step(model, tr, inputs_u)
 
     rows = measure_rounds(variants, device, args.steps, args.warmup,
                           single=tuple(n for n in variants if "soft target" in n))
@@ -279,57 +246,43 @@ def exact_section(model, args, normalized) -> dict:
     return out
 
 
-def _clock(device: torch.device):
-    """A Trainer callback with step-end stamps and the optimizer step timed where it runs (between the Trainer's
-    pre- and post-optimizer events, on the real gradients; timed afterwards it would find them cleared)."""
-    from transformers import TrainerCallback
-
-    class Clock(TrainerCallback):
-        def __init__(self):
-            self.stamps: list[float] = []
-            self.optimizer_seconds: list[float] = []
-            self.started = 0.0
-
-        def on_pre_optimizer_step(self, *a, **k):
-            _sync(device)
-            self.started = time.perf_counter()
-
-        def on_optimizer_step(self, *a, **k):
-            _sync(device)
-            self.optimizer_seconds.append(time.perf_counter() - self.started)
-
-        def on_step_end(self, *a, **k):
-            _sync(device)
-            self.stamps.append(time.perf_counter())
-
-    return Clock()
+#: optimizer steps of each end-to-end run that warm up (allocator, caches) before the timed ones
+E2E_WARMUP = 2
 
 
-def e2e_section(model, device, args, normalized, bare_seconds: float, tokens: int, tmp) -> dict:
-    """``TasftTrainer.train`` for each gradient-accumulation value: median optimizer-step time, tokens/s."""
-    benign, harmful, _, _ = bench_batches(model, device, args)
-    out = {"bare_tokens_per_second": tokens / bare_seconds, "runs": {}}
+def e2e_section(model, device, args, normalized, tmp) -> dict:
+    """``TasftTrainer.train`` for each gradient-accumulation value, timed per optimizer step by
+    :func:`bench_measure.step_clock`, with a bare forward+backward of the same tokens on the same model after
+    every step (a copy of the model runs slower than the original for a while after it is made: the
+    reference must share the trained copy's memory, not the original's)."""
+    benign, harmful, _, inputs_all = bench_batches(model, device, args)
+    out = {"runs": {}, "warmup_steps": E2E_WARMUP}
     for accum in args.e2e_accum:
-        steps = 1 + args.e2e_steps
-        clock = _clock(device)
+        steps = E2E_WARMUP + args.e2e_steps
         trained = copy.deepcopy(model)
+        # on the model being trained (same weights in memory), leaving no gradient behind for its next step
+        clock = step_clock(device, bare_step(trained, inputs_all, clear_after=True))
         trainer = build_trainer(trained, tmp, device, "ta-sft", "emd_lb", harmful, args.chunk, normalized,
                                 batch_size=args.batch, max_steps=steps, logging_steps=1, learning_rate=1e-6,
                                 gradient_accumulation_steps=accum, dataset=benign * steps * accum)
         trainer.add_callback(clock)
+        clock.wrap(trainer)
         trainer.train()
-        stamps, optimizer_seconds = clock.stamps, clock.optimizer_seconds
-        per_step = statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
-        step_tokens = trainer.tokens_processed / steps
+        model.zero_grad(set_to_none=True)
         optimizer = trainer.optimizer
-        opt_time = statistics.median(optimizer_seconds[1:] or optimizer_seconds)  # the first step warms up
-        out["runs"][accum] = {
-            "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,
-            "step_seconds": per_step, "tokens_per_step": step_tokens, "tokens_per_second": step_tokens / per_step,
-            "optimizer_step_seconds": opt_time, "optimizer_steps_timed": len(optimizer_seconds), "steps": steps,
+        run = {
+            "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__, "steps": steps,
+            "tokens_per_step": trainer.tokens_processed / steps,
+            "bare_tokens": int(inputs_all["attention_mask"].sum()),
+            # the first E2E_WARMUP steps warm up (step 1 also has no previous end) and are not counted
+            "wall_seconds": clock.walls()[E2E_WARMUP - 1:],
+            "forward_backward_seconds": clock.forward_backward[E2E_WARMUP:],
+            "optimizer_seconds": clock.optimizer_seconds[E2E_WARMUP:], "bare_seconds": clock.bare_seconds[E2E_WARMUP:],
+            "optimizer_steps_timed": len(clock.optimizer_seconds),
         }
-        print(f"  accumulation {accum}: {step_tokens / per_step:.0f} tokens/s, optimizer {opt_time:.3f} s",
-              flush=True)
+        out["runs"][accum] = run
+        print(f"  accumulation {accum}: {run['tokens_per_step'] / statistics.median(run['wall_seconds']):.0f} "
+              f"tokens/s, optimizer {statistics.median(run['optimizer_seconds']):.3f} s", flush=True)
         del trained, trainer
     return out
 
@@ -352,117 +305,13 @@ def profile_section(model, device, args, normalized, out: Path, tag: str, tmp) -
         model.zero_grad(set_to_none=True)
         with profile(activities=activities) as prof:
             trainer.compute_loss(model, inputs).backward()
-            _sync(device)
+            sync(device)
         table = prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=60)
         path = out / f"profile_{tag}_{name}.txt"
         path.write_text(table + "\n", encoding="utf-8")
         files[name] = str(path)
     model.zero_grad(set_to_none=True)
     return files
-
-
-# ------------------------------------------------------------------------------------------ reporting
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f}"
-
-
-def render(result: dict) -> str:
-    lines = [f"# TA-SFT step benchmark — {result['tag']}", "", f"- command: `{result['command']}`",
-             f"- machine: {result['machine']}", f"- model: {result['model']} (V = {result['vocab']:,}, "
-             f"d = {result['dim']}), fp32, device {result['device']}, torch {result['torch']}, "
-             f"{result['threads']} threads", f"- measured: {result['date']}; {result['note']}", ""]
-    step = result["step"]
-    b, bh, seq, prompt = step["batch"]
-    bare = step["rows"]["bare forward+backward (NLL)"]
-    lines += [f"## Step (forward + backward): {b} D_u + {bh} D_h rows × {seq} tokens "
-              f"(loss on the last {seq - prompt}), {step['tokens']:,} tokens, chunk {result['chunk']}", "",
-              "| step | median s | × bare | peak MiB | × bare |", "|---|---:|---:|---:|---:|"]
-    for name, row in step["rows"].items():
-        lines.append(f"| {name} | {row['seconds']:.3f} | {row['seconds'] / bare['seconds']:.2f} | "
-                     f"{_mib(row['peak_bytes'])} | {row['peak_bytes'] / max(bare['peak_bytes'], 1):.2f} |")
-    if "loss" not in result:
-        return "\n".join(lines + ["", "(the run stopped here)", *_targets_md(result)]) + "\n"
-    loss = result["loss"]
-    ce = loss["rows"]["cross-entropy (plain)"]
-    lines += ["", f"## Loss alone (from hidden states + LM head): {loss['tokens']:,} tokens, V = {loss['vocab']:,}, "
-              f"chunk {loss['chunk']}", "", "| loss | median ms | × plain CE | peak MiB | × plain CE |",
-              "|---|---:|---:|---:|---:|"]
-    for name, row in loss["rows"].items():
-        lines.append(f"| {name} | {row['seconds'] * 1e3:.1f} | {row['seconds'] / ce['seconds']:.2f} | "
-                     f"{_mib(row['peak_bytes'])} | {row['peak_bytes'] / max(ce['peak_bytes'], 1):.2f} |")
-    if "exact" not in result:
-        return "\n".join(lines + ["", "(the run stopped here)", *_targets_md(result)]) + "\n"
-    ex = result["exact"]
-    lb = ex["lower_bound_seconds_per_row"]
-    lines += ["", f"## Soft-target lower bound at V = {ex['vocab']:,} against exact EMD (`ot.emd2`) on subsets",
-              "", f"Lower bound c·‖m_P − m_Q‖² (soft P and Q) at full V: {lb * 1e3:.3f} ms per row (median over "
-              f"batches of {ex['lb_rows']} rows); exact EMD: median of {ex['rows']} rows per support size.", "",
-              "| exact EMD support | s per row | × lower bound at full V |", "|---:|---:|---:|"]
-    for k, sec in ex["subsets"].items():
-        lines.append(f"| {int(k):,} | {sec:.3f} | {sec / lb:,.0f} |")
-    e2e = result.get("e2e", {"bare_tokens_per_second": 0.0, "runs": {}})
-    fused = step["rows"]["ta-sft emd_lb (fused)"]["seconds"]
-    lines += ["", "## End to end (`TasftTrainer.train`: ta-sft emd_lb fused, the Trainer's optimizer, logging to "
-              "log.jsonl every step)", "",
-              f"Bare forward+backward: {e2e['bare_tokens_per_second']:,.0f} tokens/s. Per optimizer step: the "
-              "trainer's wall time; the optimizer alone; the rest = wall − optimizer − accumulation × the "
-              "ta-sft emd_lb (fused) forward+backward measured above (data loading, collation, logging, "
-              "clipping, scheduler).", "",
-              "| accumulation | tokens/s | × bare | step s | optimizer s | rest s |", "|---:|---:|---:|---:|---:|---:|"]
-    for accum, run in e2e["runs"].items():
-        rest = run["step_seconds"] - run["optimizer_step_seconds"] - int(accum) * fused
-        lines.append(f"| {accum} | {run['tokens_per_second']:,.0f} | "
-                     f"{run['tokens_per_second'] / e2e['bare_tokens_per_second']:.2f} | {run['step_seconds']:.3f} | "
-                     f"{run['optimizer_step_seconds']:.3f} | {rest:.3f} |")
-    if not e2e["runs"]:
-        lines += ["", "(the end-to-end section did not run)"]
-    lines += _targets_md(result)
-    if result.get("gpu"):
-        lines += ["", "## GPU", "", render_gpu(result["gpu"])]
-    return "\n".join(lines) + "\n"
-
-
-def _targets_md(result: dict) -> list[str]:
-    lines = ["", "## Targets", "", "| target | measured | verdict |", "|---|---:|---|"]
-    for name, value, limit, better in targets(result):
-        ok = value <= limit if better == "<=" else value >= limit
-        lines.append(f"| {name} (target {better} {limit:g}) | {value:,.2f} | {'met' if ok else 'missed'} |")
-    return lines
-
-
-def targets(result: dict) -> list[tuple[str, float, float, str]]:
-    rows = result["step"]["rows"]
-    sec = lambda name: rows[name]["seconds"]  # noqa: E731
-    out = [
-        ("ta-sft emd_lb step ÷ sft step, fused losses", sec("ta-sft emd_lb (fused)") / sec("sft (fused)"), 1.05, "<="),
-        ("ta-sft emd_lb step ÷ sft step, plain losses", sec("ta-sft emd_lb (plain)") / sec("sft (plain)"), 1.05, "<="),
-    ]
-    if "loss" in result:
-        loss = result["loss"]["rows"]
-        ce = max(loss["cross-entropy (plain)"]["peak_bytes"], 1)
-        out += [(f"fused {n} peak memory ÷ plain cross-entropy's", loss[f"{n} (fused)"]["peak_bytes"] / ce, 1.0, "<=")
-                for n in ("emd_lb", "emd", "nlcl")]
-    if "exact" in result:
-        ex = result["exact"]
-        biggest = max(ex["subsets"], key=int)
-        out.append((f"exact EMD on {int(biggest):,} tokens ÷ lower bound at V = {ex['vocab']:,} (per row; exact at "
-                    "full V costs more)", ex["subsets"][biggest] / ex["lower_bound_seconds_per_row"], 100.0, ">="))
-    e2e = result.get("e2e", {"runs": {}})
-    return out + [
-        (f"trainer tokens/s ÷ bare forward+backward tokens/s, accumulation {accum}",
-         run["tokens_per_second"] / e2e["bare_tokens_per_second"], 0.9, ">=")
-        for accum, run in e2e["runs"].items()
-    ]
-
-
-def render_gpu(gpu: dict) -> str:
-    bare = gpu["step"]["rows"]["bare forward+backward (NLL)"]
-    lines = [f"{gpu['device_name']}, {gpu['step']['tokens']:,} tokens", "",
-             "| step | median s | × bare | peak MiB | × bare |", "|---|---:|---:|---:|---:|"]
-    for name, row in gpu["step"]["rows"].items():
-        lines.append(f"| {name} | {row['seconds']:.4f} | {row['seconds'] / bare['seconds']:.2f} | "
-                     f"{_mib(row['peak_bytes'])} | {row['peak_bytes'] / max(bare['peak_bytes'], 1):.2f} |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -473,15 +322,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--prompt", type=int, default=32, help="prompt tokens per row (no loss on them)")
     parser.add_argument("--chunk", type=int, default=chunked_penalty.DEFAULT_CHUNK_SIZE)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps (median)")
+    parser.add_argument("--steps", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--pair-rounds", type=int, default=25, help="rounds of the sft / ta-sft emd_lb pair")
     parser.add_argument("--loss-tokens", type=int, default=1024)
     parser.add_argument("--exact-sizes", type=int, nargs="+", default=[256, 1024, 2048])
     parser.add_argument("--exact-rows", type=int, default=3)
     parser.add_argument("--lb-rows", type=int, default=64)
     parser.add_argument("--soft-top-k", type=int, default=64)
     parser.add_argument("--skip-soft", action="store_true")
-    parser.add_argument("--e2e-steps", type=int, default=3, help="timed optimizer steps (after one warm-up step)")
+    parser.add_argument("--e2e-steps", type=int, default=5,
+                        help="timed optimizer steps (after E2E_WARMUP warm-up steps)")
     parser.add_argument("--e2e-accum", type=int, nargs="+", default=[1, 4], help="gradient accumulation values")
     parser.add_argument("--gpu-batch", type=int, default=16, help="rows of D_u and of D_h in the GPU section")
     parser.add_argument("--gpu-seq", type=int, default=512)
@@ -499,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    set_allocator(TIMING_MMAP_THRESHOLD)
     torch.manual_seed(0)
     model = load_model(args.model, "float32")
     for p in model.parameters():
@@ -522,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
         print("step section", flush=True)
         result["step"] = step_section(model, cpu, args, normalized, tmp)
         save()
+        print("pair section", flush=True)
+        result["pair"] = pair_section(model, cpu, args, normalized, tmp)
+        save()
         print("loss section", flush=True)
         result["loss"] = loss_section(model, cpu, args, normalized)
         save()
@@ -529,8 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         result["exact"] = exact_section(model, args, normalized)
         save()
         print("end-to-end section", flush=True)
-        bare = result["step"]["rows"]["bare forward+backward (NLL)"]["seconds"]
-        result["e2e"] = e2e_section(model, cpu, args, normalized, bare, result["step"]["tokens"], tmp)
+        result["e2e"] = e2e_section(model, cpu, args, normalized, tmp)
         save()
         print("profile section", flush=True)
         result["profiles"] = profile_section(model, cpu, args, normalized, out, args.tag, tmp)
