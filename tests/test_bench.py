@@ -12,7 +12,8 @@ def test_bench_runs_on_the_tiny_model_and_times_the_real_optimizer_step(tiny_mod
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.main(["--model", str(tiny_model_dir), "--out", str(tmp_path), "--tag", "tiny", "--seq", "32",
-                "--prompt", "8", "--steps", "1", "--pair-rounds", "3", "--warmup", "0", "--loss-tokens", "64", "--exact-sizes", "16",
+                "--prompt", "8", "--steps", "1", "--pair-rounds", "3", "--warmup", "0", "--loss-tokens", "64",
+                "--exact-sizes", "16",
                 "--exact-rows", "1", "--lb-rows", "4", "--soft-top-k", "8", "--e2e-steps", "2", "--e2e-accum", "1"])
     result = json.loads((tmp_path / "bench_tiny.json").read_text())
     (run,) = result["e2e"]["runs"].values()
