@@ -160,10 +160,10 @@ def fused_linear_objective(
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
     if sum(rows for _, rows, _ in segments) != hidden.shape[0]:
         raise ValueError(f"segments cover {sum(r for _, r, _ in segments)} rows, hidden has {hidden.shape[0]}")
-    if {"emd", "emd_lb"} & set(names):
+    needs_table = [name for name in names if name in ("emd", "emd_lb")]
+    if needs_table:
         if normalized is None:
-            raise ValueError(f"measure {'emd_lb' if 'emd_lb' in names else 'emd'!r} needs the normalised "
-                             "embedding table")
+            raise ValueError(f"measure {needs_table[0]!r} needs the normalised embedding table")
         normalized = normalized.to(device=hidden.device, dtype=torch.float32)
     c = bound_constant(constant, weight.shape[0]) if "emd_lb" in names else 0.0
     loss, *means = _FusedLinearObjective.apply(
