@@ -268,7 +268,6 @@ def e2e_section(model, device, args, normalized, tmp) -> dict:
         trainer.add_callback(clock)
         clock.wrap(trainer)
         trainer.train()
-        model.zero_grad(set_to_none=True)
         optimizer = trainer.optimizer
         run = {
             "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__, "steps": steps,
