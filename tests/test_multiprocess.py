@@ -84,35 +84,33 @@ def test_two_processes_follow_the_one_process_loss_curve(tiny_model_dir, tiny_da
 
 def test_only_rank_zero_prepares_the_output_dir(tmp_path, monkeypatch):
     import tasft.pipeline as pipeline
-    from tasft import launch
+    from tasft.errors import TasftError
 
     calls = []
-    monkeypatch.setattr(pipeline, "prepare_output_dir", lambda path, *a, **k: (calls.append(path), path.mkdir()))
+    monkeypatch.setattr(pipeline, "_prepare_output_dir", lambda path, *a, **k: (calls.append(path), path.mkdir()))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "t1")
     out = tmp_path / "run"
 
     monkeypatch.setenv("RANK", "1")
-    launch.guard_output_dir(timeout_s=0.3)
-    with pytest.raises(TimeoutError, match="rank 0 did not prepare"):
+    monkeypatch.setattr("tasft.outputs.PREPARE_TIMEOUT_S", 0.3)
+    with pytest.raises(TasftError, match="rank 0 did not prepare"):
         pipeline.prepare_output_dir(out, False, False)  # rank 1 waits for rank 0, never prepares itself
     assert calls == []
 
-    guarded_rank1 = pipeline.prepare_output_dir
-    monkeypatch.setattr(pipeline, "prepare_output_dir", lambda path, *a, **k: (calls.append(path), path.mkdir()))
     monkeypatch.setenv("RANK", "0")
-    launch.guard_output_dir()
     pipeline.prepare_output_dir(out, False, False)
     assert calls == [out] and (out / ".tasft-prepared-t1").exists()
-    guarded_rank1(out, False, False)  # the marker is there: rank 1 goes on at once
+    monkeypatch.setenv("RANK", "1")
+    assert pipeline.prepare_output_dir(out, False, False) is None  # the mark is there: rank 1 goes on at once
     assert calls == [out]
 
 
-def test_single_process_runs_are_left_alone(monkeypatch):
+def test_single_process_runs_prepare_directly(tmp_path, monkeypatch):
     import tasft.pipeline as pipeline
-    from tasft import launch
 
-    original = pipeline.prepare_output_dir
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    launch.guard_output_dir()
-    assert pipeline.prepare_output_dir is original
+    lock = pipeline.prepare_output_dir(tmp_path / "run", False, False)
+    assert lock is not None and (tmp_path / "run" / ".tasft-output").is_file()
+    assert not list((tmp_path / "run").glob(".tasft-prepared-*"))
+    lock.release()

@@ -7,13 +7,13 @@ Generated text is written to files, never to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from .errors import TasftError
+from .io_utils import dumps
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -26,7 +26,7 @@ def _train(args: argparse.Namespace) -> None:
         return
     summary = {k: metrics[k] for k in ("method", "penalty", "lambda", "steps", "before", "after",
                                        "train_seconds", "tokens_per_second")}
-    print(json.dumps(summary, indent=2))
+    print(dumps(summary, indent=2))
     print(f"saved to {cfg.output_dir}")
 
 
@@ -42,17 +42,19 @@ def _generation_settings(args: argparse.Namespace):
 def _generate(args: argparse.Namespace) -> None:
     from .config import DataSource
     from .data import load_source
-    from .generate import generate_jsonl
+    from .generate import check_prompt_lengths, generate_jsonl
     from .harvest import check_output_free, harvest_items
     from .models import load_model, load_tokenizer
 
     out = Path(args.out)
-    check_output_free(out, args.overwrite)
+    settings = _generation_settings(args).check()
+    check_output_free(out, args.overwrite, dry_run=True)
     records = load_source(DataSource(args.prompts, limit=args.limit), "prompts", need_response=False)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
     items = harvest_items(records)
-    settings = _generation_settings(args)
+    check_prompt_lengths(tokenizer, items, settings.max_prompt_tokens)
+    model = load_model(args.model)
+    check_output_free(out, args.overwrite)
     generate_jsonl(model, tokenizer, items, out, settings, extra={"model": args.model, "seed": args.seed})
     print(f"wrote {len(items)} responses to {out}")
 
@@ -66,7 +68,7 @@ def _harvest(args: argparse.Namespace) -> None:
         samples=args.samples, keep_harmful=args.keep_harmful, scorer_path=args.scorer, data_dir=args.data_dir,
     )
     counts = harvest(settings)
-    print(json.dumps(counts))
+    print(dumps(counts))
     print(f"wrote {counts['kept']} harvested responses to {args.out} (unsafe text: open with care)")
 
 
@@ -91,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         generation=_generation_settings(args), overwrite=args.overwrite,
     )
     metrics = evaluate(settings)
-    print(json.dumps(metrics["summary"], indent=2))
+    print(dumps(metrics["summary"], indent=2))
     print(f"wrote {args.out}/metrics.json and report.md (generations in {args.out}/generations/)")
 
 
@@ -107,9 +109,9 @@ def _rescore(args: argparse.Namespace) -> None:
 
     for path in args.evals:
         summary = refresh_rule_flags(path)["summary"]
-        print(f"{path}: safe rate {summary.get('harm_suites_safe_rate', float('nan')):.3f}, degenerate rate "
-              f"{summary.get('harm_suites_degenerate_rate', float('nan')):.3f}, over-refusal "
-              f"{summary.get('over_refusal', float('nan')):.3f}")
+        show = {label: summary.get(key) for label, key in (("safe rate", "harm_suites_safe_rate"),
+                ("degenerate rate", "harm_suites_degenerate_rate"), ("over-refusal", "over_refusal"))}
+        print(f"{path}: " + ", ".join(f"{k} {'–' if v is None else f'{v:.3f}'}" for k, v in show.items()))
 
 
 def _experiment(args: argparse.Namespace) -> None:
@@ -124,7 +126,7 @@ def _scorer_train(args: argparse.Namespace) -> None:
     from .suites import find_data_dir
 
     meta = train_local_scorer(args.out, find_data_dir(args.data_dir), overwrite=args.overwrite)
-    print(json.dumps(meta.get("validation", {}), indent=2, default=str))
+    print(dumps(meta.get("validation", {}), indent=2))
     print(f"saved the local harmfulness scorer to {args.out} (threshold {meta.get('threshold')})")
 
 
@@ -227,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except TasftError as exc:
         print(f"tasft: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except OSError as exc:  # the environment, not tasft: an unwritable folder, a full disk, a vanished file
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tasft: error: {where}{exc.strerror or exc} (-v shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tasft: interrupted (re-run with --resume to continue)", file=sys.stderr)

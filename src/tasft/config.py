@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -97,6 +98,15 @@ class ContrastiveSettings:
 
 
 @dataclass
+class GuardSettings:
+    """The divergence guard (:mod:`tasft.guard`): a non-finite loss, gradient norm or weight always stops the run;
+    so does a gradient norm <= ``min_grad_norm`` for ``collapse_steps`` consecutive steps (null: no collapse check)."""
+
+    collapse_steps: int | None = 3
+    min_grad_norm: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     """One training run: ``sft`` (NLL on D_u), ``ta-sft`` (+ ``lambda · penalty`` on D_h), ``stl`` (D_u + safe
     refusals) or ``kto`` (TRL KTO with D_u desirable, D_h undesirable)."""
@@ -146,6 +156,7 @@ class TrainConfig:
     stl: StlSettings = field(default_factory=StlSettings)
     kto: KtoSettings = field(default_factory=KtoSettings)
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
     data_dir: str | None = None
     output_dir: str = "runs/demo"
 
@@ -246,14 +257,37 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+def _check_finite(node: Any, where: str = "") -> None:
+    """Every number in a config must be finite: ``nan`` or ``inf`` (YAML ``.inf``) is a one-line error."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{where}{_REVERSE_ALIASES.get(f.name, f.name)}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise TasftError(f"{key}: must be a finite number, got {value}")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check value ranges and combinations; raise a one-line :class:`TasftError` on the first problem."""
     if cfg.method not in METHODS:
         raise TasftError(f"method: unknown method '{cfg.method}' (choose from {', '.join(METHODS)})")
     if cfg.penalty not in PENALTIES:
         raise TasftError(f"penalty: unknown penalty '{cfg.penalty}' (choose from {', '.join(PENALTIES)})")
+    _check_finite(cfg)
+    if not cfg.output_dir.strip():
+        raise TasftError("output_dir: must name a directory, got an empty string")
     if cfg.lambda_ < 0:
         raise TasftError(f"lambda: must be >= 0, got {cfg.lambda_}")
+    for name in ("warmup_steps", "max_grad_norm", "weight_decay"):
+        if getattr(cfg, name) < 0:
+            raise TasftError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
+    if cfg.guard.collapse_steps is not None and cfg.guard.collapse_steps < 1:
+        raise TasftError(f"guard.collapse_steps: must be >= 1 or null, got {cfg.guard.collapse_steps}")
+    if cfg.guard.min_grad_norm < 0:
+        raise TasftError(f"guard.min_grad_norm: must be >= 0, got {cfg.guard.min_grad_norm}")
+    if cfg.save_total_limit < 1:
+        raise TasftError(f"save_total_limit: must be >= 1, got {cfg.save_total_limit}")
     positive = ("max_length", "batch_size", "harmful_batch_size", "gradient_accumulation_steps", "max_steps",
                 "logging_steps", "save_steps", "eval_batch_size", "soft_top_k", "harvest_max_new_tokens")
     for name in positive:

@@ -15,8 +15,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import outputs
 from .errors import TasftError
-from .generate import GenerationSettings, generate_jsonl
+from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
 from .io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from .suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, suite_kind, suite_name
 
@@ -68,19 +69,56 @@ def load_harm_scorer(settings: EvalSettings, data_dir: Path | None):
     return LocalHarmfulnessScorer.load(path)
 
 
-def _check_out_dir(out: Path, settings: EvalSettings) -> None:
-    """Reuse an output dir only for the same model (resumption); never mix two models' generations."""
-    marker = out / "eval_config.json"
-    if marker.exists() and not settings.overwrite:
-        previous = json.loads(marker.read_text()).get("model")
-        if previous != settings.model:
-            raise TasftError(f"{out} holds an evaluation of '{previous}' (use another --out, or --overwrite)")
-    if settings.overwrite and out.exists():
-        import shutil
+#: generation settings that change what is generated: a directory made with other values cannot be resumed
+_GENERATION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "max_prompt_tokens")
 
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, {**asdict(settings), "overwrite": False})
+
+def _settings_conflict(previous: dict, settings: EvalSettings) -> str | None:
+    """How an earlier evaluation in the same directory differs from ``settings`` in what it generated, or None."""
+    if previous.get("model") != settings.model:
+        return f"of '{previous.get('model')}'"
+    before, now = previous.get("generation") or {}, asdict(settings.generation)
+    for key in _GENERATION_KEYS:
+        if key in before and before[key] != now[key]:
+            return f"generated with {key}={before[key]!r} (this run: {now[key]!r})"
+    return None
+
+
+def _check_out_dir(out: Path, settings: EvalSettings) -> None:
+    """Whether ``out`` can take this evaluation: a new or empty directory, or an earlier evaluation of the same
+    model with the same generation settings (resumed: its finished generations are reused); with ``--overwrite``
+    any directory tasft made. Nothing is written."""
+    what = "--out"
+    if out.exists() and not out.is_dir():
+        raise TasftError(f"{what} {out} exists and is not a directory")
+    marker = out / "eval_config.json"
+    if out.is_dir() and not outputs.is_empty(out):
+        if outputs.in_use(out):
+            raise TasftError(f"{what} {out} is in use by another tasft process")
+        if settings.overwrite:
+            outputs.check_removable(out, what)
+        elif not marker.is_file():
+            raise TasftError(f"{what} {out} exists and holds no tasft evaluation (choose a new directory)")
+        else:
+            try:
+                previous = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                raise TasftError(f"{marker}: unreadable (use another --out, or --overwrite)") from None
+            conflict = _settings_conflict(previous, settings)
+            if conflict is not None:
+                raise TasftError(f"{what} {out} holds an evaluation {conflict} (use another --out, or --overwrite)")
+
+
+def _claim_out_dir(out: Path, settings: EvalSettings) -> outputs.DirectoryLock:
+    """Replace (``--overwrite``) or reuse ``out`` as checked by :func:`_check_out_dir`, mark and lock it."""
+    if settings.overwrite and out.is_dir() and not outputs.is_empty(out):
+        outputs.remove_owned(out, "--out")
+    outputs.claim(out, "evaluate", "--out")
+    lock = outputs.DirectoryLock(out)
+    if not lock.acquire():
+        raise TasftError(f"--out {out} is in use by another tasft process")
+    write_json_atomic(out / "eval_config.json", {**asdict(settings), "overwrite": False})
+    return lock
 
 
 def _rate(flags: list[bool]) -> float:
@@ -190,10 +228,8 @@ def summary_metrics(per_suite: dict[str, dict]) -> dict:
     return out
 
 
-def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
-    """Run every suite for one model; returns (and writes) the metrics."""
-    from .models import load_model, load_tokenizer
-
+def _suite_items(settings: EvalSettings) -> tuple[dict[str, list[dict]], Path | None]:
+    """Every suite's prompt items (at most its limit) and the shared data directory; bad suites fail here."""
     suites = parse_suites(settings.suites)
     named = [s for s in suites if suite_kind(s) != "custom"]
     data_dir = find_data_dir(settings.data_dir) if named or settings.data_dir else None
@@ -206,29 +242,66 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
     if unknown:
         raise TasftError(f"suite limit for a suite not evaluated: {', '.join(sorted(unknown))}")
     limits = {s: settings.suite_limits.get(suite_name(s), settings.limit) for s in suites}
-    items = {s: load_suite(s, data_dir, limits[s]) for s in suites}  # fail fast on bad suites
-    out = Path(settings.out)
+    return {s: load_suite(s, data_dir, limits[s]) for s in suites}, data_dir
+
+
+def check_settings(settings: EvalSettings) -> None:
+    """One-line errors for impossible settings, before anything is loaded or written."""
+    if settings.limit is not None and settings.limit < 1:
+        raise TasftError(f"--limit: must be >= 1, got {settings.limit}")
+    for name, value in settings.suite_limits.items():
+        if value < 1:
+            raise TasftError(f"--suite-limit {name}: must be >= 1, got {value}")
+    if settings.harm_scorer not in HARM_SCORERS:
+        raise TasftError(f"unknown harmfulness scorer '{settings.harm_scorer}' (choose from {', '.join(HARM_SCORERS)})")
+    settings.generation.check()
+
+
+def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
+    """Run every suite for one model; returns (and writes) the metrics."""
+    check_settings(settings)
+    items, data_dir = _suite_items(settings)
+    out = Path(settings.out).expanduser()
     _check_out_dir(out, settings)
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(settings.model)
+    for rows in items.values():  # a prompt that is too long fails now, not after the model has loaded
+        check_prompt_lengths(tokenizer, rows, settings.generation.max_prompt_tokens)
+    lock = _claim_out_dir(out, settings)
+    try:
+        return _evaluate(settings, items, data_dir, tokenizer, out, progress)
+    finally:
+        lock.release()
+
+
+def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Path | None, tokenizer, out: Path,
+              progress: bool) -> dict:
+    from .models import load_model
+
     harm_scorer = load_harm_scorer(settings, data_dir)
     started = time.perf_counter()
-    tokenizer = load_tokenizer(settings.model)
     model = load_model(settings.model)
     extra = {"model": settings.model, "seed": settings.generation.seed}
     previous = out / "metrics.json"
     gen_seconds: dict[str, float] = json.loads(previous.read_text()).get("generation_seconds", {}) \
         if previous.exists() else {}
-    for s in suites:
-        target = out / "generations" / f"{suite_name(s)}.jsonl"
-        t0 = time.perf_counter()
-        if not target.exists():  # a finished suite is kept (with its earlier generation time)
-            generate_jsonl(model, tokenizer, items[s], target, settings.generation, extra=extra, progress=progress)
-            gen_seconds[suite_name(s)] = round(time.perf_counter() - t0, 1)
+    rows: dict[str, list[dict]] = {}
+    for s, suite_items in items.items():
+        name = suite_name(s)
+        target = out / "generations" / f"{name}.jsonl"
+        if pending(suite_items, target):  # finished prompts are kept (with their earlier generation time)
+            t0 = time.perf_counter()
+            generate_jsonl(model, tokenizer, suite_items, target, settings.generation, extra=extra, progress=progress)
+            gen_seconds[name] = round(gen_seconds.get(name, 0.0) + time.perf_counter() - t0, 1)
+        by_id = {str(r["id"]): r for r in read_jsonl(target)}
+        rows[s] = [by_id[str(it["id"])] for it in suite_items]  # exactly this run's prompts, whatever came before
     scoring_started = time.perf_counter()
     embedder = getattr(harm_scorer, "embedder", None)
     per_suite: dict[str, dict] = {}
-    for s in suites:
+    for s in items:
         name = suite_name(s)
-        scored = score_rows(read_jsonl(out / "generations" / f"{name}.jsonl"), harm_scorer, progress=progress)
+        scored = score_rows(rows[s], harm_scorer, progress=progress)
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
         per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
         if s == "alpaca" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):

@@ -8,6 +8,7 @@ text goes to files only, never to stdout.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,18 @@ class GenerationSettings:
     seed: int = 0
     max_prompt_tokens: int = 1024
 
+    def check(self) -> GenerationSettings:
+        """One-line errors for values no decoder accepts (before a model is loaded or a file is written)."""
+        for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TasftError(f"--{name.replace('_', '-')}: must be an integer >= 1, got {value!r}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise TasftError(f"--temperature: must be a finite number > 0, got {self.temperature}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise TasftError(f"--top-p: must be in (0, 1], got {self.top_p}")
+        return self
+
 
 def _encode_prompts(tokenizer, prompts: list[Prompt], limit: int, origins: list[str] | None) -> list[list[int]]:
     encoded = []
@@ -42,6 +55,20 @@ def _encode_prompts(tokenizer, prompts: list[Prompt], limit: int, origins: list[
             raise TasftError(f"{where}: prompt is longer than max_prompt_tokens={limit} ({len(ids)} tokens)")
         encoded.append(ids)
     return encoded
+
+
+def check_prompt_lengths(tokenizer, items: list[dict], limit: int) -> None:
+    """Raise the one-line "prompt is longer than max_prompt_tokens" error for ``{"id", "prompt"}`` items now,
+    before a model is loaded (generation would find it only when it reaches that prompt)."""
+    _encode_prompts(tokenizer, [it["prompt"] for it in items], limit, [str(it.get("origin", it["id"])) for it in items])
+
+
+def pending(items: list[dict], out: str | os.PathLike) -> int:
+    """How many of ``items`` have no response yet in ``out`` (or its ``.partial`` file)."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    done = _read_done(partial) if partial.exists() else _read_done(out)
+    return sum(str(it["id"]) not in done for it in items)
 
 
 @torch.no_grad()
@@ -98,6 +125,7 @@ def generate_texts(
     origins: list[str] | None = None,
 ) -> list[str]:
     """Responses for ``prompts``, in order."""
+    settings.check()
     encoded = _encode_prompts(tokenizer, prompts, settings.max_prompt_tokens, origins)
     out: list[str] = [""] * len(encoded)
     with tqdm(total=len(encoded), desc="generate", unit="prompt", disable=not progress) as bar:
@@ -131,7 +159,10 @@ def generate_jsonl(
 
     Each output line is the item plus ``response`` and ``extra`` (e.g. model name and seed).
     """
+    settings.check()
     out = Path(out)
+    if out.is_dir():
+        raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
     partial = out.with_name(out.name + ".partial")
     done = _read_done(partial) if partial.exists() else _read_done(out)
     if all(str(it["id"]) in done for it in items) and out.exists():

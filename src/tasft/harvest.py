@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import DataSource
 from .data import Record, load_source
 from .errors import TasftError
-from .generate import GenerationSettings, generate_jsonl
+from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl
 from .io_utils import read_jsonl, write_jsonl_atomic
 
 
@@ -44,11 +44,14 @@ def harvest_items(records: list[Record], samples: int = 1) -> list[dict]:
             for i, r in enumerate(records) for s in range(samples)]
 
 
-def check_output_free(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a finished output file unless asked; a ``.partial`` file means resume."""
+def check_output_free(out: Path, overwrite: bool, dry_run: bool = False) -> None:
+    """Refuse to replace a finished output file unless asked (a ``.partial`` file means resume); with ``overwrite``
+    the old file is removed — unless ``dry_run`` (check only: nothing is removed before the inputs are checked)."""
+    if out.is_dir():
+        raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
     if out.exists() and not overwrite:
         raise TasftError(f"{out} already exists (use --overwrite to replace it)")
-    if out.exists() and overwrite:
+    if out.exists() and overwrite and not dry_run:
         out.unlink()
 
 
@@ -70,10 +73,18 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
 
     if settings.samples < 1:
         raise TasftError(f"--samples must be >= 1, got {settings.samples}")
+    if settings.keep_harmful is not None and settings.keep_harmful < 1:
+        raise TasftError(f"--keep-harmful must be >= 1, got {settings.keep_harmful}")
+    if settings.limit is not None and settings.limit < 1:
+        raise TasftError(f"--limit must be >= 1, got {settings.limit}")
+    settings.generation.check()
     out = Path(settings.out)
-    check_output_free(out, settings.overwrite)
+    check_output_free(out, settings.overwrite, dry_run=True)
     src = DataSource(settings.prompts, limit=settings.limit, shuffle_seed=settings.seed, exclude=settings.exclude)
     records = load_source(src, "prompts", need_response=False)
+    items = harvest_items(records, settings.samples)
+    tokenizer = tokenizer or load_tokenizer(settings.model)
+    check_prompt_lengths(tokenizer, items, settings.generation.max_prompt_tokens)  # before the scorer and model
     scorer = None
     if settings.keep_harmful is not None:
         from .evaluate import EvalSettings, load_harm_scorer
@@ -82,15 +93,14 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
         data_dir = find_data_dir(settings.data_dir) if settings.scorer_path is None else None
         scorer = load_harm_scorer(EvalSettings(model=settings.model, out="", scorer_path=settings.scorer_path),
                                   data_dir)
-    tokenizer = tokenizer or load_tokenizer(settings.model)
     model = model or load_model(settings.model)
+    check_output_free(out, settings.overwrite)
     gen = settings.generation
     if settings.samples > 1 and not gen.do_sample:
         gen = GenerationSettings(**{**gen.__dict__, "do_sample": True})
     extra = {"model": settings.model, "seed": gen.seed, "decoding": "sample" if gen.do_sample else "greedy"}
     raw = out if scorer is None else out.with_name(out.stem + ".raw.jsonl")
-    generate_jsonl(model, tokenizer, harvest_items(records, settings.samples), raw, gen, extra=extra,
-                   progress=progress)
+    generate_jsonl(model, tokenizer, items, raw, gen, extra=extra, progress=progress)
     rows = read_jsonl(raw)
     if scorer is None:
         return {"prompts": len(records), "responses": len(rows), "kept": len(rows)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,13 +27,30 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN / ±inf float replaced by None: JSON has no such numbers (Python's ``NaN`` token is
+    not JSON, and strict readers reject the whole file), and a missing number is what they mean."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs) -> str:
+    """``json.dumps`` that always writes strict JSON (see :func:`strict_json`)."""
+    return json.dumps(strict_json(obj), allow_nan=False, default=str, **kwargs)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return write_text_atomic(path, dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> Path:
     """One JSON object per line (UTF-8, non-ASCII kept), written atomically."""
-    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return write_text_atomic(path, "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -56,6 +56,11 @@ def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
+    from .guard import DivergenceGuardMixin
+
+    class GuardedKTOTrainer(DivergenceGuardMixin, KTOTrainer):
+        """TRL's KTO trainer with the divergence guard."""
+
     w_d, w_u = class_weights(cfg, len(desirable), len(undesirable))
     batch = cfg.batch_size + cfg.harmful_batch_size
     args = KTOConfig(
@@ -73,7 +78,7 @@ def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record
     dataset = Dataset.from_list(kto_stream(examples, total, cfg.seed))
     is_peft = hasattr(model, "peft_config")
     ref_model = None if is_peft else copy.deepcopy(model).eval().requires_grad_(False)
-    trainer = KTOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+    trainer = GuardedKTOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=callbacks)
     return trainer, {"desirable": len(desirable), "undesirable": len(undesirable),
                      "desirable_weight": round(w_d, 4), "undesirable_weight": round(w_u, 4), "beta": cfg.kto.beta}

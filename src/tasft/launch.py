@@ -9,19 +9,15 @@ without CUDA, ``TrainingArguments`` does not set up the gloo process group unles
 * ``accelerate launch --cpu --num_processes N`` (N > 1, no MPI): re-executes ``python -m tasft <args>`` under
   ``torch.distributed.run --standalone --nproc_per_node N`` (the same launcher accelerate uses for GPUs), so
   the run gets N gloo DDP processes;
-* a distributed launch (``WORLD_SIZE`` > 1) without CUDA: sets ``ACCELERATE_USE_CPU=true``;
-* a distributed launch: only rank 0 checks / wipes / creates the output directory, the other ranks wait for
-  its marker file (otherwise a rank that creates the directory first makes rank 0 refuse it as "exists").
-  This guard wraps ``pipeline.prepare_output_dir`` and belongs in ``pipeline.train`` itself; it is a no-op in
-  single-process runs.
+* a distributed launch (``WORLD_SIZE`` > 1) without CUDA: sets ``ACCELERATE_USE_CPU=true``.
+
+(That only rank 0 prepares the output directory is :func:`tasft.outputs.on_main_process_first`, inside ``train``.)
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
-import time
 from pathlib import Path
 
 _TRUE = ("1", "true", "yes")
@@ -78,34 +74,4 @@ def prepare(argv: list[str] | None = None) -> None:
 
         if not torch.cuda.is_available():
             os.environ["ACCELERATE_USE_CPU"] = "true"
-    guard_output_dir()
 
-
-def _marker(path: Path) -> Path:
-    run = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT", "run")
-    return Path(path) / f".tasft-prepared-{run}"
-
-
-def guard_output_dir(timeout_s: float = 1800.0) -> None:
-    """In a distributed run, let rank 0 alone prepare the output directory (see the module docstring)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    from . import pipeline
-
-    original = pipeline.prepare_output_dir
-    rank = int(os.environ.get("RANK", "0"))
-
-    def prepare_output_dir(path, *args, **kwargs):
-        marker = _marker(path)
-        if rank == 0:
-            original(path, *args, **kwargs)
-            marker.touch()
-            atexit.register(marker.unlink, missing_ok=True)
-            return
-        deadline = time.monotonic() + timeout_s
-        while not marker.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"rank {rank}: rank 0 did not prepare {path} within {timeout_s:.0f} s")
-            time.sleep(0.2)
-
-    pipeline.prepare_output_dir = prepare_output_dir

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import shutil
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from . import losses
+from . import losses, outputs
+from .checkpoints import last_checkpoint, run_training
 from .config import TrainConfig, to_dict, validate
 from .data import Record, Tokenized, collate, load_source, tokenize_records
 from .errors import TasftError
 from .generate import GenerationSettings, generate_jsonl
+from .guard import nonfinite_parameter
 from .harvest import harvest_items
 from .io_utils import read_jsonl, write_json_atomic, write_text_atomic, write_yaml_atomic
 from .measure import mean_token_logprob
@@ -38,48 +39,44 @@ class Datasets:
     harmful_records: list[Record] | None
 
 
-def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to reuse a non-empty output directory unless ``overwrite`` (wipe) or ``resume`` is asked."""
+def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock | None:
+    """Claim ``output_dir`` for this run and lock it (returns the lock; None on ranks other than 0).
+
+    A new or empty directory is claimed; a non-empty one is reused only with ``resume``, replaced only with
+    ``overwrite`` and only if tasft created it (:func:`tasft.outputs.remove_owned`), and an attempt abandoned
+    before its first checkpoint (tasft's, no final metrics, no complete checkpoint, no process using it) is
+    cleared with a note — the corrected re-run of a failed command just works. In a distributed launch rank 0
+    alone does this; the other ranks wait until it has.
+    """
+    if overwrite and resume:
+        raise TasftError("--overwrite and --resume exclude each other (replace the run, or continue it)")
+    return outputs.on_main_process_first(path, lambda: _prepare_output_dir(path, overwrite, resume))
+
+
+def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock:
+    what = "output_dir"
     if path.exists() and not path.is_dir():
-        raise TasftError(f"output_dir {path} exists and is not a directory")
-    if path.exists() and any(path.iterdir()):
-        if resume:
-            return
-        if not overwrite:
-            raise TasftError(f"output_dir {path} already exists (use --overwrite to replace it or --resume)")
-        shutil.rmtree(path)
-    if resume and not path.exists():
+        raise TasftError(f"{what} {path} exists and is not a directory")
+    if path.is_dir() and not outputs.is_empty(path):
+        if outputs.in_use(path):
+            raise TasftError(f"{what} {path} is in use by another tasft process")
+        if overwrite:
+            outputs.remove_owned(path, what)
+        elif resume:
+            pass
+        elif outputs.is_owned(path) and not (path / "metrics.json").exists() and last_checkpoint(path) is None:
+            log.warning("output_dir %s holds an attempt that stopped before its first checkpoint: starting afresh",
+                        path)
+            outputs.remove_owned(path, what)
+        else:
+            raise TasftError(f"{what} {path} already exists (use --overwrite to replace it or --resume)")
+    elif resume:
         log.warning("--resume: %s does not exist yet, starting a new run", path)
-    path.mkdir(parents=True, exist_ok=True)
-
-
-def last_checkpoint(path: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(path)) if path.is_dir() else None
-
-
-def _checkpoint_step(checkpoint: str) -> int:
-    state = Path(checkpoint) / "trainer_state.json"
-    return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0)) if state.exists() else 0
-
-
-def run_training(trainer, checkpoint: str | None, max_steps: int):
-    """``trainer.train``, resuming from ``checkpoint``, except when the checkpoint already reached ``max_steps``:
-    transformers' loop would then run one more step before it checks the limit, so the checkpoint's weights
-    and state are loaded instead (training loss: the mean of its logged losses)."""
-    if checkpoint is None or _checkpoint_step(checkpoint) < max_steps:
-        return trainer.train(resume_from_checkpoint=checkpoint)
-    from transformers.trainer_callback import TrainerState
-    from transformers.trainer_utils import TrainOutput
-
-    trainer._load_from_checkpoint(checkpoint)
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    if trainer.state.global_step > max_steps:
-        log.warning("%s is at step %d, past max_steps %d: kept as the final model", checkpoint,
-                    trainer.state.global_step, max_steps)
-    logged = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return TrainOutput(trainer.state.global_step, sum(logged) / len(logged) if logged else float("nan"), {})
+    outputs.claim(path, "train", what)
+    lock = outputs.DirectoryLock(path)
+    if not lock.acquire():
+        raise TasftError(f"{what} {path} is in use by another tasft process")
+    return lock
 
 
 def _harvest_missing(cfg: TrainConfig, records: list[Record], model, tokenizer, out_dir: Path) -> list[Record]:
@@ -263,14 +260,22 @@ def method_summary(cfg: TrainConfig) -> dict:
 
 def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run one training job end to end; returns the metrics written to ``metrics.json``."""
+    validate(cfg)
+    out_dir = Path(cfg.output_dir).expanduser()
+    lock = prepare_output_dir(out_dir, overwrite, resume)
+    try:
+        return _train(cfg, out_dir, resume, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool) -> dict:
     from transformers import set_seed
 
     from .models import add_lora, load_model, load_tokenizer
     from .trainer import JsonlLogCallback
 
-    validate(cfg)
-    out_dir = Path(cfg.output_dir)
-    prepare_output_dir(out_dir, overwrite, resume)
     write_yaml_atomic(out_dir / "config.yaml", to_dict(cfg))
     set_seed(cfg.seed)
     started = time.perf_counter()
@@ -279,7 +284,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
     data = load_datasets(cfg, tokenizer, model, out_dir)
     pad_id = tokenizer.pad_token_id
 
-    checkpoint = last_checkpoint(out_dir) if resume else None
+    checkpoint = last_checkpoint(out_dir, drop_incomplete=_is_main_process()) if resume else None
     before = measure_all(model, data, pad_id, cfg.eval_batch_size) if cfg.measure else {}
     if cfg.lora is not None:
         model = add_lora(model, cfg.lora)
@@ -298,6 +303,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
         trainer = _tasft_trainer(cfg, model, tokenizer, data, out_dir, callbacks)
     if not progress:
         trainer.args.disable_tqdm = True
+    trainer.set_guard(cfg.guard.collapse_steps, cfg.guard.min_grad_norm)
     train_start = time.perf_counter()
     result = run_training(trainer, checkpoint, cfg.max_steps)
     train_seconds = time.perf_counter() - train_start
@@ -321,12 +327,19 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
         "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1) if tokens else None,
         "final_train_loss": float(result.training_loss),
     }
+    bad = nonfinite_parameter(model)
+    if bad is not None:
+        raise trainer.divergence_error(int(result.global_step), f"parameter {bad} is not finite after the last step")
     if trainer.is_world_process_zero():
         trainer.save_model(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
         write_json_atomic(out_dir / "metrics.json", metrics)
         write_text_atomic(out_dir / "README.md", render_model_card(cfg, metrics))
     return metrics
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def collate_train(batch: list[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:

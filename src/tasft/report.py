@@ -92,6 +92,11 @@ def _eval_seconds(data: dict) -> float | None:
     return data.get("wall_seconds")
 
 
+def _number(value) -> float:
+    """A metric for plotting: a missing or null value (JSON has no NaN) is NaN."""
+    return float("nan") if value is None else float(value)
+
+
 def _fmt(value) -> str:
     if value is None or isinstance(value, float) and math.isnan(value):
         return "–"
@@ -152,7 +157,7 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
     width = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(3.4 + (1.2 + 0.25 * len(runs)) * len(present), 3.6), dpi=110)
     for i, (name, data) in enumerate(runs):
-        values = [data["summary"].get(key, float("nan")) for _, key in present]
+        values = [_number(data["summary"].get(key)) for _, key in present]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(present))]
         bars = ax.bar(xs, values, width=width * 0.95, label=name)
         ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize=7, padding=1)

@@ -10,7 +10,6 @@ every example is seen once per D_h epoch across processes, and a resumed run con
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,8 @@ from transformers import Trainer, TrainerCallback
 
 from . import chunked_penalty, losses
 from .data import Tokenized, collate
+from .guard import DivergenceGuardMixin
+from .io_utils import dumps
 
 
 def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
@@ -52,7 +53,7 @@ class HarmfulBatchSampler:
         return out
 
 
-class TasftTrainer(Trainer):
+class TasftTrainer(DivergenceGuardMixin, Trainer):
     """``method="sft"``: L = NLL(D_u). ``method="ta-sft"``: L = NLL(D_u) + SIGNS[p]·λ·penalty_p(D_h).
 
     ``loss_chunk_size`` (rows per chunk, or None): training losses skip the full (B, T, V) logits — the model
@@ -234,4 +235,4 @@ class JsonlLogCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                fh.write(dumps({"step": state.global_step, **logs}) + "\n")

@@ -1,0 +1,191 @@
+"""Faults in a training run on the tiny model: divergence stops it (exit 3, one line, no final model, only finite
+checkpoints to resume from), a torn checkpoint is skipped on resume, a failed attempt does not block the corrected
+re-run, and every JSON file a run writes is strict JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tasft.cli import main
+from tasft.io_utils import write_json_atomic
+
+from .conftest import tiny_overrides
+
+
+def _argv(tiny_model_dir, tiny_data, out: Path, *flags: str, **extra) -> list[str]:
+    args = ["train", *flags]
+    for item in tiny_overrides(tiny_model_dir, tiny_data, out, **extra):
+        args += ["--set", item]
+    return args
+
+
+def _strict(path: Path):
+    """Parse a JSON or JSONL file, refusing NaN / Infinity (Python's json module accepts them by default)."""
+    def refuse(token):
+        raise ValueError(f"{path}: non-JSON number {token}")
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line.strip()]
+    return json.loads(text, parse_constant=refuse)
+
+
+def _one_error_line(capfd) -> str:
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert err[-1].startswith("tasft: error: "), err
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+def _finite(checkpoint: Path) -> bool:
+    return all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())
+
+
+def test_exploding_learning_rate_stops_at_the_first_nonfinite_gradient(tiny_model_dir, tiny_data, tmp_path, capfd):
+    out = tmp_path / "run"
+    code = main(_argv(tiny_model_dir, tiny_data, out, learning_rate=1e3, max_steps=8, save_steps=1))
+    msg = _one_error_line(capfd)
+    assert code == 3
+    assert "training diverged at step 2: the gradient norm is nan" in msg and "no final model written" in msg
+    assert f"last good checkpoint: {out / 'checkpoint-1'}" in msg
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"] and _finite(out / "checkpoint-1")
+    _strict(out / "log.jsonl")  # the NaN grad norm of the last logged step, if any, is null
+
+
+def test_nonfinite_loss_stops_before_the_optimizer_step(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
+    from tasft.trainer import TasftTrainer
+
+    original = TasftTrainer.compute_loss
+
+    def poisoned(self, model, inputs, *args, **kwargs):
+        loss = original(self, model, inputs, *args, **kwargs)
+        return loss * float("nan") if self.state.global_step == 2 else loss  # the 3rd step's loss
+
+    monkeypatch.setattr(TasftTrainer, "compute_loss", poisoned)
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=6, save_steps=2)) == 3
+    msg = _one_error_line(capfd)
+    assert "training diverged at step 3: the loss is nan" in msg and "checkpoint-2" in msg
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"] and _finite(out / "checkpoint-2")
+    assert not (out / "model.safetensors").exists()
+
+
+def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
+    """No gradient from step 3 on (loss detached): the weights that gave it came out of step 2, so checkpoints 2-4
+    are collapsed and renamed; checkpoint-1 is the one to resume from."""
+    from tasft.trainer import TasftTrainer
+
+    original = TasftTrainer.compute_loss
+
+    def frozen(self, model, inputs, *args, **kwargs):
+        loss = original(self, model, inputs, *args, **kwargs)
+        return loss * 0 if self.state.global_step >= 2 else loss
+
+    monkeypatch.setattr(TasftTrainer, "compute_loss", frozen)
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=8, save_steps=1, save_total_limit=10)) == 3
+    msg = _one_error_line(capfd)
+    assert "training diverged at step 5: collapsed: gradient norm 0 <= guard.min_grad_norm for 3 steps since step 3" \
+        in msg
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert sorted(p.name for p in out.glob("diverged-checkpoint-*")) == [
+        "diverged-checkpoint-2", "diverged-checkpoint-3", "diverged-checkpoint-4"]
+    assert f"last good checkpoint: {out / 'checkpoint-1'}" in msg
+
+
+def test_collapse_check_can_be_switched_off(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
+    from tasft.trainer import TasftTrainer
+
+    original = TasftTrainer.compute_loss
+    monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=4, **{"guard.collapse_steps": "null"})) == 0
+    assert (out / "model.safetensors").exists()
+    capfd.readouterr()
+
+
+def test_nonfinite_weights_are_never_written(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
+    """Weights poisoned right after step 2's update: the checkpoint due at step 2 is refused, nothing is saved."""
+    from transformers import TrainerCallback
+
+    from tasft import pipeline
+
+    class Poison(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("inf"))
+
+    real = pipeline._tasft_trainer
+    monkeypatch.setattr(pipeline, "_tasft_trainer",
+                        lambda cfg, model, tok, data, out, callbacks: real(cfg, model, tok, data, out,
+                                                                           [*callbacks, Poison()]))
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=4, save_steps=2)) == 3
+    msg = _one_error_line(capfd)
+    assert "training diverged at step 2: parameter model.embed_tokens.weight is not finite" in msg
+    assert "no checkpoint was saved before it" in msg
+    assert not list(out.glob("*checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    path = write_json_atomic(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -1e999}})
+    assert _strict(path) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def test_a_torn_checkpoint_is_skipped_on_resume(tiny_model_dir, tiny_data, tmp_path, capfd, caplog):
+    """kill -9 while checkpoint-4 was written (its weights cut short, no trainer_state.json): --resume says so,
+    continues from checkpoint-2 and ends with the weights of an uninterrupted run."""
+    clean, torn = tmp_path / "clean", tmp_path / "torn"
+    assert main(_argv(tiny_model_dir, tiny_data, clean, max_steps=4, save_steps=2)) == 0
+    assert main(_argv(tiny_model_dir, tiny_data, torn, max_steps=4, save_steps=2)) == 0
+    for name in ("model.safetensors", "metrics.json", "README.md"):  # the run never got to its end
+        (torn / name).unlink()
+    ckpt = torn / "checkpoint-4"
+    (ckpt / "trainer_state.json").unlink()
+    weights = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    capfd.readouterr()
+
+    assert main(_argv(tiny_model_dir, tiny_data, torn, "--resume", max_steps=4, save_steps=2)) == 0
+    assert f"skipping {ckpt}: it was not completely written" in capfd.readouterr().err + caplog.text
+    metrics = _strict(torn / "metrics.json")
+    assert metrics["resumed_from"] == str(torn / "checkpoint-2") and metrics["steps"] == 4
+    a, b = _weights(clean), _weights(torn)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_failed_attempt_does_not_block_the_corrected_rerun(tiny_model_dir, tiny_data, tmp_path, capfd, caplog):
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_length=8)) == 2  # every prompt is too long
+    assert "prompt is longer than max_length=8" in _one_error_line(capfd)
+    assert (out / "config.yaml").exists()  # what it left: the config, no checkpoint
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 0
+    assert "stopped before its first checkpoint: starting afresh" in capfd.readouterr().err + caplog.text
+    assert _strict(out / "metrics.json")["steps"] == 2
+
+
+def test_a_finished_run_still_needs_overwrite_or_resume(tiny_model_dir, tiny_data, tmp_path, capfd):
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 0
+    before = (out / "model.safetensors").read_bytes()
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 2
+    assert "already exists (use --overwrite to replace it or --resume)" in _one_error_line(capfd)
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("flags", [("--overwrite", "--resume")])
+def test_overwrite_and_resume_exclude_each_other(tiny_model_dir, tiny_data, tmp_path, capfd, flags):
+    assert main(_argv(tiny_model_dir, tiny_data, tmp_path / "run", *flags)) == 2
+    assert "exclude each other" in _one_error_line(capfd)
+    assert not (tmp_path / "run").exists()
