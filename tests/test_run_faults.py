@@ -167,12 +167,19 @@ def test_a_torn_checkpoint_is_skipped_on_resume(tiny_model_dir, tiny_data, tmp_p
 
 def test_a_failed_attempt_does_not_block_the_corrected_rerun(tiny_model_dir, tiny_data, tmp_path, capfd, caplog):
     out = tmp_path / "run"
-    assert main(_argv(tiny_model_dir, tiny_data, out, max_length=8)) == 2  # every prompt is too long
-    assert "prompt is longer than max_length=8" in _one_error_line(capfd)
-    assert (out / "config.yaml").exists()  # what it left: the config, no checkpoint
+    assert main(_argv(tiny_model_dir, tiny_data, out, learning_rate=1e3, save_steps=100)) == 3  # diverges at step 2
+    assert "no checkpoint was saved before it" in _one_error_line(capfd)
+    assert (out / "config.yaml").exists() and (out / "log.jsonl").exists()  # what it left: no checkpoint
     assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 0
     assert "stopped before its first checkpoint: starting afresh" in capfd.readouterr().err + caplog.text
     assert _strict(out / "metrics.json")["steps"] == 2
+
+
+def test_bad_input_leaves_no_output_dir_behind(tiny_model_dir, tiny_data, tmp_path, capfd):
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_length=8)) == 2  # every prompt is too long
+    assert "prompt is longer than max_length=8" in _one_error_line(capfd)
+    assert not out.exists()
 
 
 def test_a_finished_run_still_needs_overwrite_or_resume(tiny_model_dir, tiny_data, tmp_path, capfd):

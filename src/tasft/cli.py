@@ -48,6 +48,8 @@ def _generate(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     settings = _generation_settings(args).check()
+    if args.limit is not None and args.limit < 1:
+        raise TasftError(f"--limit: must be >= 1, got {args.limit}")
     check_output_free(out, args.overwrite, dry_run=True)
     records = load_source(DataSource(args.prompts, limit=args.limit), "prompts", need_response=False)
     tokenizer = load_tokenizer(args.model)
@@ -142,10 +144,18 @@ def _add_generation_flags(p: argparse.ArgumentParser, default_tokens: int) -> No
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with tasft's error contract: one line ``tasft: error: ...`` (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        print(f"tasft: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tasft", description="Toxicity-Avoiding SFT for causal LMs")
+    parser = _Parser(prog="tasft", description="Toxicity-Avoiding SFT for causal LMs")
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="fine-tune with sft or ta-sft (YAML config + --set overrides)")
     p.add_argument("--config", help="YAML config (see configs/); without it the built-in demo defaults apply")
@@ -211,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("scorer", help="offline harmfulness scorer")
-    scorer_sub = p.add_subparsers(dest="scorer_command", required=True)
+    scorer_sub = p.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
     q = scorer_sub.add_parser("train", help="train and validate the local scorer on the shared data")
     q.add_argument("--out", required=True)
     q.add_argument("--data-dir", default=None)

@@ -126,18 +126,89 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
 
 
+_REACHABLE: set[str] = set()
+
+
+def check_available(name: str) -> None:
+    """Fail in under a second, with one line, for a model that cannot load: a local path that does not exist, or a
+    hub id that is neither in the local Hugging Face cache nor reachable (transformers would retry for ~a minute,
+    printing a line per attempt). An alias, an existing directory or a cached / reachable hub id passes."""
+    if name in _REACHABLE or name.lower() in ALIASES or Path(name).expanduser().exists():
+        return
+    if _looks_local(name):
+        raise TasftError(f"model path '{name}' does not exist")
+    from huggingface_hub import model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    known = ", ".join(ALIASES)
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        raise TasftError(f"unknown model '{name}': not an alias ({known}), not a local model directory, and not a "
+                         "valid Hugging Face model id") from None
+    if isinstance(cached, str):
+        _REACHABLE.add(name)
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise TasftError(f"unknown model '{name}': not an alias ({known}), not a local model directory, and not in "
+                         "the local Hugging Face cache (offline: HF_HUB_OFFLINE is set)")
+    try:
+        model_info(name, timeout=10)
+    except GatedRepoError:
+        pass  # gated: from_pretrained uses the user's token, or says why it cannot
+    except RepositoryNotFoundError:
+        raise TasftError(f"unknown model '{name}': not an alias ({known}), not a local model directory, and not on "
+                         "the Hugging Face Hub (a private model needs `hf auth login`)") from None
+    except Exception as exc:  # noqa: BLE001 - any network failure: one line, not a minute of retries
+        raise TasftError(f"model '{name}' is not in the local Hugging Face cache and the Hub cannot be reached "
+                         f"({exc.__class__.__name__}); pass a local model directory or go online") from None
+    _REACHABLE.add(name)
+
+
+def check_loadable(name: str, trust_remote_code: bool = False) -> None:
+    """Cheap checks before a run writes anything (no weights are read): the model is available
+    (:func:`check_available`), and for a local directory its config parses and every safetensors header reads —
+    corrupt weights are a one-line error now, not a traceback after the run has started."""
+    from safetensors import SafetensorError, safe_open
+    from transformers import AutoConfig
+
+    check_available(name)
+    path = resolve_model(name)
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        return  # a hub id: in the cache or reachable
+    base = _adapter_base(path)
+    try:
+        if base is None:
+            AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        for weights in sorted(directory.glob("*.safetensors")):
+            with safe_open(str(weights), framework="pt"):
+                pass
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise _load_error(name, path, exc) from None
+    if base is not None:
+        check_loadable(base, trust_remote_code)
+
+
+def _load_error(name: str, path: str, exc: Exception) -> TasftError:
+    """One line for a model or tokenizer that exists but does not load (corrupt weights, malformed config)."""
+    if not Path(path).expanduser().is_dir():
+        return _not_found(name, exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return TasftError(f"model directory '{name}' does not load: {first[:200]}")
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     """Tokenizer with a pad token (eos, else unk) and right padding (generation switches to left)."""
     from transformers import AutoTokenizer
 
+    check_available(name)
     path = resolve_model(name)
-    if _looks_local(path) and not Path(path).expanduser().exists():
-        raise TasftError(f"model path '{name}' does not exist")
     base = _adapter_base(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base or path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise _not_found(name, exc) from None
+        raise _load_error(name, path, exc) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if tokenizer.pad_token is None:
@@ -161,23 +232,23 @@ def _adapter_base(path: str) -> str | None:
 
 def load_model(name: str, dtype: str = "float32", trust_remote_code: bool = False):
     """Causal LM from an alias, local directory (full model or PEFT adapter) or hub id, in eval mode."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    check_available(name)
     path = resolve_model(name)
-    if _looks_local(path) and not Path(path).expanduser().exists():
-        raise TasftError(f"model path '{name}' does not exist")
     torch_dtype = _DTYPES[dtype]
     base = _adapter_base(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             base or path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as exc:
-        raise _not_found(name, exc) from None
-    if base is not None:
-        from peft import PeftModel
+        if base is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, path)
+            model = PeftModel.from_pretrained(model, path)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise _load_error(name, path, exc) from None
     model.eval()
     return model
 

@@ -53,24 +53,34 @@ def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.Dir
     return outputs.on_main_process_first(path, lambda: _prepare_output_dir(path, overwrite, resume))
 
 
-def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock:
+def _check_output_dir(path: Path, overwrite: bool, resume: bool) -> str:
+    """What a run will do with ``output_dir`` — ``new``, ``resume``, ``replace`` or ``restart`` (an attempt abandoned
+    before its first checkpoint) — or the one-line error why it cannot; nothing is written."""
     what = "output_dir"
     if path.exists() and not path.is_dir():
         raise TasftError(f"{what} {path} exists and is not a directory")
-    if path.is_dir() and not outputs.is_empty(path):
-        if outputs.in_use(path):
-            raise TasftError(f"{what} {path} is in use by another tasft process")
-        if overwrite:
-            outputs.remove_owned(path, what)
-        elif resume:
-            pass
-        elif outputs.is_owned(path) and not (path / "metrics.json").exists() and last_checkpoint(path) is None:
-            log.warning("output_dir %s holds an attempt that stopped before its first checkpoint: starting afresh",
-                        path)
-            outputs.remove_owned(path, what)
-        else:
-            raise TasftError(f"{what} {path} already exists (use --overwrite to replace it or --resume)")
-    elif resume:
+    if not path.is_dir() or outputs.is_empty(path):
+        return "new"
+    if outputs.in_use(path):
+        raise TasftError(f"{what} {path} is in use by another tasft process")
+    if overwrite:
+        outputs.check_removable(path, what)
+        return "replace"
+    if resume:
+        return "resume"
+    if outputs.is_owned(path) and not (path / "metrics.json").exists() and last_checkpoint(path) is None:
+        return "restart"
+    raise TasftError(f"{what} {path} already exists (use --overwrite to replace it or --resume)")
+
+
+def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock:
+    what = "output_dir"
+    action = _check_output_dir(path, overwrite, resume)
+    if action == "restart":
+        log.warning("output_dir %s holds an attempt that stopped before its first checkpoint: starting afresh", path)
+    if action in ("replace", "restart"):
+        outputs.remove_owned(path, what)
+    if resume and action == "new":
         log.warning("--resume: %s does not exist yet, starting a new run", path)
     outputs.claim(path, "train", what)
     lock = outputs.DirectoryLock(path)
@@ -110,19 +120,43 @@ def _kept(records: list[Record], tokenized: list[Tokenized]) -> list[Record]:
     return [r for r in records if r.origin in origins]
 
 
-def load_datasets(cfg: TrainConfig, tokenizer, model, out_dir: Path) -> Datasets:
-    """Read, select and tokenise D_u (+ STL or contrastive pairs), D_h (harvesting missing responses when asked)
-    and the held-out split."""
+@dataclass
+class Sources:
+    """The records of D_u, D_h (responses may be missing when they are to be harvested) and the held-out split."""
+
+    train: list[Record]
+    harmful: list[Record] | None
+    eval: list[Record] | None
+
+
+def read_sources(cfg: TrainConfig) -> Sources:
+    """Read and select every data source of a run (one-line errors for missing, malformed or empty data)."""
+    harmful = None
+    if cfg.harmful_data is not None:
+        harmful = load_source(cfg.harmful_data, "harmful_data", need_response=not cfg.harmful_data.harvest)
+    evals = load_source(cfg.eval_data, "eval_data", need_response=True) if cfg.eval_data is not None else None
+    return Sources(load_source(cfg.train_data, "train_data", need_response=True), harmful, evals)
+
+
+def check_sources(cfg: TrainConfig, tokenizer, sources: Sources) -> None:
+    """Tokenise what can be tokenised before the model loads, so a prompt longer than ``max_length`` fails first."""
+    harmful = [r for r in sources.harmful or [] if r.response is not None]
+    for records in (sources.train, harmful, sources.eval or []):
+        if records:
+            tokenize_records(tokenizer, records, cfg.max_length, cfg.long_prompt)
+
+
+def load_datasets(cfg: TrainConfig, tokenizer, model, out_dir: Path, sources: Sources | None = None) -> Datasets:
+    """Select and tokenise D_u (+ STL or contrastive pairs), D_h (harvesting missing responses when asked) and the
+    held-out split (``sources``: as read by :func:`read_sources`, read here when None)."""
     from .method_data import contrastive_records, stl_records
 
-    train_records = load_source(cfg.train_data, "train_data", need_response=True)
+    sources = sources or read_sources(cfg)
+    train_records = sources.train
     stats: dict = {"train_source_records": len(train_records)}
-    harmful_records = None
-    if cfg.harmful_data is not None:
-        src = cfg.harmful_data
-        harmful_records = load_source(src, "harmful_data", need_response=not src.harvest)
-        if src.harvest:
-            harmful_records = _harvest_missing(cfg, harmful_records, model, tokenizer, out_dir)
+    harmful_records = sources.harmful
+    if harmful_records is not None and cfg.harmful_data.harvest:
+        harmful_records = _harvest_missing(cfg, harmful_records, model, tokenizer, out_dir)
     if cfg.method == "stl":
         extra = stl_records(cfg)
         stats["stl_examples"] = len(extra)
@@ -141,9 +175,8 @@ def load_datasets(cfg: TrainConfig, tokenizer, model, out_dir: Path) -> Datasets
                      harmful_skipped_long_prompt=h_stats["skipped"])
         harmful_records = _kept(harmful_records, harmful)
     evals = None
-    if cfg.eval_data is not None:
-        records = load_source(cfg.eval_data, "eval_data", need_response=True)
-        evals, e_stats = tokenize_records(tokenizer, records, cfg.max_length, cfg.long_prompt)
+    if sources.eval is not None:
+        evals, e_stats = tokenize_records(tokenizer, sources.eval, cfg.max_length, cfg.long_prompt)
         stats.update(eval_records=len(evals), eval_skipped_long_prompt=e_stats["skipped"])
     return Datasets(train, harmful, evals, stats, _kept(train_records, train), harmful_records)
 
@@ -260,28 +293,38 @@ def method_summary(cfg: TrainConfig) -> dict:
 
 def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run one training job end to end; returns the metrics written to ``metrics.json``."""
+    from .models import check_loadable, load_tokenizer
+
     validate(cfg)
     out_dir = Path(cfg.output_dir).expanduser()
+    if overwrite and resume:
+        raise TasftError("--overwrite and --resume exclude each other (replace the run, or continue it)")
+    if _is_main_process():  # bad input fails before anything is written: the directory, the model, the data
+        _check_output_dir(out_dir, overwrite, resume)
+    started = time.perf_counter()
+    check_loadable(cfg.model, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    sources = read_sources(cfg)
+    check_sources(cfg, tokenizer, sources)
     lock = prepare_output_dir(out_dir, overwrite, resume)
     try:
-        return _train(cfg, out_dir, resume, progress)
+        return _train(cfg, out_dir, resume, progress, tokenizer, sources, started)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool) -> dict:
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokenizer, sources: Sources,
+           started: float) -> dict:
     from transformers import set_seed
 
-    from .models import add_lora, load_model, load_tokenizer
+    from .models import add_lora, load_model
     from .trainer import JsonlLogCallback
 
     write_yaml_atomic(out_dir / "config.yaml", to_dict(cfg))
     set_seed(cfg.seed)
-    started = time.perf_counter()
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     model = load_model(cfg.model, cfg.dtype, cfg.trust_remote_code)
-    data = load_datasets(cfg, tokenizer, model, out_dir)
+    data = load_datasets(cfg, tokenizer, model, out_dir, sources)
     pad_id = tokenizer.pad_token_id
 
     checkpoint = last_checkpoint(out_dir, drop_incomplete=_is_main_process()) if resume else None
