@@ -115,6 +115,39 @@ def test_evaluate_writes_metrics_and_resumes(tiny_model_dir, tmp_path, monkeypat
         ev.evaluate(ev.EvalSettings(model="other-model", out=str(out), suites=str(suite)), progress=False)
 
 
+def test_a_new_limit_scores_exactly_its_prompts(tiny_model_dir, tmp_path, monkeypatch):
+    """Re-running into the same directory with another --limit: a smaller one reuses a subset of the generations,
+    a larger one generates only the missing prompts; metrics always cover exactly the requested prompts."""
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": f"Question number {i}?"} for i in range(5)])
+    generated = []
+    real = ev.generate_jsonl
+    monkeypatch.setattr(ev, "generate_jsonl", lambda m, t, items, *a, **k: (generated.append(len(items)),
+                                                                           real(m, t, items, *a, **k))[1])
+    for limit in (3, 2, 5):
+        metrics = ev.evaluate(_settings(tiny_model_dir, tmp_path, suite, limit=limit), progress=False)
+        scored = [json.loads(line) for line in (tmp_path / "eval" / "scores" / "mine.jsonl").read_text().splitlines()]
+        assert metrics["suites"]["mine"]["n"] == limit and metrics["limit"] == limit
+        assert [r["id"] for r in scored] == [f"mine-{i}" for i in range(limit)]
+    assert generated == [3, 5]  # limit 2 generated nothing; limit 5 called generation (which skips the 3 done)
+    gens = (tmp_path / "eval" / "generations" / "mine.jsonl").read_text().splitlines()
+    assert len(gens) == 5
+
+
+def test_other_generation_settings_cannot_resume_an_evaluation(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "What do bees make?"}])
+    ev.evaluate(_settings(tiny_model_dir, tmp_path, suite), progress=False)
+    before = (tmp_path / "eval" / "generations" / "mine.jsonl").read_text()
+    other = _settings(tiny_model_dir, tmp_path, suite)
+    other.generation.max_new_tokens = 7
+    with pytest.raises(TasftError, match=r"generated with max_new_tokens=6 \(this run: 7\)"):
+        ev.evaluate(other, progress=False)
+    other.generation.max_new_tokens, other.generation.batch_size = 6, 1  # batch size alone is no conflict
+    ev.evaluate(other, progress=False)
+    assert (tmp_path / "eval" / "generations" / "mine.jsonl").read_text() == before
+
+
 def test_evaluate_bad_input(tiny_model_dir, tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
