@@ -39,3 +39,23 @@ def test_every_train_command_in_the_readme_is_a_valid_config(monkeypatch):
         config = argv[argv.index("--config") + 1] if "--config" in argv else None
         overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
         load_train_config(config, overrides)  # raises a TasftError naming the bad key or file
+
+
+def test_files_named_by_readme_commands_exist():
+    """Every --prompts / --config / --suites file a README command names is in the repo (or the shared data)."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    named = []
+    for line in text.splitlines():
+        if not line.startswith("tasft "):
+            continue
+        argv = shlex.split(line.split("#")[0])
+        for flag in ("--prompts", "--config"):
+            if flag in argv:
+                named.append(argv[argv.index(flag) + 1])
+        if "--suites" in argv:
+            named += [s for s in argv[argv.index("--suites") + 1].split(",") if "." in s]
+    assert len(named) >= 10
+    for name in named:
+        assert (ROOT / name).is_file(), f"README names {name}, which does not exist"

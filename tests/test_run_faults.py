@@ -196,3 +196,37 @@ def test_overwrite_and_resume_exclude_each_other(tiny_model_dir, tiny_data, tmp_
     assert main(_argv(tiny_model_dir, tiny_data, tmp_path / "run", *flags)) == 2
     assert "exclude each other" in _one_error_line(capfd)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_reports_whole_run_totals_without_a_false_alarm(tiny_model_dir, tiny_data, tmp_path, capfd,
+                                                                     caplog):
+    """2 steps, then --resume to 4: train_tokens and final_train_loss cover all 4 steps, as in one run of 4; the tied
+    lm_head is not reported as a missing key."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(_argv(tiny_model_dir, tiny_data, whole, max_steps=4, save_steps=2)) == 0
+    assert main(_argv(tiny_model_dir, tiny_data, split, max_steps=2, save_steps=2)) == 0
+    first = _strict(split / "metrics.json")
+    (split / "metrics.json").unlink()
+    capfd.readouterr()
+    caplog.clear()
+    assert main(_argv(tiny_model_dir, tiny_data, split, "--resume", max_steps=4, save_steps=2)) == 0
+    assert "missing keys" not in capfd.readouterr().err + caplog.text
+    a, b = _strict(whole / "metrics.json"), _strict(split / "metrics.json")
+    assert b["resumed_from"].endswith("checkpoint-2") and b["train_tokens"] == a["train_tokens"]
+    assert b["train_tokens"] > first["train_tokens"] > 0
+    assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-6)
+
+
+def test_outputs_have_ordinary_permissions_and_checkpoints_can_go(tiny_model_dir, tiny_data, tmp_path, capfd):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=1, keep_checkpoints="false")) == 0
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "README.md", "config.yaml", "model.safetensors"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+    assert not list(out.glob("checkpoint-*"))  # deleted once the final model was written
+    capfd.readouterr()

@@ -57,3 +57,23 @@ def run_training(trainer, checkpoint: str | None, max_steps: int):
                     trainer.state.global_step, max_steps)
     logged = [r["loss"] for r in trainer.state.log_history if "loss" in r]
     return TrainOutput(trainer.state.global_step, sum(logged) / len(logged) if logged else float("nan"), {})
+
+
+def tied_parameter_names(model) -> set[str]:
+    """Names of parameters that share their tensor with another name (tied input/output embeddings)."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return {n for names in groups.values() if len(names) > 1 for n in names}
+
+
+class TiedWeightsLoadMixin:
+    """Resume without transformers' false alarm "missing keys in the checkpoint: ['lm_head.weight']": a model with
+    tied embeddings saves the shared tensor once, and loading it fills both names (weights resume bit-identical)."""
+
+    def _issue_warnings_after_load(self, load_result):
+        tied = tied_parameter_names(self.model)
+        missing = [k for k in getattr(load_result, "missing_keys", []) if k not in tied]
+        if hasattr(load_result, "_replace"):
+            load_result = load_result._replace(missing_keys=missing)
+        return super()._issue_warnings_after_load(load_result)

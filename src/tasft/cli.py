@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import TasftError
 from .io_utils import dumps
+from .suites import SUITES
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -132,7 +133,14 @@ def _scorer_train(args: argparse.Namespace) -> None:
     print(f"saved the local harmfulness scorer to {args.out} (threshold {meta.get('threshold')})")
 
 
-def _add_generation_flags(p: argparse.ArgumentParser, default_tokens: int) -> None:
+def _data_fetch(args: argparse.Namespace) -> None:
+    from .data_fetch import fetch_all
+
+    dest = fetch_all(args.dest, base_url=args.base_url)
+    print(f"data ready in {dest}" + ("" if args.dest is None else f" (use it with --data-dir {dest} or TASFT_DATA)"))
+
+
+def _add_generation_flags(p: argparse.ArgumentParser, default_tokens: int, overwrite: str) -> None:
     p.add_argument("--max-new-tokens", type=int, default=default_tokens)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -141,7 +149,7 @@ def _add_generation_flags(p: argparse.ArgumentParser, default_tokens: int) -> No
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-prompt-tokens", type=int, default=1024, help="longer prompts are an error")
     p.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true", help=overwrite)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (see configs/); without it the built-in demo defaults apply")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set penalty=emd_lb --set lambda=0.5 --set lora.r=8")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output_dir (only one tasft created; never the current directory)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     p.set_defaults(func=_train)
 
@@ -169,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="alias, local path (e.g. a run dir) or HF id")
     p.add_argument("--prompts", required=True, help="JSON/JSONL/CSV file of prompts")
     p.add_argument("--out", required=True, help="output JSONL file")
-    _add_generation_flags(p, default_tokens=128)
+    _add_generation_flags(p, default_tokens=128, overwrite="replace an existing output file")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("harvest", help="the model's own responses to toxic prompts, as a D_h file")
@@ -178,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSONL of {prompt, response, model, seed}")
     p.add_argument("--exclude", action="append", default=[], metavar="PATH",
                    help="drop prompts found in these files/directories (e.g. the evaluation suites)")
-    _add_generation_flags(p, default_tokens=128)
+    _add_generation_flags(p, default_tokens=128, overwrite="replace an existing output file")
     p.add_argument("--samples", type=int, default=1, help="answers per prompt (sampled when > 1)")
     p.add_argument("--keep-harmful", type=int, default=None, metavar="N",
                    help="score every answer and keep the N most harmful prompts' answers (non-refusal, non-degenerate)")
@@ -191,14 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="generate on evaluation suites and score harmfulness, refusal, language, quality")
     p.add_argument("--model", required=True, help="alias, local path (e.g. a run dir) or HF id")
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
-    p.add_argument("--suites", default="all", help="comma-separated suite names or files; 'all' = every named suite")
+    p.add_argument("--suites", default="all", help="comma-separated suite names or .json/.jsonl/.csv files; "
+                   f"'all' = every named suite: {', '.join(SUITES)}")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--harm-scorer", default="local", help="local | deberta | moderation | none")
     p.add_argument("--scorer", default=None, help="local scorer directory (default: cache, built on first use)")
     p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
     p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",
                    help="prompts of one suite, overriding --limit (repeatable), e.g. xstest-safe=50")
-    _add_generation_flags(p, default_tokens=128)
+    _add_generation_flags(p, default_tokens=128, overwrite="delete the --out directory and evaluate afresh "
+                          "(only a directory tasft created; default: resume what it holds)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("rescore", help="recompute the rule-based flags (refusal, language, degenerate) and summaries "
@@ -220,12 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete each point's checkpoints and weights once evaluated (keeps metrics and logs)")
     p.set_defaults(func=_experiment)
 
+    p = sub.add_parser("data", help="the public evaluation and training data sets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    q = data_sub.add_parser("fetch", help="download STL, XSTest, HH-RLHF and AlpacaEval files from their official "
+                            "locations (pinned commits, checked by SHA-256, resumable)")
+    q.add_argument("--dest", default=None, help="data directory (default: ~/.cache/tasft/data, found automatically)")
+    q.add_argument("--base-url", default=None, help="a mirror laid out like the data directory")
+    q.set_defaults(func=_data_fetch)
+
     p = sub.add_parser("scorer", help="offline harmfulness scorer")
     scorer_sub = p.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
     q = scorer_sub.add_parser("train", help="train and validate the local scorer on the shared data")
     q.add_argument("--out", required=True)
     q.add_argument("--data-dir", default=None)
-    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing scorer directory")
     q.set_defaults(func=_scorer_train)
     return parser
 

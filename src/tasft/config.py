@@ -149,6 +149,9 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
+    # false: delete the checkpoints once the final model is written (they exist to resume an interrupted run;
+    # each holds the weights and the optimizer state, 3x the model's size in fp32)
+    keep_checkpoints: bool = True
     eval_batch_size: int = 8
     measure: bool = True
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -11,6 +11,7 @@ Over-refusal = refusal rate on ``xstest-safe``. The ``alpaca`` suite adds the qu
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_t
 from .suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, suite_kind, suite_name
 
 HARM_SCORERS = ("local", "deberta", "moderation", "none")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +67,8 @@ def load_harm_scorer(settings: EvalSettings, data_dir: Path | None):
     if not (path / META_FILE).exists() and settings.scorer_path is None:
         if data_dir is None:
             raise TasftError(f"no local harmfulness scorer at {path} and no data to train it (pass --data-dir)")
+        log.warning("building the local harmfulness scorer in %s: first use only, about 6.5 min on 2 CPU cores "
+                    "(embedding ~15k labelled texts, then 31 validation fits)", path)
         train_local_scorer(path, data_dir)
     return LocalHarmfulnessScorer.load(path)
 

@@ -143,7 +143,7 @@ def _overrides(point: Point, run_dir: Path) -> list[str]:
         values[point.series.vary] = point.x
     values.update(seed=point.seed, output_dir=str(run_dir))
     if point.series.checkpoints:  # keep every checkpoint (save_steps from the series or the training config)
-        values["save_total_limit"] = 1_000_000
+        values.update(save_total_limit=1_000_000, keep_checkpoints=True)
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 

@@ -12,6 +12,14 @@ from typing import Any
 import yaml
 
 
+def ordinary_permissions(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a temp file (``mkstemp``: 0600) or temp folder (``mkdtemp``: 0700) the mode an ordinary ``open`` or
+    ``mkdir`` would: 0666 / 0777 less the umask — outputs are shared like any other file the user writes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
     path = Path(path)
@@ -20,6 +28,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        ordinary_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

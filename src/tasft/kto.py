@@ -56,9 +56,10 @@ def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
+    from .checkpoints import TiedWeightsLoadMixin
     from .guard import DivergenceGuardMixin
 
-    class GuardedKTOTrainer(DivergenceGuardMixin, KTOTrainer):
+    class GuardedKTOTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, KTOTrainer):
         """TRL's KTO trainer with the divergence guard."""
 
     w_d, w_u = class_weights(cfg, len(desirable), len(undesirable))

@@ -19,6 +19,7 @@ import torch
 
 from .config import LoraSettings
 from .errors import TasftError
+from .io_utils import ordinary_permissions
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def _convert_gguf(alias: GgufAlias, dest: Path) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    ordinary_permissions(tmp, directory=True)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

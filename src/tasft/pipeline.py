@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .errors import TasftError
 from .generate import GenerationSettings, generate_jsonl
 from .guard import nonfinite_parameter
 from .harvest import harvest_items
-from .io_utils import read_jsonl, write_json_atomic, write_text_atomic, write_yaml_atomic
+from .io_utils import ordinary_permissions, read_jsonl, write_json_atomic, write_text_atomic, write_yaml_atomic
 from .measure import mean_token_logprob
 from .model_card import render_model_card
 
@@ -347,10 +348,18 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     if not progress:
         trainer.args.disable_tqdm = True
     trainer.set_guard(cfg.guard.collapse_steps, cfg.guard.min_grad_norm)
+    if checkpoint is not None and hasattr(trainer, "restore_run_totals"):
+        trainer.restore_run_totals(checkpoint)
     train_start = time.perf_counter()
     result = run_training(trainer, checkpoint, cfg.max_steps)
     train_seconds = time.perf_counter() - train_start
-    tokens = tokens_seen(trainer) if cfg.method == "kto" else trainer.tokens_processed
+    if cfg.method == "kto":  # TRL counts tokens over the whole run; its loss mean covers this invocation
+        tokens = recent = tokens_seen(trainer)
+        mean_loss = float(result.training_loss)
+    else:
+        totals, recent = trainer.run_totals(), trainer.tokens_processed
+        tokens = totals["tokens"]
+        mean_loss = totals["loss_sum"] / totals["micro_steps"] if totals["micro_steps"] else float(result.training_loss)
 
     model.eval()
     after = measure_all(model, data, pad_id, cfg.eval_batch_size) if cfg.measure else {}
@@ -366,9 +375,9 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
         "after": after,
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
-        "train_tokens": tokens,
-        "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1) if tokens else None,
-        "final_train_loss": float(result.training_loss),
+        "train_tokens": tokens,  # the whole run, across resumes (this process)
+        "tokens_per_second": round(recent / max(train_seconds, 1e-9), 1) if recent else None,  # this invocation
+        "final_train_loss": mean_loss,  # mean training loss over the whole run
     }
     bad = nonfinite_parameter(model)
     if bad is not None:
@@ -378,6 +387,12 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
         tokenizer.save_pretrained(str(out_dir))
         write_json_atomic(out_dir / "metrics.json", metrics)
         write_text_atomic(out_dir / "README.md", render_model_card(cfg, metrics))
+        if not cfg.keep_checkpoints:
+            for ckpt in out_dir.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+        for path in out_dir.rglob("*"):  # transformers writes weights via private temp files (0600)
+            if path.is_file() and path.stat().st_mode & 0o777 == 0o600:
+                ordinary_permissions(path)
     return metrics
 
 

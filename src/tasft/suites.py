@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DataSource
-from .data import read_records, select_records
 from .errors import TasftError
 
 
@@ -45,13 +43,17 @@ ALPACA_EVAL_FILE = "alpaca_eval/text_davinci_003.json"
 
 
 def find_data_dir(explicit: str | None = None) -> Path:
-    """The shared data directory: ``explicit``, ``$TASFT_DATA``, ``./shared/data`` or ``../shared/data``."""
-    candidates = [explicit] if explicit else [os.environ.get("TASFT_DATA"), "shared/data", "../shared/data"]
+    """The data directory: ``explicit``, ``$TASFT_DATA``, ``./shared/data``, ``../shared/data`` or where
+    ``tasft data fetch`` puts it (``~/.cache/tasft/data``)."""
+    from .data_fetch import default_data_dir
+
+    candidates = [explicit] if explicit else [os.environ.get("TASFT_DATA"), "shared/data", "../shared/data",
+                                              str(default_data_dir())]
     for c in candidates:
-        if c and (Path(c) / "stl").is_dir():
-            return Path(c)
-    where = explicit or "$TASFT_DATA, ./shared/data or ../shared/data"
-    raise TasftError(f"evaluation data not found in {where} (pass --data-dir)")
+        if c and (Path(c).expanduser() / "stl").is_dir():
+            return Path(c).expanduser()
+    where = explicit or "$TASFT_DATA, ./shared/data, ../shared/data or ~/.cache/tasft/data"
+    raise TasftError(f"evaluation data not found in {where} (run `tasft data fetch`, or pass --data-dir)")
 
 
 def parse_suites(spec: str) -> list[str]:
@@ -87,6 +89,9 @@ def _xstest(data_dir: Path, label: str) -> list[dict]:
 
 
 def _alpaca(data_dir: Path) -> list[dict]:
+    from .config import DataSource
+    from .data import read_records, select_records
+
     stl = read_records(str(data_dir / "stl" / "evaluation" / "I-Alpaca.json"))
     stl_items = [{"id": f"stl-alpaca-{i}", "prompt": r.prompt_text} for i, r in enumerate(stl)]
     # the held-out AlpacaEval split is the one `split: train` training configs never see (heldout_fraction 0.2)
@@ -103,6 +108,8 @@ def _alpaca(data_dir: Path) -> list[dict]:
 
 def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = None) -> list[dict]:
     """Items of a named suite or custom file, in a fixed order, at most ``limit`` of them."""
+    from .data import read_records
+
     if suite in _STL_FILES:
         base = data_dir or find_data_dir()
         recs = read_records(str(base / "stl" / "evaluation" / _STL_FILES[suite]))

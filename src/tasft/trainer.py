@@ -10,6 +10,7 @@ every example is seen once per D_h epoch across processes, and a resumed run con
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -18,14 +19,18 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from . import chunked_penalty, losses
+from .checkpoints import TiedWeightsLoadMixin
 from .data import Tokenized, collate
 from .guard import DivergenceGuardMixin
-from .io_utils import dumps
+from .io_utils import dumps, write_json_atomic
 
 
 def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
     """(B, T) → (B, width), new columns filled with ``value``."""
     return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
+TOTALS_FILE = "tasft_run_totals.json"  # in each checkpoint: whole-run tokens and loss sum (see run_totals)
 
 
 class HarmfulBatchSampler:
@@ -53,7 +58,7 @@ class HarmfulBatchSampler:
         return out
 
 
-class TasftTrainer(DivergenceGuardMixin, Trainer):
+class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
     """``method="sft"``: L = NLL(D_u). ``method="ta-sft"``: L = NLL(D_u) + SIGNS[p]·λ·penalty_p(D_h).
 
     ``loss_chunk_size`` (rows per chunk, or None): training losses skip the full (B, T, V) logits — the model
@@ -99,6 +104,10 @@ class TasftTrainer(DivergenceGuardMixin, Trainer):
         self._sums: dict[str, torch.Tensor | float] = defaultdict(float)
         self._count = 0
         self._tokens_total = 0
+        # whole-run totals (this invocation + what a resumed checkpoint had counted), saved with every checkpoint
+        self._run_loss_sum: torch.Tensor | float = 0.0
+        self._run_micro_steps = 0
+        self._totals_offset = {"tokens": 0, "loss_sum": 0.0, "micro_steps": 0}
         self._last_step, self._micro = -1, 0
         # our losses are per-micro-batch means: let the Trainer divide by the accumulation steps
         self.model_accepts_loss_kwargs = False
@@ -192,6 +201,8 @@ class TasftTrainer(DivergenceGuardMixin, Trainer):
             self._sums["total"] += loss.detach()
             self._count += 1
             self._tokens_total += tokens.detach()
+            self._run_loss_sum += loss.detach()
+            self._run_micro_steps += 1
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _penalty(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -213,8 +224,29 @@ class TasftTrainer(DivergenceGuardMixin, Trainer):
 
     @property
     def tokens_processed(self) -> int:
-        """Non-padding tokens that went through the model in training (D_u and D_h), this process."""
+        """Non-padding tokens that went through the model in training (D_u and D_h), this process, this invocation."""
         return int(self._tokens_total)
+
+    def run_totals(self) -> dict:
+        """Whole-run totals of this process — across a resume — as saved with each checkpoint: ``tokens``,
+        ``loss_sum`` and ``micro_steps`` (their ratio: the mean training loss of the run)."""
+        return {"tokens": self._totals_offset["tokens"] + int(self._tokens_total),
+                "loss_sum": self._totals_offset["loss_sum"] + float(self._run_loss_sum),
+                "micro_steps": self._totals_offset["micro_steps"] + self._run_micro_steps}
+
+    def restore_run_totals(self, checkpoint: str | Path) -> None:
+        """Continue the totals of ``checkpoint`` (a checkpoint written before totals were saved counts from 0)."""
+        path = Path(checkpoint) / TOTALS_FILE
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            self._totals_offset = {k: saved.get(k, 0) for k in self._totals_offset}
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        """The Trainer saves the RNG state into every checkpoint before ``trainer_state.json``; the run totals go
+        beside it, so a checkpoint that is complete has them."""
+        super()._save_rng_state(output_dir)
+        if self.is_world_process_zero():
+            write_json_atomic(Path(output_dir) / TOTALS_FILE, self.run_totals())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._count and "loss" in logs:

@@ -142,7 +142,7 @@ def save_artefact(out_dir: str | Path, prompt_head: HarmHead, response_head: Har
     """Write ``head.safetensors`` (keys ``prompt.*``, ``response.*``) and ``scorer.json``, each via temp + rename."""
     from safetensors.torch import save_file
 
-    from ..io_utils import write_json_atomic
+    from ..io_utils import ordinary_permissions, write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +153,7 @@ def save_artefact(out_dir: str | Path, prompt_head: HarmHead, response_head: Har
     os.close(fd)
     try:
         save_file(tensors, tmp)
+        ordinary_permissions(tmp)
         os.replace(tmp, out / HEAD_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
