@@ -7,6 +7,7 @@ import yaml
 
 import tasft.evaluate as ev
 import tasft.experiments as ex
+from tasft import outputs
 from tasft.cli import main
 from tasft.config import load_train_config
 from tasft.errors import TasftError
@@ -58,14 +59,20 @@ def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_mod
     results = tmp_path / "results"
     (point,) = ex.plan(exp, 1)
     busy = results / "lambda" / "runs" / point.slug  # a sibling's run that has started (config.yaml, no metrics)
-    busy.mkdir(parents=True)
+    outputs.claim(busy, "train", "test")
     cfg = load_train_config(exp.train_config, ex._overrides(point, busy))
     (busy / "config.yaml").write_text(yaml.safe_dump(ex._comparable(ex.to_dict(cfg))))
     (results / "lambda" / "experiment.json").write_text(json.dumps(ex.asdict(exp)))
     here = results / "contrastive"
     here.mkdir()
-    with pytest.raises(ex.PointBusy):
-        ex.run_point(exp, point, here, progress=False)
+    assert ex.find_shared(exp, cfg, here)[0] == "none"  # nobody holds it: an abandoned attempt is not waited for
+    lock = outputs.DirectoryLock(busy)
+    assert lock.acquire()  # the sibling's process, alive and training
+    try:
+        with pytest.raises(ex.PointBusy):
+            ex.run_point(exp, point, here, progress=False)
+    finally:
+        lock.release()
     trained = []
     monkeypatch.setattr(ex, "run_point", lambda *a, share=True, **k: trained.append(share) or [])
     assert ex._wait_and_run(exp, point, here, progress=False, poll_s=0.0, patience_s=0.0) == []

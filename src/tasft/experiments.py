@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from . import outputs
 from .config import _from_dict, _read_yaml, load_train_config, to_dict
 from .errors import TasftError
 from .io_utils import write_json_atomic, write_text_atomic
@@ -195,8 +196,9 @@ def _comparable(config: dict) -> dict:
 def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.
 
-    Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when its run
-    has started but not finished, and ("none", None, None) otherwise. Siblings are the directories next to ``out``.
+    Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when a live
+    process is training or evaluating it, and ("none", None, None) otherwise (also for an abandoned attempt).
+    Siblings are the directories next to ``out``.
     """
     want = _comparable(to_dict(cfg))
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
@@ -210,7 +212,10 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
             run_dir, eval_dir = config_file.parent, sibling / "evals" / config_file.parent.name
             if (run_dir / "metrics.json").is_file() and (eval_dir / "metrics.json").is_file():
                 return "done", run_dir, eval_dir
-            found = ("running", run_dir, None)
+            # running: its run or evaluation is locked by a live process, or the run finished and the evaluation
+            # is about to start; a run nobody holds and that never finished was abandoned — no reason to wait
+            if outputs.in_use(run_dir) or outputs.in_use(eval_dir) or (run_dir / "metrics.json").is_file():
+                found = ("running", run_dir, None)
     return found
 
 
