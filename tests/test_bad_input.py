@@ -81,7 +81,7 @@ def _populate(root: Path, model: Path) -> None:
     (root / "userdir" / "thesis.tex").write_text("years of work\n")
     prev = root / "evals" / "prev"
     prev.mkdir(parents=True)
-    (prev / ".tasft-output").write_text("{}\n")
+    (prev / ".tasft-output").write_text('{"created_by": "tasft", "kind": "evaluate"}\n')
     (prev / "eval_config.json").write_text(json.dumps({"model": "other-model", "generation": {"max_new_tokens": 128}}))
     (prev / "metrics.json").write_text('{"summary": {}}\n')
     for name in ("garbage_weights", "garbage_config"):
@@ -92,8 +92,9 @@ def _populate(root: Path, model: Path) -> None:
 
 
 def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's checksum and every folder (so an empty folder left behind is a difference too)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(root.rglob("*"))}
 
 
 T, G, E, H = Ctx.train, Ctx.gen, Ctx.ev, Ctx.harvest
@@ -136,6 +137,13 @@ CASES = [
     Case("overwrite-user-folder", lambda c: T(c, out="userdir", flags=("--overwrite",)), "was not created by tasft"),
     Case("overwrite-cwd", lambda c: T(c, "output_dir=.", flags=("--overwrite",)), "is the current directory"),
     Case("overwrite-and-resume", lambda c: T(c, flags=("--overwrite", "--resume")), "exclude each other"),
+    Case("resume-user-folder", lambda c: T(c, out="userdir", flags=("--resume",)), "holds no tasft training run"),
+    Case("train-into-an-evaluation", lambda c: T(c, out="evals/prev"), "already exists"),
+    Case("overwrite-an-evaluation", lambda c: T(c, out="evals/prev", flags=("--overwrite",)),
+         "holds a tasft evaluation, not a tasft training run"),
+    Case("output-dir-holds-the-model", lambda c: T(c, f"model={c.f['garbage_weights']}",
+                                                    f"output_dir={c.root}", flags=("--overwrite",)),
+         "would hold the starting model"),
     # --- train: data
     Case("train-data-missing", lambda c: T(c, f"train_data={c.root / 'nope.jsonl'}"),
          "nope.jsonl: data file not found"),
@@ -177,6 +185,11 @@ CASES = [
     Case("eval-overwrite-user-folder", lambda c: E(c, "--overwrite", out="userdir"), "was not created by tasft"),
     Case("eval-overwrite-cwd", lambda c: E(c, "--overwrite", out="."), "is the current directory"),
     Case("eval-other-model", lambda c: E(c, out="evals/prev"), "holds an evaluation of 'other-model'"),
+    Case("eval-out-is-the-model", lambda c: [*E(c, "--overwrite")[:2], c.f["garbage_weights"],
+                                             *E(c, "--overwrite", out="garbage_weights")[3:]],
+         "holds the model being evaluated"),
+    Case("stl-data-missing", lambda c: T(c, "method=stl", f"stl.data={c.root / 'nope.json'}"),
+         "nope.json: data file not found"),
     Case("eval-unknown-suite", lambda c: E(c, suites="nosuch"), "unknown suite 'nosuch'"),
     Case("eval-suite-limit-format", lambda c: E(c, "--suite-limit", "toxic"), "expected SUITE=N"),
     Case("eval-suite-limit-unknown", lambda c: E(c, "--suite-limit", "cona=5"),

@@ -26,6 +26,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
     """A static file server that honours ``Range: bytes=N-`` (206) and records every request."""
 
     log: list[tuple[str, str | None]] = []
+    cut_once: set[str] = set()  # paths whose next answer breaks off half-way (the header promises all of it)
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         RangeHandler.log.append((self.path, self.headers.get("Range")))
@@ -41,6 +42,12 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if self.path in RangeHandler.cut_once:
+            RangeHandler.cut_once.discard(self.path)
+            self.wfile.write(data[start:start + (len(data) - start) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.wfile.write(data[start:])
 
     def log_message(self, *args):  # quiet
@@ -117,3 +124,27 @@ def test_an_unreachable_server_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["data", "fetch", "--dest", str(tmp_path / "d"), "--base-url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "download failed after 3 attempts" in err[0] and "re-run to resume" in err[0]
+
+
+def test_a_broken_off_download_resumes_on_the_next_attempt(mirror, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_fetch.time, "sleep", lambda s: None)
+    base, _ = mirror
+    item = next(i for i in data_fetch.MANIFEST if i.path.endswith("gpt4.json"))
+    RangeHandler.cut_once = {f"/{item.path}"}
+    assert data_fetch.fetch_file(item, tmp_path, f"{base}/{item.path}") == "fetched"
+    (first, _), (second, resumed) = RangeHandler.log
+    assert first == second == f"/{item.path}" and resumed == f"bytes={item.size // 2}-"
+    assert (tmp_path / item.path).read_bytes() == (DATA / item.path).read_bytes()
+
+
+def test_a_different_file_at_dest_is_kept_unless_asked(mirror, tmp_path, capsys):
+    base, _ = mirror
+    item = data_fetch.MANIFEST[0]
+    mine = tmp_path / "data" / item.path
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own edited copy\n")
+    assert main(["data", "fetch", "--dest", str(tmp_path / "data"), "--base-url", base]) == 2
+    assert "exists with other content than the pinned file" in capsys.readouterr().err
+    assert mine.read_text() == "my own edited copy\n"
+    assert main(["data", "fetch", "--dest", str(tmp_path / "data"), "--base-url", base, "--overwrite"]) == 0
+    assert mine.read_bytes() == (DATA / item.path).read_bytes()

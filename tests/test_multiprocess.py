@@ -82,35 +82,45 @@ def test_two_processes_follow_the_one_process_loss_curve(tiny_model_dir, tiny_da
     assert 0.3 < metrics_two["train_tokens"] / metrics_one["train_tokens"] < 0.7
 
 
-def test_only_rank_zero_prepares_the_output_dir(tmp_path, monkeypatch):
+class FakeState:
+    """accelerate's PartialState as seen by one rank: main_process_first runs the body, counting barriers."""
+
+    def __init__(self, main: bool):
+        self.is_main_process, self.barriers = main, 0
+
+    def main_process_first(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def first():
+            yield
+            self.barriers += 1
+
+        return first()
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_only_the_main_process_prepares_the_output_dir(tmp_path, monkeypatch, main):
     import tasft.pipeline as pipeline
-    from tasft.errors import TasftError
+    from tasft import outputs
 
-    calls = []
-    monkeypatch.setattr(pipeline, "_prepare_output_dir", lambda path, *a, **k: (calls.append(path), path.mkdir()))
+    calls, state = [], FakeState(main)
+    monkeypatch.setattr(pipeline, "_prepare_output_dir", lambda path, *a, **k: calls.append(path) or "lock")
+    monkeypatch.setattr(outputs, "_distributed_state", lambda: state)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "t1")
     out = tmp_path / "run"
-
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr("tasft.outputs.PREPARE_TIMEOUT_S", 0.3)
-    with pytest.raises(TasftError, match="rank 0 did not prepare"):
-        pipeline.prepare_output_dir(out, False, False)  # rank 1 waits for rank 0, never prepares itself
-    assert calls == []
-
-    monkeypatch.setenv("RANK", "0")
-    pipeline.prepare_output_dir(out, False, False)
-    assert calls == [out] and (out / ".tasft-prepared-t1").exists()
-    monkeypatch.setenv("RANK", "1")
-    assert pipeline.prepare_output_dir(out, False, False) is None  # the mark is there: rank 1 goes on at once
-    assert calls == [out]
+    assert pipeline.prepare_output_dir(out, False, False) == ("lock" if main else None)
+    assert calls == ([out] if main else []) and state.barriers == 1
 
 
 def test_single_process_runs_prepare_directly(tmp_path, monkeypatch):
     import tasft.pipeline as pipeline
+    from tasft import outputs
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(outputs, "_distributed_state", lambda: pytest.fail("no process group for one process"))
     lock = pipeline.prepare_output_dir(tmp_path / "run", False, False)
     assert lock is not None and (tmp_path / "run" / ".tasft-output").is_file()
-    assert not list((tmp_path / "run").glob(".tasft-prepared-*"))
+    assert outputs.in_use(tmp_path / "run")  # held: any other open of the marker sees the lock
     lock.release()
+    assert not outputs.in_use(tmp_path / "run")

@@ -99,9 +99,9 @@ def test_overwrite_refuses_a_git_working_tree_and_a_symlink(tiny_model_dir, tiny
     repo = workdir / "repo"
     (repo / ".git").mkdir(parents=True)
     (repo / "src.py").write_text("print('hi')\n")
-    outputs.claim(repo, "train", "test")  # even marked: a git tree is never deleted
+    outputs.claim(repo, "train", "test").release()  # even marked: a git tree is never deleted
     link_target = workdir / "real-run"
-    outputs.claim(link_target, "train", "test")
+    outputs.claim(link_target, "train", "test").release()
     (link_target / "canary.txt").write_text("behind a link\n")
     (workdir / "link").symlink_to(link_target)
     before = _tree(workdir)
@@ -110,19 +110,44 @@ def test_overwrite_refuses_a_git_working_tree_and_a_symlink(tiny_model_dir, tiny
     assert _tree(workdir) == before
 
 
-def test_remove_owned_never_reaches_rmtree_for_protected_places(tmp_path, monkeypatch):
-    """The root and the home directory, checked without any chance of deleting them: rmtree is replaced."""
+def test_emptying_never_reaches_rmtree_for_protected_places(tmp_path, monkeypatch):
+    """The root and the home directory, checked without any chance of deleting them: rmtree and unlink are
+    replaced by recorders, and the marker is faked."""
     calls = []
     monkeypatch.setattr(outputs.shutil, "rmtree", lambda p, *a, **k: calls.append(p))
-    monkeypatch.setattr(outputs, "is_owned", lambda p: True)  # as if someone had planted the marker there
+    monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: calls.append(self))
+    monkeypatch.setattr(outputs, "owner_kind", lambda p: "train")  # as if someone had planted the marker there
     for place in (Path("/"), Path.home(), Path.cwd(), Path.cwd().parent, outputs._PACKAGE_DIR.parent):
         with pytest.raises(TasftError, match="never deletes it"):
-            outputs.remove_owned(place, "output_dir")
+            outputs.empty_owned(place, "output_dir", "train")
     assert calls == []
     target = tmp_path / "run"
-    target.mkdir()
-    outputs.remove_owned(target, "output_dir")  # an ordinary owned folder does reach it
-    assert calls == [target]
+    (target / "sub").mkdir(parents=True)
+    (target / "f.txt").write_text("x")
+    outputs.empty_owned(target, "output_dir", "train")  # an ordinary owned folder does reach them
+    assert sorted(calls) == [target / "f.txt", target / "sub"]
+
+
+def test_a_run_never_empties_an_evaluation_or_a_folder_it_only_resumed(tiny_model_dir, tiny_data, workdir, capfd):
+    """Kinds are kept apart, --resume refuses a user's folder, and a restart empties only an attempt's own files."""
+    ev = workdir / "ev"
+    outputs.claim(ev, "evaluate", "test").release()
+    (ev / "generations.jsonl").write_text("hours of generation\n")
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work\n")
+    attempt = workdir / "attempt"  # tasft's attempt that a user then put a file into
+    outputs.claim(attempt, "train", "test").release()
+    (attempt / "config.yaml").write_text("model: x\n")
+    (attempt / "notes.txt").write_text("mine\n")
+    before = _tree(workdir)
+    assert "already exists" in _refused(capfd, _train(tiny_model_dir, tiny_data, str(ev)))
+    assert "holds a tasft evaluation, not a tasft training run" in _refused(
+        capfd, _train(tiny_model_dir, tiny_data, str(ev), "--overwrite"))
+    assert "holds no tasft training run to resume" in _refused(
+        capfd, _train(tiny_model_dir, tiny_data, str(mine), "--resume"))
+    assert "already exists" in _refused(capfd, _train(tiny_model_dir, tiny_data, str(attempt)))
+    assert _tree(workdir) == before and not (mine / outputs.MARKER).exists()
 
 
 def test_overwrite_replaces_a_directory_tasft_made(tiny_model_dir, tiny_data, workdir, capfd):
@@ -138,10 +163,8 @@ def test_overwrite_replaces_a_directory_tasft_made(tiny_model_dir, tiny_data, wo
 
 def test_a_directory_in_use_is_neither_replaced_nor_reused(tiny_model_dir, tiny_data, workdir, capfd):
     run = workdir / "busy"
-    outputs.claim(run, "train", "test")
+    lock = outputs.claim(run, "train", "test")  # held, as by a live process
     (run / "config.yaml").write_text("model: x\n")
-    lock = outputs.DirectoryLock(run)
-    assert lock.acquire()
     try:
         for flags in ((), ("--overwrite",), ("--resume",)):
             assert "in use by another tasft process" in _refused(capfd, _train(tiny_model_dir, tiny_data,

@@ -97,6 +97,25 @@ def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tin
     assert sorted(p.name for p in out.glob("diverged-checkpoint-*")) == [
         "diverged-checkpoint-2", "diverged-checkpoint-3", "diverged-checkpoint-4"]
     assert f"last good checkpoint: {out / 'checkpoint-1'}" in msg
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=8)) == 2  # the set-aside ones are never cleared
+    assert "already exists" in _one_error_line(capfd) and len(list(out.glob("diverged-checkpoint-*"))) == 3
+
+
+def test_only_set_aside_checkpoints_block_a_restart(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
+    """Every checkpoint collapsed: none is left to resume from, yet the re-run does not empty the folder."""
+    from tasft.trainer import TasftTrainer
+
+    original = TasftTrainer.compute_loss
+    monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
+    out = tmp_path / "run"
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=8, save_steps=1)) == 3
+    assert "no checkpoint was saved before it" in _one_error_line(capfd)
+    kept = sorted(p.name for p in out.glob("diverged-checkpoint-*"))
+    assert kept and not list(out.glob("checkpoint-*"))
+    monkeypatch.setattr(TasftTrainer, "compute_loss", original)
+    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 2
+    assert "already exists" in _one_error_line(capfd)
+    assert sorted(p.name for p in out.glob("diverged-checkpoint-*")) == kept
 
 
 def test_collapse_check_can_be_switched_off(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
@@ -191,9 +210,8 @@ def test_a_finished_run_still_needs_overwrite_or_resume(tiny_model_dir, tiny_dat
     assert (out / "model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize("flags", [("--overwrite", "--resume")])
-def test_overwrite_and_resume_exclude_each_other(tiny_model_dir, tiny_data, tmp_path, capfd, flags):
-    assert main(_argv(tiny_model_dir, tiny_data, tmp_path / "run", *flags)) == 2
+def test_overwrite_and_resume_exclude_each_other(tiny_model_dir, tiny_data, tmp_path, capfd):
+    assert main(_argv(tiny_model_dir, tiny_data, tmp_path / "run", "--overwrite", "--resume")) == 2
     assert "exclude each other" in _one_error_line(capfd)
     assert not (tmp_path / "run").exists()
 

@@ -136,7 +136,7 @@ def _scorer_train(args: argparse.Namespace) -> None:
 def _data_fetch(args: argparse.Namespace) -> None:
     from .data_fetch import fetch_all
 
-    dest = fetch_all(args.dest, base_url=args.base_url)
+    dest = fetch_all(args.dest, base_url=args.base_url, overwrite=args.overwrite)
     print(f"data ready in {dest}" + ("" if args.dest is None else f" (use it with --data-dir {dest} or TASFT_DATA)"))
 
 
@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "locations (pinned commits, checked by SHA-256, resumable)")
     q.add_argument("--dest", default=None, help="data directory (default: ~/.cache/tasft/data, found automatically)")
     q.add_argument("--base-url", default=None, help="a mirror laid out like the data directory")
+    q.add_argument("--overwrite", action="store_true", help="replace files whose bytes differ from the pinned ones")
     q.set_defaults(func=_data_fetch)
 
     p = sub.add_parser("scorer", help="offline harmfulness scorer")

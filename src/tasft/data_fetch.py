@@ -97,50 +97,72 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, part: Path, timeout: float) -> None:
-    """Append ``url``'s bytes to ``part``, resuming after what it holds (a server that ignores the range restarts)."""
+def _download(url: str, part: Path, timeout: float) -> bool:
+    """Append ``url``'s bytes to ``part``, resuming after what it holds (a server that ignores the range restarts);
+    True when the server's whole answer arrived (its Content-Length, when it sends one), False when it broke off."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "tasft-data-fetch",
                                                    **({"Range": f"bytes={have}-"} if have else {})})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         mode = "ab" if have and response.status == 206 else "wb"
+        length = response.headers.get("Content-Length")
+        got = 0
         with part.open(mode) as fh:
             while block := response.read(1 << 16):
                 fh.write(block)
+                got += len(block)
+    return length is None or got == int(length)
 
 
-def fetch_file(item: RemoteFile, dest: Path, url: str, attempts: int = 3, timeout: float = 60.0) -> str:
-    """Make ``dest / item.path`` hold the pinned bytes; returns what was done (``present`` / ``fetched``)."""
+def fetch_file(item: RemoteFile, dest: Path, url: str, attempts: int = 3, timeout: float = 60.0,
+               overwrite: bool = False) -> str:
+    """Make ``dest / item.path`` hold the pinned bytes; returns what was done (``present`` / ``fetched``).
+    A file already there with other bytes is replaced only with ``overwrite``."""
     target = dest / item.path
-    if target.is_file() and target.stat().st_size == item.size and sha256_of(target) == item.sha256:
-        return "present"
+    if target.is_file():
+        if target.stat().st_size == item.size and sha256_of(target) == item.sha256:
+            return "present"
+        if not overwrite:
+            raise TasftError(f"{target} exists with other content than the pinned file (use --overwrite to replace "
+                             "it, or another --dest)")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
+    problem = "no attempt made"
     for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            time.sleep(min(2 ** attempt, 10))
+        if part.exists() and part.stat().st_size > item.size:
+            part.unlink()  # longer than the file: start over
+        complete = True
         try:
-            _download(url, part, timeout)
-            break
+            if not part.exists() or part.stat().st_size < item.size:
+                complete = _download(url, part, timeout)
         except urllib.error.HTTPError as exc:
-            if exc.code == 416:  # the partial file is already complete (or longer): start over
+            problem = f"HTTP {exc.code}"
+            if exc.code == 416:  # the server has no bytes past what the partial file holds: start over
                 part.unlink(missing_ok=True)
-            elif exc.code < 500 or attempt == attempts:
-                raise TasftError(f"{item.path}: download failed ({url}: HTTP {exc.code})") from None
+                continue
+            if exc.code < 500:
+                raise TasftError(f"{item.path}: download failed ({url}: {problem})") from None
+            continue
         except (urllib.error.URLError, OSError) as exc:
-            if attempt == attempts:
-                reason = getattr(exc, "reason", None) or exc
-                raise TasftError(f"{item.path}: download failed after {attempts} attempts ({url}: {reason}); "
-                                 "re-run to resume") from None
-        time.sleep(min(2 ** attempt, 10))
-    got = sha256_of(part)
-    if got != item.sha256:
-        part.unlink()
-        raise TasftError(f"{item.path}: checksum mismatch (got sha256 {got[:12]}…, pinned {item.sha256[:12]}…); "
-                         "the partial download was removed")
-    os.replace(part, target)
-    return "fetched"
+            problem = str(getattr(exc, "reason", None) or exc)
+            continue
+        size = part.stat().st_size
+        if size < item.size and not complete:  # the connection broke off: the next attempt resumes from here
+            problem = f"stopped after {size} of {item.size} bytes"
+            continue
+        got = sha256_of(part)
+        if got != item.sha256:
+            part.unlink()
+            raise TasftError(f"{item.path}: checksum mismatch (got sha256 {got[:12]}…, pinned {item.sha256[:12]}…); "
+                             "the partial download was removed")
+        os.replace(part, target)
+        return "fetched"
+    raise TasftError(f"{item.path}: download failed after {attempts} attempts ({url}: {problem}); re-run to resume")
 
 
-def fetch_all(dest: str | Path | None = None, base_url: str | None = None,
+def fetch_all(dest: str | Path | None = None, base_url: str | None = None, overwrite: bool = False,
               report: Callable[[str], None] = print) -> Path:
     """Fetch every file of :data:`MANIFEST` into ``dest`` (default :func:`default_data_dir`), one line each.
     ``base_url``: a mirror laid out like the data directory (``{base_url}/{path}``) instead of the sources."""
@@ -151,6 +173,6 @@ def fetch_all(dest: str | Path | None = None, base_url: str | None = None,
         raise TasftError(f"--dest {dest}: cannot write there ({exc.strerror})") from None
     for item in MANIFEST:
         url = f"{base_url.rstrip('/')}/{item.path}" if base_url else item.url
-        state = fetch_file(item, dest, url)
+        state = fetch_file(item, dest, url, overwrite=overwrite)
         report(f"{state:>8}  {item.path}  ({item.size / 1e6:.2f} MB, sha256 ok)")
     return dest

@@ -81,48 +81,68 @@ def _settings_conflict(previous: dict, settings: EvalSettings) -> str | None:
     """How an earlier evaluation in the same directory differs from ``settings`` in what it generated, or None."""
     if previous.get("model") != settings.model:
         return f"of '{previous.get('model')}'"
-    before, now = previous.get("generation") or {}, asdict(settings.generation)
+    before, now = previous.get("generation"), asdict(settings.generation)
+    before = before if isinstance(before, dict) else {}
     for key in _GENERATION_KEYS:
         if key in before and before[key] != now[key]:
             return f"generated with {key}={before[key]!r} (this run: {now[key]!r})"
     return None
 
 
-def _check_out_dir(out: Path, settings: EvalSettings) -> None:
-    """Whether ``out`` can take this evaluation: a new or empty directory, or an earlier evaluation of the same
-    model with the same generation settings (resumed: its finished generations are reused); with ``--overwrite``
-    any directory tasft made. Nothing is written."""
+def _check_out_dir(out: Path, settings: EvalSettings, locked: bool = False) -> str:
+    """Whether ``out`` can take this evaluation — ``new``, ``resume`` (an earlier evaluation of the same model with
+    the same generation settings: its finished generations are reused) or ``replace`` (``--overwrite``, only a
+    directory tasft made for an evaluation) — or the one-line error why not. Nothing is written."""
     what = "--out"
     if out.exists() and not out.is_dir():
         raise TasftError(f"{what} {out} exists and is not a directory")
+    model = Path(settings.model).expanduser()
+    if model.is_dir() and outputs.contains(out, model):
+        raise TasftError(f"{what} {out} holds the model being evaluated ({settings.model}): choose another directory")
+    if not out.is_dir() or outputs.is_empty(out):
+        return "new"
+    if not locked and outputs.in_use(out):
+        raise TasftError(f"{what} {out} is in use by another tasft process")
+    if settings.overwrite:
+        outputs.check_replaceable(out, what, "evaluate", locked=locked)
+        return "replace"
     marker = out / "eval_config.json"
-    if out.is_dir() and not outputs.is_empty(out):
-        if outputs.in_use(out):
-            raise TasftError(f"{what} {out} is in use by another tasft process")
-        if settings.overwrite:
-            outputs.check_removable(out, what)
-        elif not marker.is_file():
-            raise TasftError(f"{what} {out} exists and holds no tasft evaluation (choose a new directory)")
-        else:
-            try:
-                previous = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                raise TasftError(f"{marker}: unreadable (use another --out, or --overwrite)") from None
-            conflict = _settings_conflict(previous, settings)
-            if conflict is not None:
-                raise TasftError(f"{what} {out} holds an evaluation {conflict} (use another --out, or --overwrite)")
+    if outputs.owner_kind(out) not in (None, "evaluate") or not marker.is_file():
+        raise TasftError(f"{what} {out} exists and holds no tasft evaluation (choose a new directory)")
+    try:
+        previous = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if not isinstance(previous, dict):
+        raise TasftError(f"{marker}: unreadable (use another --out, or --overwrite)")
+    conflict = _settings_conflict(previous, settings)
+    if conflict is not None:
+        raise TasftError(f"{what} {out} holds an evaluation {conflict} (use another --out, or --overwrite)")
+    return "resume"
 
 
 def _claim_out_dir(out: Path, settings: EvalSettings) -> outputs.DirectoryLock:
-    """Replace (``--overwrite``) or reuse ``out`` as checked by :func:`_check_out_dir`, mark and lock it."""
-    if settings.overwrite and out.is_dir() and not outputs.is_empty(out):
-        outputs.remove_owned(out, "--out")
-    outputs.claim(out, "evaluate", "--out")
-    lock = outputs.DirectoryLock(out)
-    if not lock.acquire():
-        raise TasftError(f"--out {out} is in use by another tasft process")
-    write_json_atomic(out / "eval_config.json", {**asdict(settings), "overwrite": False})
+    """Mark and lock ``out``, emptying it first when :func:`_check_out_dir` said ``replace``."""
+    action = _check_out_dir(out, settings)
+    lock = outputs.claim(out, "evaluate", "--out")
+    try:
+        if action == "replace":
+            _check_out_dir(out, settings, locked=True)  # still so, now that this process holds it
+            outputs.empty_owned(out, "--out", "evaluate")
+        write_json_atomic(out / "eval_config.json", {**asdict(settings), "overwrite": False})
+    except BaseException:
+        lock.release()
+        raise
     return lock
+
+
+def _previous_seconds(out: Path) -> dict[str, float]:
+    """Generation seconds per suite recorded by an earlier (resumed) evaluation in ``out``."""
+    try:
+        seconds = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("generation_seconds", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in seconds.items() if isinstance(v, (int, float))} if isinstance(seconds, dict) else {}
 
 
 def _rate(flags: list[bool]) -> float:
@@ -287,9 +307,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     started = time.perf_counter()
     model = load_model(settings.model)
     extra = {"model": settings.model, "seed": settings.generation.seed}
-    previous = out / "metrics.json"
-    gen_seconds: dict[str, float] = json.loads(previous.read_text()).get("generation_seconds", {}) \
-        if previous.exists() else {}
+    gen_seconds = _previous_seconds(out)
     rows: dict[str, list[dict]] = {}
     for s, suite_items in items.items():
         name = suite_name(s)

@@ -197,7 +197,8 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.
 
     Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when a live
-    process is training or evaluating it, and ("none", None, None) otherwise (also for an abandoned attempt).
+    process is training or evaluating it, ("trained", run_dir, None) when its run finished but its evaluation did
+    not (and nobody is evaluating it), and ("none", None, None) otherwise (also for an abandoned attempt).
     Siblings are the directories next to ``out``.
     """
     want = _comparable(to_dict(cfg))
@@ -212,10 +213,12 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
             run_dir, eval_dir = config_file.parent, sibling / "evals" / config_file.parent.name
             if (run_dir / "metrics.json").is_file() and (eval_dir / "metrics.json").is_file():
                 return "done", run_dir, eval_dir
-            # running: its run or evaluation is locked by a live process, or the run finished and the evaluation
-            # is about to start; a run nobody holds and that never finished was abandoned — no reason to wait
-            if outputs.in_use(run_dir) or outputs.in_use(eval_dir) or (run_dir / "metrics.json").is_file():
+            # running: a live process holds its run or evaluation; trained: the run finished and nobody is
+            # evaluating it (evaluated here); a run nobody holds that never finished was abandoned: not shared
+            if outputs.in_use(run_dir) or outputs.in_use(eval_dir):
                 found = ("running", run_dir, None)
+            elif (run_dir / "metrics.json").is_file() and found[0] == "none":
+                found = ("trained", run_dir, None)
     return found
 
 
@@ -248,6 +251,10 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
             return [_row(point, point.x, _finished(shared_run), _finished(shared_eval), shared_eval)]
         if state == "running":
             raise PointBusy(str(shared_run))
+        if state == "trained":
+            eval_dir = out / "evals" / point.slug
+            return [_row(point, point.x, _finished(shared_run), _evaluate(exp, shared_run, eval_dir, progress),
+                         eval_dir)]
     training = _train(cfg, run_dir, progress)
     if not point.series.checkpoints:
         eval_dir = out / "evals" / point.slug

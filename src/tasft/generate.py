@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .data import Prompt, format_prompt
 from .errors import TasftError
+from .io_utils import dumps
 
 
 @dataclass
@@ -178,17 +179,17 @@ def generate_jsonl(
     # rewrite the good lines so a torn last line cannot corrupt the file
     with partial.open("w", encoding="utf-8") as fh:
         for rec in done.values():
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write(dumps(rec, ensure_ascii=False) + "\n")
     ids = [str(it["id"]) for it in todo]
     with tqdm(total=len(items), initial=len(done), desc="generate", unit="prompt", disable=not progress) as bar, \
             partial.open("a", encoding="utf-8") as fh:
         for batch in _generate_in_order(model, tokenizer, encoded, settings, ids, bar):
             for i, text in batch:
-                fh.write(json.dumps({**todo[i], "response": text, **(extra or {})}, ensure_ascii=False) + "\n")
+                fh.write(dumps({**todo[i], "response": text, **(extra or {})}, ensure_ascii=False) + "\n")
             fh.flush()
     # restore the input order in the final file
     final = _read_done(partial)
-    lines = [json.dumps(final[str(it["id"])], ensure_ascii=False) for it in items]
+    lines = [dumps(final[str(it["id"])], ensure_ascii=False) for it in items]
     partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(partial, out)
     return out

@@ -41,6 +41,27 @@ def nonfinite_parameter(model) -> str | None:
     return None
 
 
+#: the Trainer methods the guard wraps (private in transformers 5.x): checked at import, so that a transformers
+#: release that renames one fails loudly instead of silently training unguarded
+GUARDED_METHODS = ("training_step", "_get_grad_norm", "_save_checkpoint")
+
+
+def _check_trainer_api() -> None:
+    import inspect
+
+    import transformers
+    from transformers import Trainer, trainer
+
+    missing = [name for name in GUARDED_METHODS if not hasattr(Trainer, name)]
+    if missing or "self._get_grad_norm(" not in inspect.getsource(trainer):
+        names = ", ".join(missing or ["_get_grad_norm (called by the training loop)"])
+        raise ImportError(f"tasft's divergence guard needs transformers' Trainer.{names}, as in transformers 5.24; "
+                          f"this is transformers {transformers.__version__}")
+
+
+_check_trainer_api()
+
+
 class DivergenceGuardMixin:
     """Put before the Trainer class: ``class T(DivergenceGuardMixin, Trainer)``; configure with :meth:`set_guard`."""
 
@@ -77,7 +98,9 @@ class DivergenceGuardMixin:
 
     def training_step(self, model, inputs, *args, **kwargs):
         loss = super().training_step(model, inputs, *args, **kwargs)
-        if not torch.isfinite(loss.detach()).all():
+        # one process alone: with several, a rank whose local loss is NaN would stop while the others wait in the
+        # next all-reduce; the NaN reaches every rank's gradient norm (computed after the all-reduce) instead
+        if self.args.world_size == 1 and not torch.isfinite(loss.detach()).all():
             value = float(loss.detach().float().mean())
             raise self.divergence_error(self.state.global_step + 1, f"the loss is {value}")
         return loss

@@ -53,6 +53,13 @@ def stl_records(cfg: TrainConfig) -> list[Record]:
     return pool[: cfg.stl.examples]
 
 
+def check_contrastive_data(cfg: TrainConfig) -> None:
+    """Read the safety data the contrastive option looks answers up in (a one-line error if it is missing or
+    malformed), before a run writes anything."""
+    if cfg.contrastive.source != "generated":
+        read_records(_safety_path(cfg, cfg.contrastive.safety_data))
+
+
 def contrastive_records(cfg: TrainConfig, harmful: list[Record], model, tokenizer, out_dir: Path) -> list[Record]:
     """A safe response for each D_h prompt (STL answer if known, else generated), evaluation prompts dropped."""
     banned = _banned(cfg)

@@ -1,38 +1,43 @@
-"""Output directories that tasft owns: claimed with a marker file, replaced only when marked, never a user's folder.
+"""Output directories that tasft owns: claimed with a marker file, emptied only when marked, never a user's folder.
 
 Every directory a command writes its results into (a training run's ``output_dir``, an evaluation's ``--out``)
-gets the marker file :data:`MARKER` when tasft creates (or first writes into) it. ``--overwrite`` removes a
-directory only when
+gets the marker file :data:`MARKER` (recording which kind of output it holds) when tasft creates it or first
+writes into it. A directory is emptied (``--overwrite``, or a training attempt abandoned before its first
+checkpoint) only when
 
-* it carries the marker (tasft made it), and
-* it is not the filesystem root, the home directory, the current directory, a parent of any of these, a git
-  working tree, or the folder this package is installed from.
+* it carries the marker of the same kind (a training run never replaces an evaluation, nor the reverse),
+* it is not the filesystem root, the home directory, the current directory, a parent of any of these, a folder
+  with a ``.git`` inside, or the folder this package is installed from, and not a symbolic link, and
+* no other process holds its lock.
 
 Anything else is refused with a one-line :class:`TasftError`, so no spelling of a path (``.``, ``''``, ``..``,
-``~``, ``/``, a symlink) can reach ``rmtree`` on a folder tasft did not create.
+``~/``, ``/``, a symlink) can reach ``rmtree`` on a folder tasft did not create. Emptying keeps the marker, and
+happens while this process holds the lock.
 
-While a command writes into a directory it holds an advisory lock on the marker (``flock``; released by the
-kernel when the process dies, ``kill -9`` included), so a second command can tell a directory in use from an
+The lock is an advisory ``flock`` on the marker, held while a command writes into the directory and released by
+the kernel when the process dies (``kill -9`` included), so a second command can tell a directory in use from an
 attempt that was abandoned.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import TasftError
 
 MARKER = ".tasft-output"
-PREPARE_TIMEOUT_S = 1800.0  # how long other ranks wait for rank 0 to prepare a directory
+KIND_NAMES = {"train": "a tasft training run", "evaluate": "a tasft evaluation"}
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _protected(path: Path) -> str | None:
-    """Why ``path`` must never be removed, or None."""
+    """Why ``path`` must never be emptied, or None."""
     resolved = path.resolve()
     if resolved == Path(resolved.anchor):
         return "the filesystem root"
@@ -54,49 +59,24 @@ def is_owned(path: Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def _os_error(what: str, path: Path, exc: OSError) -> TasftError:
-    return TasftError(f"{what} {path}: cannot write there ({exc.strerror or exc.__class__.__name__})")
-
-
-def claim(path: Path, kind: str, what: str) -> None:
-    """Create ``path`` (parents too) if needed and mark it as tasft's; an unwritable place is a one-line error."""
-    path = Path(path)
+def owner_kind(path: Path) -> str | None:
+    """The kind of output the marker records (``train`` / ``evaluate``), ``unknown`` if unreadable, None if absent."""
+    marker = Path(path) / MARKER
+    if not marker.is_file():
+        return None
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not is_owned(path):
-            info = {"created_by": "tasft", "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            (path / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise _os_error(what, path, exc) from None
-
-
-def remove_owned(path: Path, what: str) -> None:
-    """``--overwrite``: delete ``path`` only if tasft created it and it is no protected place (module docstring)."""
-    path = Path(path)
-    check_removable(path, what)
-    try:
-        shutil.rmtree(path)
-    except OSError as exc:
-        raise TasftError(f"{what} {path}: cannot remove it ({exc.strerror or exc.__class__.__name__})") from None
-
-
-def check_removable(path: Path, what: str) -> None:
-    """The one-line error :func:`remove_owned` would raise for ``path``, without removing anything."""
-    path = Path(path)
-    if path.is_symlink():
-        raise TasftError(f"{what} {path} is a symbolic link: tasft never deletes through one (choose another path)")
-    reason = _protected(path)
-    if reason is not None:
-        raise TasftError(f"{what} {path} is {reason}: --overwrite never deletes it (choose a new directory)")
-    if not is_owned(path):
-        raise TasftError(f"{what} {path} was not created by tasft (no {MARKER} file): --overwrite only replaces "
-                         "tasft's own output (remove it yourself, or choose another directory)")
-    if in_use(path):
-        raise TasftError(f"{what} {path} is in use by another tasft process")
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unknown"
+    return info.get("kind", "unknown") if isinstance(info, dict) else "unknown"
 
 
 def is_empty(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
+
+
+def _os_error(what: str, path: Path, exc: OSError) -> TasftError:
+    return TasftError(f"{what} {path}: cannot write there ({exc.strerror or exc.__class__.__name__})")
 
 
 class DirectoryLock:
@@ -106,20 +86,25 @@ class DirectoryLock:
         self.path = Path(path) / MARKER
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
-        """Take the lock; False when another process holds it (no locking on platforms without ``fcntl``)."""
+    def acquire(self, wait_s: float = 1.0) -> bool:
+        """Take the lock, retrying for ``wait_s`` (another process may be probing it); False when another process
+        holds it. No locking on platforms without ``fcntl``."""
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             return True
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.05)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -128,39 +113,110 @@ class DirectoryLock:
 
 
 def in_use(path: Path) -> bool:
-    """Whether another process holds ``path``'s lock right now."""
-    if not is_owned(path):
+    """Whether another process holds ``path``'s lock right now (probed with a shared lock, read-only)."""
+    marker = Path(path) / MARKER
+    if not marker.is_file():
         return False
-    lock = DirectoryLock(path)
-    if not lock.acquire():
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        fd = os.open(marker, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
         return True
-    lock.release()
-    return False
+    finally:
+        os.close(fd)
 
 
-def _prepared_marker(path: Path) -> Path:
-    run = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT", "run")
-    return Path(path) / f".tasft-prepared-{run}"
+def claim(path: Path, kind: str, what: str) -> DirectoryLock:
+    """Create ``path`` (parents too) if needed, mark it as tasft's ``kind`` output and lock it; an unwritable place
+    or a directory another process holds is a one-line error. Returns the held lock."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not is_owned(path):
+            info = {"created_by": "tasft", "kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            (path / MARKER).write_text(json.dumps(info) + "\n", encoding="utf-8")
+        lock = DirectoryLock(path)
+        locked = lock.acquire()
+    except OSError as exc:
+        raise _os_error(what, path, exc) from None
+    if not locked:
+        raise TasftError(f"{what} {path} is in use by another tasft process")
+    return lock
 
 
-def on_main_process_first(path: Path, prepare):
-    """``prepare()`` (which claims ``path``) in a single-process run, or on rank 0 of a distributed launch
-    (``WORLD_SIZE`` > 1) while the other ranks wait for its mark in ``path`` (returning None): otherwise a rank
-    that creates the directory first would make rank 0 refuse it as "already exists"."""
+def check_replaceable(path: Path, what: str, kind: str, locked: bool = False) -> None:
+    """The one-line error why ``path`` must not be emptied for a new ``kind`` output (see the module docstring);
+    ``locked``: this process holds its lock."""
+    path = Path(path)
+    if path.is_symlink():
+        raise TasftError(f"{what} {path} is a symbolic link: tasft never deletes through one (choose another path)")
+    reason = _protected(path)
+    if reason is not None:
+        raise TasftError(f"{what} {path} is {reason}: tasft never deletes it (choose a new directory)")
+    owner = owner_kind(path)
+    if owner is None:
+        raise TasftError(f"{what} {path} was not created by tasft (no {MARKER} file): --overwrite only replaces "
+                         "tasft's own output (remove it yourself, or choose another directory)")
+    if owner != kind:
+        raise TasftError(f"{what} {path} holds {KIND_NAMES.get(owner, 'another kind of tasft output')}, not "
+                         f"{KIND_NAMES.get(kind, kind)}: it is not replaced (choose another directory)")
+    if not locked and in_use(path):
+        raise TasftError(f"{what} {path} is in use by another tasft process")
+
+
+def empty_owned(path: Path, what: str, kind: str) -> None:
+    """Delete everything in ``path`` but its marker, after :func:`check_replaceable`; call with the lock held."""
+    path = Path(path)
+    check_replaceable(path, what, kind, locked=True)
+    try:
+        for child in path.iterdir():
+            if child.name == MARKER:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    except OSError as exc:
+        raise TasftError(f"{what} {path}: cannot empty it ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def unexpected_entries(path: Path, patterns: Iterable[str]) -> list[str]:
+    """Names in ``path`` that match none of the glob ``patterns`` (what tasft itself would have written there)."""
+    patterns = list(patterns)
+    return sorted(p.name for p in Path(path).iterdir() if not any(fnmatch.fnmatch(p.name, g) for g in patterns))
+
+
+def contains(outer: Path, inner: Path) -> bool:
+    """Whether ``inner`` is ``outer`` or lies inside it (both resolved)."""
+    outer, inner = Path(outer).expanduser().resolve(), Path(inner).expanduser().resolve()
+    return inner == outer or outer in inner.parents
+
+
+def _distributed_state():
+    """accelerate's process state (initialises the process group of a distributed launch)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def on_main_process_first(prepare: Callable):
+    """``prepare()`` in a single-process run; in a distributed launch (``WORLD_SIZE`` > 1) on the main process only,
+    the others waiting at accelerate's barrier until it is done (and returning None) — otherwise a rank that creates
+    the directory first would make the main process refuse it as "already exists"."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return prepare()
-    import atexit
-
-    marker, rank = _prepared_marker(path), int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        result = prepare()
-        marker.touch()
-        atexit.register(marker.unlink, missing_ok=True)
-        return result
-    timeout_s = PREPARE_TIMEOUT_S
-    deadline = time.monotonic() + timeout_s
-    while not marker.exists():
-        if time.monotonic() > deadline:
-            raise TasftError(f"rank {rank}: rank 0 did not prepare {path} within {timeout_s:.0f} s")
-        time.sleep(0.2)
-    return None
+    state = _distributed_state()
+    result = None
+    with state.main_process_first():
+        if state.is_main_process:
+            result = prepare()
+    return result

@@ -22,6 +22,7 @@ from .guard import nonfinite_parameter
 from .harvest import harvest_items
 from .io_utils import ordinary_permissions, read_jsonl, write_json_atomic, write_text_atomic, write_yaml_atomic
 from .measure import mean_token_logprob
+from .method_data import CONTRASTIVE_FILE
 from .model_card import render_model_card
 
 log = logging.getLogger(__name__)
@@ -40,36 +41,47 @@ class Datasets:
     harmful_records: list[Record] | None
 
 
-def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock | None:
-    """Claim ``output_dir`` for this run and lock it (returns the lock; None on ranks other than 0).
+#: what a training run writes into its directory before its first checkpoint; an attempt that holds only these
+#: (and no checkpoint, no final metrics) was abandoned and is started afresh
+ATTEMPT_FILES = (outputs.MARKER, "config.yaml", "log.jsonl", "runs", f"{HARVEST_FILE}*", f"{CONTRASTIVE_FILE}*",
+                 ".tasft-prepared-*", ".*.tmp")
 
-    A new or empty directory is claimed; a non-empty one is reused only with ``resume``, replaced only with
-    ``overwrite`` and only if tasft created it (:func:`tasft.outputs.remove_owned`), and an attempt abandoned
-    before its first checkpoint (tasft's, no final metrics, no complete checkpoint, no process using it) is
-    cleared with a note — the corrected re-run of a failed command just works. In a distributed launch rank 0
-    alone does this; the other ranks wait until it has.
+
+def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock | None:
+    """Claim ``output_dir`` for this run and lock it (returns the lock; None on processes other than the main one).
+
+    A new or empty directory is claimed; a non-empty one is continued only with ``resume`` (and only if it is a
+    tasft run), emptied only with ``overwrite`` (and only if tasft made it for a training run:
+    :func:`tasft.outputs.check_replaceable`), and an attempt abandoned before its first checkpoint — tasft's, holding
+    nothing but :data:`ATTEMPT_FILES`, no process using it — is emptied with a note, so the corrected re-run of a
+    failed command just works. In a distributed launch the main process alone does this; the others wait.
     """
     if overwrite and resume:
         raise TasftError("--overwrite and --resume exclude each other (replace the run, or continue it)")
-    return outputs.on_main_process_first(path, lambda: _prepare_output_dir(path, overwrite, resume))
+    return outputs.on_main_process_first(lambda: _prepare_output_dir(path, overwrite, resume))
 
 
-def _check_output_dir(path: Path, overwrite: bool, resume: bool) -> str:
+def _check_output_dir(path: Path, overwrite: bool, resume: bool, locked: bool = False) -> str:
     """What a run will do with ``output_dir`` — ``new``, ``resume``, ``replace`` or ``restart`` (an attempt abandoned
-    before its first checkpoint) — or the one-line error why it cannot; nothing is written."""
+    before its first checkpoint) — or the one-line error why it cannot; nothing is written. ``locked``: this process
+    holds the directory's lock (so it is not probed)."""
     what = "output_dir"
     if path.exists() and not path.is_dir():
         raise TasftError(f"{what} {path} exists and is not a directory")
     if not path.is_dir() or outputs.is_empty(path):
         return "new"
-    if outputs.in_use(path):
+    if not locked and outputs.in_use(path):
         raise TasftError(f"{what} {path} is in use by another tasft process")
+    kind = outputs.owner_kind(path)
     if overwrite:
-        outputs.check_removable(path, what)
+        outputs.check_replaceable(path, what, "train", locked=locked)
         return "replace"
     if resume:
+        if kind not in (None, "train") or kind is None and not (path / "config.yaml").is_file():
+            raise TasftError(f"{what} {path} holds no tasft training run to resume")
         return "resume"
-    if outputs.is_owned(path) and not (path / "metrics.json").exists() and last_checkpoint(path) is None:
+    if (kind == "train" and not (path / "metrics.json").exists() and last_checkpoint(path) is None
+            and not outputs.unexpected_entries(path, ATTEMPT_FILES)):
         return "restart"
     raise TasftError(f"{what} {path} already exists (use --overwrite to replace it or --resume)")
 
@@ -77,16 +89,19 @@ def _check_output_dir(path: Path, overwrite: bool, resume: bool) -> str:
 def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock:
     what = "output_dir"
     action = _check_output_dir(path, overwrite, resume)
-    if action == "restart":
-        log.warning("output_dir %s holds an attempt that stopped before its first checkpoint: starting afresh", path)
-    if action in ("replace", "restart"):
-        outputs.remove_owned(path, what)
-    if resume and action == "new":
-        log.warning("--resume: %s does not exist yet, starting a new run", path)
-    outputs.claim(path, "train", what)
-    lock = outputs.DirectoryLock(path)
-    if not lock.acquire():
-        raise TasftError(f"{what} {path} is in use by another tasft process")
+    lock = outputs.claim(path, "train", what)
+    try:
+        if action in ("replace", "restart"):
+            _check_output_dir(path, overwrite, resume, locked=True)  # still so, now that this process holds it
+            if action == "restart":
+                log.warning("output_dir %s holds an attempt that stopped before its first checkpoint: starting "
+                            "afresh", path)
+            outputs.empty_owned(path, what, "train")
+        if resume and action == "new":
+            log.warning("--resume: %s does not exist yet, starting a new run", path)
+    except BaseException:
+        lock.release()
+        raise
     return lock
 
 
@@ -128,23 +143,36 @@ class Sources:
     train: list[Record]
     harmful: list[Record] | None
     eval: list[Record] | None
+    stl: list[Record] | None = None
 
 
 def read_sources(cfg: TrainConfig) -> Sources:
-    """Read and select every data source of a run (one-line errors for missing, malformed or empty data)."""
+    """Read and select every data source of a run (one-line errors for missing, malformed or empty data), the STL
+    pairs included; the contrastive safety data is read to check it."""
+    from .method_data import check_contrastive_data, stl_records
+
     harmful = None
     if cfg.harmful_data is not None:
         harmful = load_source(cfg.harmful_data, "harmful_data", need_response=not cfg.harmful_data.harvest)
     evals = load_source(cfg.eval_data, "eval_data", need_response=True) if cfg.eval_data is not None else None
-    return Sources(load_source(cfg.train_data, "train_data", need_response=True), harmful, evals)
+    if cfg.contrastive.enabled:
+        check_contrastive_data(cfg)
+    return Sources(load_source(cfg.train_data, "train_data", need_response=True), harmful, evals,
+                   stl_records(cfg) if cfg.method == "stl" else None)
 
 
 def check_sources(cfg: TrainConfig, tokenizer, sources: Sources) -> None:
-    """Tokenise what can be tokenised before the model loads, so a prompt longer than ``max_length`` fails first."""
+    """Tokenise what can be tokenised before the model loads, so a prompt longer than ``max_length`` (or, for a
+    D_h prompt to be harvested, than the generation limit) fails first."""
+    from .generate import check_prompt_lengths
+
     harmful = [r for r in sources.harmful or [] if r.response is not None]
-    for records in (sources.train, harmful, sources.eval or []):
+    for records in (sources.train, harmful, sources.eval or [], sources.stl or []):
         if records:
             tokenize_records(tokenizer, records, cfg.max_length, cfg.long_prompt)
+    to_harvest = [r for r in sources.harmful or [] if r.response is None]
+    if to_harvest:
+        check_prompt_lengths(tokenizer, harvest_items(to_harvest), GenerationSettings().max_prompt_tokens)
 
 
 def load_datasets(cfg: TrainConfig, tokenizer, model, out_dir: Path, sources: Sources | None = None) -> Datasets:
@@ -159,7 +187,7 @@ def load_datasets(cfg: TrainConfig, tokenizer, model, out_dir: Path, sources: So
     if harmful_records is not None and cfg.harmful_data.harvest:
         harmful_records = _harvest_missing(cfg, harmful_records, model, tokenizer, out_dir)
     if cfg.method == "stl":
-        extra = stl_records(cfg)
+        extra = sources.stl if sources.stl is not None else stl_records(cfg)
         stats["stl_examples"] = len(extra)
         train_records = train_records + extra
     if cfg.contrastive.enabled:
@@ -300,23 +328,26 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
     out_dir = Path(cfg.output_dir).expanduser()
     if overwrite and resume:
         raise TasftError("--overwrite and --resume exclude each other (replace the run, or continue it)")
+    if Path(cfg.model).expanduser().is_dir() and outputs.contains(out_dir, Path(cfg.model)):
+        raise TasftError(f"output_dir {out_dir} would hold the starting model {cfg.model}: choose another directory")
+    _distributed_cpu_env()
     if _is_main_process():  # bad input fails before anything is written: the directory, the model, the data
         _check_output_dir(out_dir, overwrite, resume)
-    started = time.perf_counter()
+    started, wall_started = time.perf_counter(), time.time() - 1.0
     check_loadable(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     sources = read_sources(cfg)
     check_sources(cfg, tokenizer, sources)
     lock = prepare_output_dir(out_dir, overwrite, resume)
     try:
-        return _train(cfg, out_dir, resume, progress, tokenizer, sources, started)
+        return _train(cfg, out_dir, resume, progress, tokenizer, sources, started, wall_started)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokenizer, sources: Sources,
-           started: float) -> dict:
+           started: float, wall_started: float) -> dict:
     from transformers import set_seed
 
     from .models import add_lora, load_model
@@ -353,9 +384,10 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     train_start = time.perf_counter()
     result = run_training(trainer, checkpoint, cfg.max_steps)
     train_seconds = time.perf_counter() - train_start
-    if cfg.method == "kto":  # TRL counts tokens over the whole run; its loss mean covers this invocation
+    if cfg.method == "kto":  # TRL counts tokens over the whole run; the loss: the mean of every logged one
         tokens = recent = tokens_seen(trainer)
-        mean_loss = float(result.training_loss)
+        logged = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+        mean_loss = sum(logged) / len(logged) if logged else float(result.training_loss)
     else:
         totals, recent = trainer.run_totals(), trainer.tokens_processed
         tokens = totals["tokens"]
@@ -390,10 +422,18 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
         if not cfg.keep_checkpoints:
             for ckpt in out_dir.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
-        for path in out_dir.rglob("*"):  # transformers writes weights via private temp files (0600)
-            if path.is_file() and path.stat().st_mode & 0o777 == 0o600:
+        for path in out_dir.rglob("*"):  # transformers writes weights via private temp files (0600): this run's
+            if path.is_file() and path.stat().st_mode & 0o777 == 0o600 and path.stat().st_mtime >= wall_started:
                 ordinary_permissions(path)
     return metrics
+
+
+def _distributed_cpu_env() -> None:
+    """A distributed launch (``WORLD_SIZE`` > 1) on a machine without CUDA: tell accelerate and the Trainer to set
+    up a CPU (gloo) process group — ``torchrun`` and ``accelerate launch --multi_gpu`` do not say so themselves."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "ACCELERATE_USE_CPU" not in os.environ \
+            and not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
 def _is_main_process() -> bool:
