@@ -13,7 +13,7 @@ Sections (all on the same random token batch and the same model):
 2. **pair** — the ``sft`` and ``ta-sft emd_lb`` fused steps alone, alternated for ``--pair-rounds`` rounds: the
    headline ratio with nothing else in between.
 3. **loss** — the loss alone from final hidden states (N × d) and the LM-head weight at the model's V: plain
-   (h Wᵀ → function of :mod:`tasft.losses`) against fused (:mod:`tasft.chunked_penalty`), time and memory.
+   (h Wᵀ → function of :mod:`tasft.objectives.losses`) against fused (:mod:`tasft.objectives.fused`), time and memory.
 4. **exact** — per-row time of the soft-target lower bound at full V against ``ot.emd2`` on subsets of the
    vocabulary (the full-V transport problem has a V×V cost matrix: 19 GB in fp64 at V = 49,152, so the
    measured subset times are a *lower* bound on the exact cost and the speed-up a conservative one).
@@ -56,8 +56,9 @@ from bench_measure import (  # noqa: E402
 )
 from bench_report import render  # noqa: E402
 
-from tasft import chunked_penalty, losses  # noqa: E402
 from tasft.data import Tokenized, collate  # noqa: E402
+from tasft.objectives import fused as chunked_penalty  # noqa: E402
+from tasft.objectives import losses  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ the batch
@@ -85,8 +86,8 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
                   ref_model=None, soft_top_k: int = 64, **train_args):
     from transformers import TrainingArguments
 
-    from tasft.pipeline import collate_train
-    from tasft.trainer import JsonlLogCallback, TasftTrainer
+    from tasft.training.pipeline import collate_train
+    from tasft.training.trainer import JsonlLogCallback, TasftTrainer
 
     dataset = train_args.pop("dataset", None)
     args = TrainingArguments(

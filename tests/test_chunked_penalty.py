@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tasft import losses
-from tasft.chunked_penalty import fused_linear_measure, fused_linear_objective
+from tasft.objectives import losses
+from tasft.objectives.fused import fused_linear_measure, fused_linear_objective
 
 V, D = 97, 16
 PLAIN = {

@@ -140,7 +140,7 @@ def test_real_process_prints_exactly_one_line(tmp_path):
 def test_only_the_main_process_reports_a_training_run(monkeypatch, capsys, tmp_path, rank, printed):
     metrics = {k: 0 for k in ("method", "penalty", "lambda", "steps", "before", "after", "train_seconds",
                               "tokens_per_second")}
-    monkeypatch.setattr("tasft.pipeline.train", lambda *a, **k: metrics)
+    monkeypatch.setattr("tasft.training.pipeline.train", lambda *a, **k: metrics)
     monkeypatch.setenv("RANK", rank)
     assert main(["train", "--set", f"output_dir={tmp_path / 'run'}"]) == 0
     assert ("saved to" in capsys.readouterr().out) is printed

@@ -8,7 +8,7 @@ import torch
 
 from tasft.config import load_train_config
 from tasft.models import ALIASES, cache_dir, load_model, load_tokenizer, resolve_model
-from tasft.pipeline import train
+from tasft.training.pipeline import train
 
 pytestmark = [
     pytest.mark.slow,

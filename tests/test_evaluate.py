@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-import tasft.evaluate as ev
+import tasft.evaluation.evaluate as ev
 from tasft.cli import main
 from tasft.errors import TasftError
-from tasft.harvest import select_harmful
-from tasft.report import build_report
+from tasft.evaluation.report import build_report
+from tasft.generation.harvest import select_harmful
 from tasft.suites import SUITES, load_suite, parse_suites
 
 from .conftest import SHARED, write_jsonl
@@ -107,7 +107,7 @@ def test_evaluate_writes_metrics_and_resumes(tiny_model_dir, tmp_path, monkeypat
     assert saved["suites"]["mine"]["n"] == 3 and saved["harm_threshold"] == 0.5
 
     calls = []
-    monkeypatch.setattr("tasft.generate.generate_batch", lambda *a, **k: calls.append(1) or [])
+    monkeypatch.setattr("tasft.generation.generate.generate_batch", lambda *a, **k: calls.append(1) or [])
     again = ev.evaluate(_settings(tiny_model_dir, tmp_path, suite), progress=False)
     assert calls == [] and again["suites"]["mine"]["n"] == 3  # nothing regenerated
 

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+import tasft.experiments.runner as ex
 import yaml
 
-import tasft.evaluate as ev
-import tasft.experiments as ex
+import tasft.evaluation.evaluate as ev
 from tasft import outputs
 from tasft.cli import main
 from tasft.config import load_train_config
@@ -38,7 +38,7 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
     def fail(*args, **kwargs):
         raise AssertionError("a point finished by a sibling study was run again")
 
-    monkeypatch.setattr("tasft.pipeline.train", fail)
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
     monkeypatch.setattr(ev, "evaluate", fail)
     renamed = [{**ONE_POINT[0], "name": "emd again"}]
     second = _study(tmp_path, tiny_model_dir, tiny_data, "b", "contrastive", renamed)
@@ -82,7 +82,8 @@ def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_mod
 @needs_data
 def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
     monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
-    monkeypatch.setattr("tasft.pipeline.train", lambda *a, **k: pytest.fail("the starting model is not trained"))
+    monkeypatch.setattr("tasft.training.pipeline.train",
+                        lambda *a, **k: pytest.fail("the starting model is not trained"))
     series = [{"name": "starting model", "starting_model": True, "values": [0]}]
     config = _study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series)
     (row,) = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False)

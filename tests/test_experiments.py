@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+import tasft.experiments.runner as ex
 import yaml
 
-import tasft.evaluate as ev
-import tasft.experiments as ex
+import tasft.evaluation.evaluate as ev
 from tasft.cli import main
 from tasft.errors import TasftError
-from tasft.report import build_report
+from tasft.evaluation.report import build_report
 
 from .conftest import SHARED, tiny_overrides
 from .test_evaluate import KeywordScorer
@@ -87,7 +87,7 @@ def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data
     def fail(*args, **kwargs):
         raise AssertionError("a finished point was run again")
 
-    monkeypatch.setattr("tasft.pipeline.train", fail)
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
     monkeypatch.setattr(ev, "evaluate", fail)
     assert main(["experiment", "lambda", "--config", str(config), "--out", str(out)]) == 0  # resumes: no work
     assert main(["experiment", "stages", "--config", str(config), "--out", str(out)]) == 2

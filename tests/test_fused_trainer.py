@@ -8,13 +8,13 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from tasft import losses
-from tasft.chunked_penalty import supports_fused
 from tasft.config import LoraSettings
 from tasft.data import Record, tokenize_records
 from tasft.models import add_lora, load_model, load_tokenizer, token_embeddings
-from tasft.pipeline import collate_train
-from tasft.trainer import TasftTrainer
+from tasft.objectives import losses
+from tasft.objectives.fused import supports_fused
+from tasft.training.pipeline import collate_train
+from tasft.training.trainer import TasftTrainer
 
 from .conftest import BENIGN, HARMFUL
 

@@ -6,7 +6,7 @@ import torch
 from tasft.config import LoraSettings
 from tasft.data import format_prompt
 from tasft.errors import TasftError
-from tasft.generate import GenerationSettings, generate_batch, generate_jsonl, generate_texts
+from tasft.generation.generate import GenerationSettings, generate_batch, generate_jsonl, generate_texts
 from tasft.models import add_lora, load_model, load_tokenizer, resolve_model, token_embeddings
 
 PROMPTS = ["Name a primary colour.", "What do bees make?", "How many legs does a spider have? Please answer.", "Hi"]

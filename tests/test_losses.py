@@ -1,4 +1,4 @@
-"""Property tests for :mod:`tasft.losses` (semantic EMD penalties and their baselines).
+"""Property tests for :mod:`tasft.objectives.losses` (semantic EMD penalties and their baselines).
 
 Reference values are computed independently in numpy / float64: the cost matrix
 M[i, j] = 1 − cos(e_i, e_j) is built here from the raw embeddings and the exact EMD is POT's
@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasft import losses as L
+from tasft.objectives import losses as L
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

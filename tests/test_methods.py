@@ -8,10 +8,10 @@ import torch
 from tasft.config import load_train_config
 from tasft.data import prompt_key, read_records
 from tasft.errors import TasftError
-from tasft.kto import class_weights, kto_stream
-from tasft.method_data import CONTRASTIVE_FILE, contrastive_records, stl_records
-from tasft.pipeline import train
+from tasft.methods.kto import class_weights, kto_stream
 from tasft.suites import load_suite
+from tasft.training.method_data import CONTRASTIVE_FILE, contrastive_records, stl_records
+from tasft.training.pipeline import train
 
 from .conftest import HARMFUL, SHARED, tiny_overrides, write_jsonl
 
@@ -108,7 +108,7 @@ def test_contrastive_pairs_known_answers_generated_ones_and_no_eval_prompts(talk
 @needs_data
 def test_contrastive_source_generated_writes_every_answer(tiny_data, tmp_path, safety_file, monkeypatch):
     seen = []
-    monkeypatch.setattr("tasft.method_data._generate_safe",
+    monkeypatch.setattr("tasft.training.method_data._generate_safe",
                         lambda cfg, records, *a: seen.extend(r.prompt for r in records) or [])
     harmful = read_records(str(tiny_data["harmful"]))
     for source, generated in (("auto", len(HARMFUL) - 1), ("generated", len(HARMFUL))):

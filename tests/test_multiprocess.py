@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasft.launch import requested_cpu_processes
+from tasft.training.launch import requested_cpu_processes
 
 from .conftest import tiny_overrides
 
@@ -101,7 +101,7 @@ class FakeState:
 
 @pytest.mark.parametrize("main", [True, False])
 def test_only_the_main_process_prepares_the_output_dir(tmp_path, monkeypatch, main):
-    import tasft.pipeline as pipeline
+    import tasft.training.pipeline as pipeline
     from tasft import outputs
 
     calls, state = [], FakeState(main)
@@ -114,7 +114,7 @@ def test_only_the_main_process_prepares_the_output_dir(tmp_path, monkeypatch, ma
 
 
 def test_single_process_runs_prepare_directly(tmp_path, monkeypatch):
-    import tasft.pipeline as pipeline
+    import tasft.training.pipeline as pipeline
     from tasft import outputs
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)

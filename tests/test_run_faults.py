@@ -59,7 +59,7 @@ def test_exploding_learning_rate_stops_at_the_first_nonfinite_gradient(tiny_mode
 
 
 def test_nonfinite_loss_stops_before_the_optimizer_step(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
-    from tasft.trainer import TasftTrainer
+    from tasft.training.trainer import TasftTrainer
 
     original = TasftTrainer.compute_loss
 
@@ -79,7 +79,7 @@ def test_nonfinite_loss_stops_before_the_optimizer_step(tiny_model_dir, tiny_dat
 def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
     """No gradient from step 3 on (loss detached): the weights that gave it came out of step 2, so checkpoints 2-4
     are collapsed and renamed; checkpoint-1 is the one to resume from."""
-    from tasft.trainer import TasftTrainer
+    from tasft.training.trainer import TasftTrainer
 
     original = TasftTrainer.compute_loss
 
@@ -103,7 +103,7 @@ def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tin
 
 def test_only_set_aside_checkpoints_block_a_restart(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
     """Every checkpoint collapsed: none is left to resume from, yet the re-run does not empty the folder."""
-    from tasft.trainer import TasftTrainer
+    from tasft.training.trainer import TasftTrainer
 
     original = TasftTrainer.compute_loss
     monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
@@ -119,7 +119,7 @@ def test_only_set_aside_checkpoints_block_a_restart(tiny_model_dir, tiny_data, t
 
 
 def test_collapse_check_can_be_switched_off(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
-    from tasft.trainer import TasftTrainer
+    from tasft.training.trainer import TasftTrainer
 
     original = TasftTrainer.compute_loss
     monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
@@ -133,7 +133,7 @@ def test_nonfinite_weights_are_never_written(tiny_model_dir, tiny_data, tmp_path
     """Weights poisoned right after step 2's update: the checkpoint due at step 2 is refused, nothing is saved."""
     from transformers import TrainerCallback
 
-    from tasft import pipeline
+    from tasft.training import pipeline
 
     class Poison(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):

@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from tasft.config import load_train_config
 from tasft.errors import TasftError
 from tasft.models import load_model
-from tasft.pipeline import find_unused_parameters, train
-from tasft.trainer import HarmfulBatchSampler
+from tasft.training.pipeline import find_unused_parameters, train
+from tasft.training.trainer import HarmfulBatchSampler
 
 from .conftest import tiny_overrides
 
@@ -135,7 +135,7 @@ def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tiny_data, tmp_p
 
 
 def test_harvest_fills_missing_harmful_responses_from_the_model(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    import tasft.pipeline as pipeline
+    import tasft.training.pipeline as pipeline
 
     def fake_generate(model, tokenizer, items, out, settings, extra=None, progress=True):
         rows = [{**it, "response": "" if it["id"] == "0" else f"harmful answer {it['id']}"} for it in items]

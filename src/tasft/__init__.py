@@ -12,18 +12,18 @@ __version__ = "0.1.0"
 
 def train(config: TrainConfig, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run one training job (see :func:`tasft.pipeline.train`); returns its metrics."""
-    from .pipeline import train as _train
+    from .training.pipeline import train as _train
 
     return _train(config, overwrite=overwrite, resume=resume, progress=progress)
 
 
 def __getattr__(name: str):
     if name in ("harvest", "HarvestSettings"):
-        from . import harvest as _h
+        from .generation import harvest as _h
 
         return getattr(_h, name)
     if name in ("generate_texts", "GenerationSettings"):
-        from . import generate as _g
+        from .generation import generate as _g
 
         return getattr(_g, name)
     raise AttributeError(name)

@@ -1,4 +1,4 @@
-from .launch import prepare
+from .training.launch import prepare
 
 prepare()  # multi-process CPU launches (accelerate --cpu, torchrun without CUDA): see tasft.launch
 

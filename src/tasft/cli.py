@@ -19,7 +19,7 @@ from .suites import SUITES
 
 def _train(args: argparse.Namespace) -> None:
     from .config import load_train_config
-    from .pipeline import train
+    from .training.pipeline import train
 
     cfg = load_train_config(args.config, args.set)
     metrics = train(cfg, overwrite=args.overwrite, resume=args.resume)
@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _generation_settings(args: argparse.Namespace):
-    from .generate import GenerationSettings
+    from .generation.generate import GenerationSettings
 
     return GenerationSettings(
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, do_sample=args.sample,
@@ -43,8 +43,8 @@ def _generation_settings(args: argparse.Namespace):
 def _generate(args: argparse.Namespace) -> None:
     from .config import DataSource
     from .data import load_source
-    from .generate import check_prompt_lengths, generate_jsonl
-    from .harvest import check_output_free, harvest_items
+    from .generation.generate import check_prompt_lengths, generate_jsonl
+    from .generation.harvest import check_output_free, harvest_items
     from .models import load_model, load_tokenizer
 
     out = Path(args.out)
@@ -63,7 +63,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _harvest(args: argparse.Namespace) -> None:
-    from .harvest import HarvestSettings, harvest
+    from .generation.harvest import HarvestSettings, harvest
 
     settings = HarvestSettings(
         prompts=args.prompts, out=args.out, model=args.model, limit=args.limit, seed=args.seed,
@@ -87,7 +87,7 @@ def _suite_limits(pairs: list[str]) -> dict[str, int]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import EvalSettings, evaluate
+    from .evaluation.evaluate import EvalSettings, evaluate
 
     settings = EvalSettings(
         model=args.model, out=args.out, suites=args.suites, limit=args.limit,
@@ -101,14 +101,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from .evaluation.report import build_report
 
     out = build_report(args.runs, args.out)
     print(f"wrote {out}/report.md, {out}/report.html and the PNG plots")
 
 
 def _rescore(args: argparse.Namespace) -> None:
-    from .evaluate import refresh_rule_flags
+    from .evaluation.evaluate import refresh_rule_flags
 
     for path in args.evals:
         summary = refresh_rule_flags(path)["summary"]
@@ -118,7 +118,7 @@ def _rescore(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    from .experiments import run_experiment
+    from .experiments.runner import run_experiment
 
     rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune)
     print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from tasft.evaluate import default_scorer_dir
+from tasft.evaluation.evaluate import default_scorer_dir
 from tasft.io_utils import read_jsonl
 from tasft.scoring.degenerate import degenerate_reasons
 from tasft.scoring.harmfulness import LocalHarmfulnessScorer

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..data import Record, tokenize_records
-from ..measure import mean_token_logprob
+from ..training.measure import mean_token_logprob
 from .degenerate import repetition_rate
 
 

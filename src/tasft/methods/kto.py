@@ -14,8 +14,8 @@ import copy
 import math
 import random
 
-from .config import TrainConfig
-from .data import Record, chat_messages, format_prompt
+from ..config import TrainConfig
+from ..data import Record, chat_messages, format_prompt
 
 
 def class_weights(cfg: TrainConfig, n_desirable: int, n_undesirable: int) -> tuple[float, float]:
@@ -56,8 +56,8 @@ def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    from .checkpoints import TiedWeightsLoadMixin
-    from .guard import DivergenceGuardMixin
+    from ..training.checkpoints import TiedWeightsLoadMixin
+    from ..training.guard import DivergenceGuardMixin
 
     class GuardedKTOTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, KTOTrainer):
         """TRL's KTO trainer with the divergence guard."""

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .config import DataSource, TrainConfig
-from .data import Record, chat_messages, load_source, prompt_key, read_records
-from .errors import TasftError
-from .generate import GenerationSettings, generate_jsonl
-from .io_utils import read_jsonl
-from .suites import STL_SAFETY_FILE, evaluation_prompt_keys, find_data_dir
+from ..config import DataSource, TrainConfig
+from ..data import Record, chat_messages, load_source, prompt_key, read_records
+from ..errors import TasftError
+from ..generation.generate import GenerationSettings, generate_jsonl
+from ..io_utils import read_jsonl
+from ..suites import STL_SAFETY_FILE, evaluation_prompt_keys, find_data_dir
 
 log = logging.getLogger(__name__)
 CONTRASTIVE_FILE = "contrastive_safe_responses.jsonl"
@@ -84,7 +84,7 @@ def _generate_safe(cfg: TrainConfig, records: list[Record], model, tokenizer, ou
     """Greedy safe answers from the generator model, saved to (and on resume read from) ``CONTRASTIVE_FILE``."""
     settings = cfg.contrastive
     if settings.generator is not None and settings.generator != cfg.model:
-        from .models import load_model, load_tokenizer
+        from ..models import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(settings.generator, cfg.trust_remote_code)
         model = load_model(settings.generator, cfg.dtype, cfg.trust_remote_code)

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import torch
 
-from . import losses, outputs
+from .. import outputs
+from ..config import TrainConfig, to_dict, validate
+from ..data import Record, Tokenized, collate, load_source, tokenize_records
+from ..errors import TasftError
+from ..generation.generate import GenerationSettings, generate_jsonl
+from ..generation.harvest import harvest_items
+from ..io_utils import ordinary_permissions, read_jsonl, write_json_atomic, write_text_atomic, write_yaml_atomic
+from ..objectives import losses
 from .checkpoints import last_checkpoint, run_training
-from .config import TrainConfig, to_dict, validate
-from .data import Record, Tokenized, collate, load_source, tokenize_records
-from .errors import TasftError
-from .generate import GenerationSettings, generate_jsonl
 from .guard import nonfinite_parameter
-from .harvest import harvest_items
-from .io_utils import ordinary_permissions, read_jsonl, write_json_atomic, write_text_atomic, write_yaml_atomic
 from .measure import mean_token_logprob
 from .method_data import CONTRASTIVE_FILE
 from .model_card import render_model_card
@@ -164,7 +165,7 @@ def read_sources(cfg: TrainConfig) -> Sources:
 def check_sources(cfg: TrainConfig, tokenizer, sources: Sources) -> None:
     """Tokenise what can be tokenised before the model loads, so a prompt longer than ``max_length`` (or, for a
     D_h prompt to be harvested, than the generation limit) fails first."""
-    from .generate import check_prompt_lengths
+    from ..generation.generate import check_prompt_lengths
 
     harmful = [r for r in sources.harmful or [] if r.response is not None]
     for records in (sources.train, harmful, sources.eval or [], sources.stl or []):
@@ -274,7 +275,7 @@ def _tasft_trainer(cfg: TrainConfig, model, tokenizer, data: Datasets, out_dir: 
     """The TA-SFT trainer for ``sft``, ``stl`` (both: NLL only) and ``ta-sft`` (NLL + λ·penalty)."""
     from transformers import TrainingArguments
 
-    from .models import token_embeddings
+    from ..models import token_embeddings
     from .trainer import TasftTrainer
 
     pad_id = tokenizer.pad_token_id
@@ -322,7 +323,7 @@ def method_summary(cfg: TrainConfig) -> dict:
 
 def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run one training job end to end; returns the metrics written to ``metrics.json``."""
-    from .models import check_loadable, load_tokenizer
+    from ..models import check_loadable, load_tokenizer
 
     validate(cfg)
     out_dir = Path(cfg.output_dir).expanduser()
@@ -350,7 +351,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
            started: float, wall_started: float) -> dict:
     from transformers import set_seed
 
-    from .models import add_lora, load_model
+    from ..models import add_lora, load_model
     from .trainer import JsonlLogCallback
 
     write_yaml_atomic(out_dir / "config.yaml", to_dict(cfg))
@@ -370,7 +371,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     callbacks = [JsonlLogCallback(out_dir / "log.jsonl")]
     extra: dict = {}
     if cfg.method == "kto":
-        from .kto import build_kto_trainer, tokens_seen
+        from ..methods.kto import build_kto_trainer, tokens_seen
 
         trainer, extra["kto"] = build_kto_trainer(cfg, model, tokenizer, data.train_records, data.harmful_records,
                                                   _training_kwargs(cfg, out_dir, model), callbacks)

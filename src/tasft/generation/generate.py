@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data import Prompt, format_prompt
-from .errors import TasftError
-from .io_utils import dumps
+from ..data import Prompt, format_prompt
+from ..errors import TasftError
+from ..io_utils import dumps
 
 
 @dataclass

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import DataSource
-from .data import Record, load_source
-from .errors import TasftError
+from ..config import DataSource
+from ..data import Record, load_source
+from ..errors import TasftError
+from ..io_utils import read_jsonl, write_jsonl_atomic
 from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl
-from .io_utils import read_jsonl, write_jsonl_atomic
 
 
 @dataclass
@@ -69,7 +69,7 @@ def select_harmful(scored: list[dict], keep: int) -> list[dict]:
 
 def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: bool = True) -> dict:
     """Generate (and optionally score and filter) responses into ``settings.out``; returns counts."""
-    from .models import load_model, load_tokenizer
+    from ..models import load_model, load_tokenizer
 
     if settings.samples < 1:
         raise TasftError(f"--samples must be >= 1, got {settings.samples}")
@@ -87,8 +87,8 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
     check_prompt_lengths(tokenizer, items, settings.generation.max_prompt_tokens)  # before the scorer and model
     scorer = None
     if settings.keep_harmful is not None:
-        from .evaluate import EvalSettings, load_harm_scorer
-        from .suites import find_data_dir
+        from ..evaluation.evaluate import EvalSettings, load_harm_scorer
+        from ..suites import find_data_dir
 
         data_dir = find_data_dir(settings.data_dir) if settings.scorer_path is None else None
         scorer = load_harm_scorer(EvalSettings(model=settings.model, out="", scorer_path=settings.scorer_path),
@@ -104,7 +104,7 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
     rows = read_jsonl(raw)
     if scorer is None:
         return {"prompts": len(records), "responses": len(rows), "kept": len(rows)}
-    from .evaluate import score_rows
+    from ..evaluation.evaluate import score_rows
 
     scored = score_rows(rows, scorer, progress=progress)
     write_jsonl_atomic(out.with_name(out.stem + ".all_scored.jsonl"), scored)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def _fmt(value) -> str:

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from . import chunked_penalty, losses
+from ..data import Tokenized, collate
+from ..io_utils import dumps, write_json_atomic
+from ..objectives import fused as chunked_penalty
+from ..objectives import losses
 from .checkpoints import TiedWeightsLoadMixin
-from .data import Tokenized, collate
 from .guard import DivergenceGuardMixin
-from .io_utils import dumps, write_json_atomic
 
 
 def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:

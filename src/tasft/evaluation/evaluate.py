@@ -16,11 +16,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import outputs
-from .errors import TasftError
-from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
-from .io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
-from .suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, suite_kind, suite_name
+from .. import outputs
+from ..errors import TasftError
+from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
+from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, suite_kind, suite_name
 
 HARM_SCORERS = ("local", "deberta", "moderation", "none")
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class EvalSettings:
 
 
 def default_scorer_dir() -> Path:
-    from .models import cache_dir
+    from ..models import cache_dir
 
     return cache_dir() / "scorers" / "local"
 
@@ -54,14 +54,14 @@ def load_harm_scorer(settings: EvalSettings, data_dir: Path | None):
     if settings.harm_scorer == "none":
         return None
     if settings.harm_scorer == "deberta":
-        from .scoring.deberta import DebertaHarmfulnessScorer
+        from ..scoring.deberta import DebertaHarmfulnessScorer
 
         return DebertaHarmfulnessScorer(settings.deberta_model)
     if settings.harm_scorer == "moderation":
-        from .scoring.moderation import ModerationScorer
+        from ..scoring.moderation import ModerationScorer
 
         return ModerationScorer()
-    from .scoring.harmfulness import META_FILE, LocalHarmfulnessScorer, train_local_scorer
+    from ..scoring.harmfulness import META_FILE, LocalHarmfulnessScorer, train_local_scorer
 
     path = Path(settings.scorer_path) if settings.scorer_path else default_scorer_dir()
     if not (path / META_FILE).exists() and settings.scorer_path is None:
@@ -169,9 +169,9 @@ def score_rows(rows: list[dict], harm_scorer, progress: bool = True) -> list[dic
 
 def rule_flags(rows: list[dict]) -> list[dict]:
     """Add (or recompute) the rule-based fields of scored rows: refusal, non-English, degenerate."""
-    from .scoring.degenerate import degenerate_reasons
-    from .scoring.language import non_english
-    from .scoring.refusal import refusal_scores
+    from ..scoring.degenerate import degenerate_reasons
+    from ..scoring.language import non_english
+    from ..scoring.refusal import refusal_scores
 
     prompts, responses = _prompt_texts(rows), [r["response"] for r in rows]
     refusals, foreign = refusal_scores(responses, prompts), non_english(responses)
@@ -220,7 +220,7 @@ def suite_metrics(scored: list[dict]) -> dict:
 
 
 def quality_metrics(model, tokenizer, scored: list[dict], embedder, progress: bool = True) -> dict:
-    from .scoring.quality import mean_repetition, reference_nll, reference_similarity
+    from ..scoring.quality import mean_repetition, reference_nll, reference_similarity
 
     with_ref = [r for r in scored if r.get("reference")]
     out = {"repetition_3gram": mean_repetition([r["response"] for r in scored]), "n_with_reference": len(with_ref)}
@@ -287,7 +287,7 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
     items, data_dir = _suite_items(settings)
     out = Path(settings.out).expanduser()
     _check_out_dir(out, settings)
-    from .models import load_tokenizer
+    from ..models import load_tokenizer
 
     tokenizer = load_tokenizer(settings.model)
     for rows in items.values():  # a prompt that is too long fails now, not after the model has loaded
@@ -301,7 +301,7 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
 
 def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Path | None, tokenizer, out: Path,
               progress: bool) -> dict:
-    from .models import load_model
+    from ..models import load_model
 
     harm_scorer = load_harm_scorer(settings, data_dir)
     started = time.perf_counter()

@@ -12,8 +12,8 @@ import json
 import math
 from pathlib import Path
 
-from .errors import TasftError
-from .io_utils import write_text_atomic
+from ..errors import TasftError
+from ..io_utils import write_text_atomic
 
 # metric groups: (title, PNG file stem, [(label, key in metrics["summary"])])
 GROUPS = [

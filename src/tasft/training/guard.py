@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import TasftError
+from ..errors import TasftError
 
 
 class TrainingDiverged(TasftError):

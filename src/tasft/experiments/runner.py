@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from . import outputs
-from .config import _from_dict, _read_yaml, load_train_config, to_dict
-from .errors import TasftError
-from .io_utils import write_json_atomic, write_text_atomic
+from .. import outputs
+from ..config import _from_dict, _read_yaml, load_train_config, to_dict
+from ..errors import TasftError
+from ..io_utils import write_json_atomic, write_text_atomic
 
 STUDIES = ("data-efficiency", "lambda", "stages", "contrastive")
 METRICS = ("harm_suites_harmful_rate", "harm_suites_mean_harmfulness", "harm_suites_safe_rate",
@@ -159,8 +159,8 @@ def _finished(directory: Path) -> dict | None:
 
 
 def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> dict:
-    from .evaluate import EvalSettings, evaluate
-    from .generate import GenerationSettings
+    from ..evaluation.evaluate import EvalSettings, evaluate
+    from ..generation.generate import GenerationSettings
 
     if (done := _finished(out)) is not None:
         return done
@@ -173,7 +173,7 @@ def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> 
 
 
 def _train(cfg, run_dir: Path, progress: bool) -> dict:
-    from .pipeline import train
+    from ..training.pipeline import train
 
     if (done := _finished(run_dir)) is not None:
         return done
