@@ -56,9 +56,15 @@ from bench_measure import (  # noqa: E402
 )
 from bench_report import render  # noqa: E402
 
+from tasft import objectives  # noqa: E402
 from tasft.data import Tokenized, collate  # noqa: E402
 from tasft.objectives import fused as chunked_penalty  # noqa: E402
 from tasft.objectives import losses  # noqa: E402
+
+
+def _chunk(name: str):
+    """The fused path's chunk function of measure ``name`` (the NLL, or a registered penalty)."""
+    return chunked_penalty.nll_chunk if name == "nll" else objectives.PENALTIES[name].fused
 
 
 # ------------------------------------------------------------------------------------------ the batch
@@ -193,14 +199,14 @@ def loss_section(model, device, args, normalized) -> dict:
             if name == "nll":
                 value = losses.nll_from_logits(logits, targets[None], mask)
             else:
-                value = losses.penalty_from_logits(name, logits, targets[None], mask, table)
+                value = objectives.penalty_from_logits(name, logits, targets[None], mask, table)
             value.backward()
         return run
 
     def fused(name):
         def run():
             hidden.grad = weight.grad = None
-            chunked_penalty.fused_linear_measure(name, hidden, weight, targets, table,
+            chunked_penalty.fused_linear_measure(_chunk(name), hidden, weight, targets, table,
                                                  chunk_size=args.chunk).backward()
         return run
 

@@ -9,17 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tasft.objectives import losses
-from tasft.objectives.fused import fused_linear_measure, fused_linear_objective
+from tasft.objectives import PENALTIES, losses, penalty_from_logits
+from tasft.objectives.fused import fused_linear_measure, fused_linear_objective, nll_chunk
 
 V, D = 97, 16
 PLAIN = {
     "nll": lambda lg, y, m, e: losses.nll_from_logits(lg, y, m),
-    "ga": lambda lg, y, m, e: losses.penalty_from_logits("ga", lg, y, m, e),
-    "nlcl": lambda lg, y, m, e: losses.penalty_from_logits("nlcl", lg, y, m, e),
-    "emd": lambda lg, y, m, e: losses.penalty_from_logits("emd", lg, y, m, e),
-    "emd_lb": lambda lg, y, m, e: losses.penalty_from_logits("emd_lb", lg, y, m, e, constant="tight"),
+    "ga": lambda lg, y, m, e: penalty_from_logits("ga", lg, y, m, e),
+    "nlcl": lambda lg, y, m, e: penalty_from_logits("nlcl", lg, y, m, e),
+    "emd": lambda lg, y, m, e: penalty_from_logits("emd", lg, y, m, e),
+    "emd_lb": lambda lg, y, m, e: penalty_from_logits("emd_lb", lg, y, m, e, constant="tight"),
 }
+#: the chunk function of each measure: the NLL's, and each registered penalty's
+CHUNK = {"nll": nll_chunk, **{name: spec.fused for name, spec in PENALTIES.items()}}
 
 
 def _problem(seed: int, batch: int = 3, length: int = 11, scale: float = 1.0):
@@ -41,7 +43,7 @@ def _plain(name, hidden, weight, targets, mask, normalized):
 
 
 def _fused(name, hidden, weight, targets, mask, normalized, chunk, constant="tight"):
-    value = fused_linear_measure(name, hidden[mask], weight, targets[mask], normalized, chunk_size=chunk,
+    value = fused_linear_measure(CHUNK[name], hidden[mask], weight, targets[mask], normalized, chunk_size=chunk,
                                  constant=constant)
     gh, gw = torch.autograd.grad(value, (hidden, weight))
     return value.detach(), gh, gw
@@ -76,31 +78,31 @@ def test_paper_constant_matches_plain():
     hidden, weight, targets, mask, normalized = _problem(seed=3)
     logits = hidden @ weight.T
     want = losses.emd_lb_from_logits(logits, targets, mask, normalized, constant="paper")
-    got = fused_linear_measure("emd_lb", hidden[mask], weight, targets[mask], normalized, chunk_size=5,
+    got = fused_linear_measure(CHUNK["emd_lb"], hidden[mask], weight, targets[mask], normalized, chunk_size=5,
                                constant="paper")
     torch.testing.assert_close(got, want.detach(), atol=1e-9, rtol=1e-5)
-    tight = fused_linear_measure("emd_lb", hidden[mask], weight, targets[mask], normalized)
+    tight = fused_linear_measure(CHUNK["emd_lb"], hidden[mask], weight, targets[mask], normalized)
     assert 0 < float(got.detach()) < float(tight.detach())
 
 
 def test_no_grad_value_and_empty_selection():
     hidden, weight, targets, mask, normalized = _problem(seed=5)
     with torch.no_grad():
-        value = fused_linear_measure("emd", hidden[mask], weight, targets[mask], normalized, chunk_size=4)
+        value = fused_linear_measure(CHUNK["emd"], hidden[mask], weight, targets[mask], normalized, chunk_size=4)
     assert not value.requires_grad
     torch.testing.assert_close(value, _plain("emd", hidden, weight, targets, mask, normalized)[0])
     empty = torch.zeros_like(mask)
-    zero = fused_linear_measure("emd_lb", hidden[empty], weight, targets[empty], normalized)
+    zero = fused_linear_measure(CHUNK["emd_lb"], hidden[empty], weight, targets[empty], normalized)
     gh, gw = torch.autograd.grad(zero, (hidden, weight))
     assert float(zero.detach()) == 0.0 and gh.abs().max() == 0 and gw.abs().max() == 0
 
 
-def test_needs_table_and_known_name():
+def test_needs_table_and_every_penalty_has_a_chunk_function():
     hidden, weight, targets, mask, _ = _problem(seed=1)
-    with pytest.raises(ValueError, match="normalised embedding table"):
-        fused_linear_measure("emd", hidden[mask], weight, targets[mask], None)
-    with pytest.raises(ValueError, match="unknown measure"):
-        fused_linear_measure("kl", hidden[mask], weight, targets[mask], None)
+    for name in ("emd", "emd_lb"):
+        with pytest.raises(ValueError, match=f"'{name}' needs the normalised embedding table"):
+            fused_linear_measure(CHUNK[name], hidden[mask], weight, targets[mask], None)
+    assert all(callable(fn) for fn in CHUNK.values()) and set(CHUNK) == {"nll", "emd", "emd_lb", "nlcl", "ga"}
 
 
 class _LargestVocabTensor(TorchDispatchMode):
@@ -125,7 +127,7 @@ def test_no_vocab_tensor_beyond_one_chunk(name):
     sel_h, sel_y = hidden[mask], targets[mask]
     assert sel_h.shape[0] > 40  # many more tokens than one chunk
     with _LargestVocabTensor(V) as probe:
-        value = fused_linear_measure(name, sel_h, weight, sel_y, normalized, chunk_size=8)
+        value = fused_linear_measure(CHUNK[name], sel_h, weight, sel_y, normalized, chunk_size=8)
         value.backward()
     assert probe.rows == 8
     with _LargestVocabTensor(V) as plain_probe:  # the plain path, for contrast, holds every token's row
@@ -156,12 +158,12 @@ def test_objective_equals_nll_plus_weighted_penalty_in_one_weight_buffer(penalty
     hidden, weight, targets, mask, normalized = _problem(seed=3, batch=4, length=9)
     benign, harm = torch.zeros_like(mask), torch.zeros_like(mask)
     benign[:2], harm[2:] = mask[:2], mask[2:]
-    coef = losses.SIGNS[penalty] * 0.7
+    coef = PENALTIES[penalty].sign * 0.7
     logits = hidden @ weight.T
     nll = PLAIN["nll"](logits, targets, benign, normalized)
     pen = PLAIN[penalty](logits, targets, harm, normalized)
     want_gh, want_gw = torch.autograd.grad(nll + coef * pen, (hidden, weight))
-    segments = [("nll", int(benign.sum()), 1.0), (penalty, int(harm.sum()), coef)]
+    segments = [(nll_chunk, int(benign.sum()), 1.0), (CHUNK[penalty], int(harm.sum()), coef)]
     with _WeightShapedOutputs() as buffers:
         loss, (got_nll, got_pen) = fused_linear_objective(hidden[mask], weight, targets[mask], segments,
                                                           normalized, chunk_size=chunk)
@@ -179,8 +181,8 @@ def test_objective_segments_must_cover_the_rows():
     hidden, weight, targets, mask, normalized = _problem(seed=2)
     n = int(mask.sum())
     with pytest.raises(ValueError, match="segments cover"):
-        fused_linear_objective(hidden[mask], weight, targets[mask], [("nll", n - 1, 1.0)], normalized)
+        fused_linear_objective(hidden[mask], weight, targets[mask], [(nll_chunk, n - 1, 1.0)], normalized)
     loss, (empty_mean, nll) = fused_linear_objective(hidden[mask], weight, targets[mask],
-                                                     [("emd_lb", 0, -1.0), ("nll", n, 1.0)], normalized)
+                                                     [(CHUNK["emd_lb"], 0, -1.0), (nll_chunk, n, 1.0)], normalized)
     assert float(empty_mean) == 0.0
     torch.testing.assert_close(loss.detach(), nll)

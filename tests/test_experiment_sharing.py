@@ -3,10 +3,10 @@
 import json
 
 import pytest
-import tasft.experiments.runner as ex
 import yaml
 
 import tasft.evaluation.evaluate as ev
+import tasft.experiments.runner as ex
 from tasft import outputs
 from tasft.cli import main
 from tasft.config import load_train_config

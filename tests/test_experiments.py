@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-import tasft.experiments.runner as ex
 import yaml
 
 import tasft.evaluation.evaluate as ev
+import tasft.experiments.runner as ex
 from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report

@@ -16,6 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tasft import objectives
 from tasft.objectives import losses as L
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -25,7 +26,7 @@ vocab = st.integers(min_value=2, max_value=64)
 dim = st.integers(min_value=2, max_value=16)
 batch = st.integers(min_value=1, max_value=4)
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
-PENALTIES = ("emd", "emd_lb", "nlcl", "ga")
+PENALTIES = tuple(objectives.PENALTIES)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -358,7 +359,7 @@ def test_masked_positions_contribute_nothing(name, constant, v, d, b, t, seed):
     mask[rng.integers(0, b), rng.integers(0, t)] = True  # at least one computed position
 
     z = logits.clone().requires_grad_(True)
-    val = L.penalty_from_logits(name, z, targets, mask, normalized, constant=constant)
+    val = objectives.penalty_from_logits(name, z, targets, mask, normalized, constant=constant)
     val.backward()
     assert torch.all(z.grad[~mask] == 0.0)
 
@@ -367,7 +368,7 @@ def test_masked_positions_contribute_nothing(name, constant, v, d, b, t, seed):
     targets2 = targets.clone()
     targets2[~mask] = torch.from_numpy(rng.integers(0, v, size=int((~mask).sum())))
     z2 = changed.clone().requires_grad_(True)
-    val2 = L.penalty_from_logits(name, z2, targets2, mask, normalized, constant=constant)
+    val2 = objectives.penalty_from_logits(name, z2, targets2, mask, normalized, constant=constant)
     val2.backward()
     assert val2.item() == val.item()
     assert torch.all(z2.grad[~mask] == 0.0)
@@ -393,7 +394,7 @@ def test_all_false_mask_returns_zero_with_zero_gradient(name, soft):
     kwargs = {"ref_logits": ref}
     if name == "emd":
         kwargs["soft_top_k"] = v
-    val = L.penalty_from_logits(name, z, targets, mask, normalized, **kwargs)
+    val = objectives.penalty_from_logits(name, z, targets, mask, normalized, **kwargs)
     assert val.item() == 0.0 and not torch.isnan(val)
     val.backward()
     assert z.grad is not None and torch.all(z.grad == 0.0)
@@ -405,12 +406,12 @@ def test_penalty_argument_errors():
     m = torch.ones(1, 1, dtype=torch.bool)
     for name in ("emd", "emd_lb"):
         with pytest.raises(ValueError):
-            L.penalty_from_logits(name, z, y, m, None)
+            objectives.penalty_from_logits(name, z, y, m, None)
     with pytest.raises(ValueError):
-        L.penalty_from_logits("bogus", z, y, m, L.normalize_embeddings(torch.eye(3)))
+        objectives.penalty_from_logits("bogus", z, y, m, L.normalize_embeddings(torch.eye(3)))
     # nlcl and ga need no embedding table; uniform logits over 3 tokens give exact numbers
-    assert L.penalty_from_logits("nlcl", z, y, m).item() == pytest.approx(-math.log(2.0 / 3.0), abs=1e-6)
-    assert L.penalty_from_logits("ga", z, y, m).item() == pytest.approx(math.log(3.0), abs=1e-6)
+    assert objectives.penalty_from_logits("nlcl", z, y, m).item() == pytest.approx(-math.log(2.0 / 3.0), abs=1e-6)
+    assert objectives.penalty_from_logits("ga", z, y, m).item() == pytest.approx(math.log(3.0), abs=1e-6)
 
 
 # ----------------------------------------------------------------------- 6. lower bound from logits
@@ -491,17 +492,17 @@ def test_objective_signs(nll, measure, lam):
     n = torch.tensor(nll, dtype=torch.float64)
     m = torch.tensor(measure, dtype=torch.float64)
     for name in ("emd", "emd_lb", "ga"):
-        assert L.objective(n, m, name, lam).item() == pytest.approx(nll - lam * measure, abs=1e-12)
-    assert L.objective(n, m, "nlcl", lam).item() == pytest.approx(nll + lam * measure, abs=1e-12)
-    assert set(L.SIGNS) == set(PENALTIES)
+        assert objectives.objective(n, m, name, lam).item() == pytest.approx(nll - lam * measure, abs=1e-12)
+    assert objectives.objective(n, m, "nlcl", lam).item() == pytest.approx(nll + lam * measure, abs=1e-12)
+    assert {n: p.sign for n, p in objectives.PENALTIES.items()} == {"emd": -1, "emd_lb": -1, "nlcl": 1, "ga": -1}
 
 
 def test_objective_concrete_numbers():
     n, m = torch.tensor(2.0), torch.tensor(0.5)
-    assert L.objective(n, m, "emd", 0.1).item() == pytest.approx(1.95)
-    assert L.objective(n, m, "emd_lb", 2.0).item() == pytest.approx(1.0)
-    assert L.objective(n, m, "ga", 1.0).item() == pytest.approx(1.5)
-    assert L.objective(n, m, "nlcl", 1.0).item() == pytest.approx(2.5)
+    assert objectives.objective(n, m, "emd", 0.1).item() == pytest.approx(1.95)
+    assert objectives.objective(n, m, "emd_lb", 2.0).item() == pytest.approx(1.0)
+    assert objectives.objective(n, m, "ga", 1.0).item() == pytest.approx(1.5)
+    assert objectives.objective(n, m, "nlcl", 1.0).item() == pytest.approx(2.5)
 
 
 # ------------------------------------------------------------------------------------ 9. bounded

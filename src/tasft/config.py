@@ -22,7 +22,6 @@ import yaml
 from .errors import TasftError
 
 METHODS = ("sft", "ta-sft", "stl", "kto")
-PENALTIES = ("emd", "emd_lb", "nlcl", "ga")
 
 
 @dataclass
@@ -275,6 +274,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Check value ranges and combinations; raise a one-line :class:`TasftError` on the first problem."""
     if cfg.method not in METHODS:
         raise TasftError(f"method: unknown method '{cfg.method}' (choose from {', '.join(METHODS)})")
+    from .objectives import PENALTIES
+
     if cfg.penalty not in PENALTIES:
         raise TasftError(f"penalty: unknown penalty '{cfg.penalty}' (choose from {', '.join(PENALTIES)})")
     _check_finite(cfg)
@@ -320,7 +321,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasftError(f"contrastive.source: must be auto or generated, got '{cfg.contrastive.source}'")
     if cfg.contrastive.max_new_tokens <= 0:
         raise TasftError(f"contrastive.max_new_tokens: must be > 0, got {cfg.contrastive.max_new_tokens}")
-    if cfg.target == "soft" and cfg.penalty in ("nlcl", "ga"):
+    if cfg.target == "soft" and not PENALTIES[cfg.penalty].soft_targets:
         raise TasftError(f"target: soft targets apply to emd/emd_lb, not to penalty '{cfg.penalty}'")
     for name in ("train_data", "harmful_data", "eval_data"):
         src = getattr(cfg, name)

@@ -25,66 +25,87 @@ distribution) are not covered: they keep the plain path.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .losses import bound_constant
 
-#: Measures the fused path computes (``ga`` is the harmful NLL).
-CHUNKED_MEASURES = ("nll", "nlcl", "emd", "emd_lb", "ga")
-
 #: Default rows per chunk: one chunk of fp32 logits is 256·V·4 bytes (50 MB at V = 49,152) — small next to a
 #: training step's activations, while each chunk product (256 × d × V) is still large enough to run at full
-#: matmul speed on CPU and GPU. Set ``penalty_chunk_size: null`` to use the plain full-logits path.
+#: matmul speed on CPU and GPU. Set ``loss_chunk_size: null`` to use the plain full-logits path.
 DEFAULT_CHUNK_SIZE = 256
 
+#: A chunk function: (z (n, V) fp32 logits, y (n,) targets, ê table or None, bound constant c, need_grad) →
+#: (Σ over the n rows of the measure, ∂Σ/∂z (n, V) or None). It may overwrite ``z``.
+ChunkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float, bool],
+                   tuple[torch.Tensor, "torch.Tensor | None"]]
 
-def _chunk_value_and_grad(
-    name: str, z: torch.Tensor, y: torch.Tensor, normalized: torch.Tensor | None, c: float, need_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Σ over the chunk's rows of the measure, and ∂(Σ)/∂z (n, V) when ``need_grad``; ``z`` fp32."""
+
+def _rows(z: torch.Tensor) -> torch.Tensor:
+    return torch.arange(z.shape[0], device=z.device)
+
+
+def nll_chunk(z, y, normalized, c, need_grad):
+    """nll: value = lse(z) − z_y, ∂z = p − δ_y (also ``ga``'s measure, the harmful NLL)."""
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
-    rows = torch.arange(z.shape[0], device=z.device)
-    if name in ("nll", "ga"):
-        value = (lse.squeeze(-1) - z[rows, y]).sum()
-        if not need_grad:
-            return value, None
-        p = z.sub_(lse).exp_()  # z is not needed any more: p takes its memory
-        p[rows, y] -= 1.0
-        return value, p
-    if name == "nlcl":
-        others = z.clone()
-        others[rows, y] = float("-inf")
-        lse_others = torch.logsumexp(others, dim=-1, keepdim=True)
-        value = (lse - lse_others).sum()
-        if not need_grad:
-            return value, None
-        q = others.sub_(lse_others).exp_()
-        return value, z.sub_(lse).exp_().sub_(q)
-    p = z.sub_(lse).exp_()
-    e_y = normalized[y]  # (n, d)
-    if name == "emd":
-        s = e_y @ normalized.T  # (n, V): ê_w·ê_y
-        ps = torch.bmm(p.unsqueeze(1), s.unsqueeze(2)).squeeze(-1)  # (n, 1) = p·s, no (n, V) product
-        value = (1.0 - ps).clamp(0.0, 2.0).sum()
-        if not need_grad:
-            return value, None
-        return value, s.sub_(ps).mul_(p).neg_()
-    if name == "emd_lb":
-        m = p @ normalized  # (n, d)
-        r = m - e_y
-        value = c * r.pow(2).sum()
-        if not need_grad:
-            return value, None
-        g_m = (2.0 * c) * r  # (n, d)
-        g = g_m @ normalized.T  # (n, V)
-        pg = (g_m * m).sum(-1, keepdim=True)
-        return value, g.sub_(pg).mul_(p)
-    raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
+    rows = _rows(z)
+    value = (lse.squeeze(-1) - z[rows, y]).sum()
+    if not need_grad:
+        return value, None
+    p = z.sub_(lse).exp_()  # z is not needed any more: p takes its memory
+    p[rows, y] -= 1.0
+    return value, p
 
 
-Segment = tuple[str, int, float]  # (measure name, rows, coefficient)
+def nlcl_chunk(z, y, normalized, c, need_grad):
+    """nlcl: value = lse(z) − lse_{w≠y}(z), ∂z = p − q with q = softmax(z with z_y = −∞)."""
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    others = z.clone()
+    others[_rows(z), y] = float("-inf")
+    lse_others = torch.logsumexp(others, dim=-1, keepdim=True)
+    value = (lse - lse_others).sum()
+    if not need_grad:
+        return value, None
+    q = others.sub_(lse_others).exp_()
+    return value, z.sub_(lse).exp_().sub_(q)
+
+
+def _needs_table(normalized, name: str) -> torch.Tensor:
+    if normalized is None:
+        raise ValueError(f"measure {name!r} needs the normalised embedding table")
+    return normalized
+
+
+def emd_chunk(z, y, normalized, c, need_grad):
+    """emd (one-hot target): value = 1 − p·s clamped to [0, 2] (s = ê ê_y), ∂z = −p ⊙ (s − p·s)."""
+    normalized = _needs_table(normalized, "emd")
+    p = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True)).exp_()
+    s = normalized[y] @ normalized.T  # (n, V): ê_w·ê_y
+    ps = torch.bmm(p.unsqueeze(1), s.unsqueeze(2)).squeeze(-1)  # (n, 1) = p·s, no (n, V) product
+    value = (1.0 - ps).clamp(0.0, 2.0).sum()
+    if not need_grad:
+        return value, None
+    return value, s.sub_(ps).mul_(p).neg_()
+
+
+def emd_lb_chunk(z, y, normalized, c, need_grad):
+    """emd_lb: value = c‖m − ê_y‖² (m = p ê), ∂z = p ⊙ (g − p·g), g = 2c (m − ê_y) êᵀ, p·g = 2c (m − ê_y)·m."""
+    normalized = _needs_table(normalized, "emd_lb")
+    p = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True)).exp_()
+    m = p @ normalized  # (n, d)
+    r = m - normalized[y]
+    value = c * r.pow(2).sum()
+    if not need_grad:
+        return value, None
+    g_m = (2.0 * c) * r  # (n, d)
+    g = g_m @ normalized.T  # (n, V)
+    pg = (g_m * m).sum(-1, keepdim=True)
+    return value, g.sub_(pg).mul_(p)
+
+
+Segment = tuple[ChunkFn, int, float]  # (chunk function, rows, coefficient)
 
 
 class _FusedLinearObjective(torch.autograd.Function):
@@ -99,14 +120,14 @@ class _FusedLinearObjective(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         means, first = [], 0
-        for name, rows, coef in segments:
+        for measure, rows, coef in segments:
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             scale = coef / rows if rows else 0.0
             for start in range(first, first + rows, chunk_size):
                 stop = min(start + chunk_size, first + rows)
                 h = hidden[start:stop]
                 z = (h @ weight.T).float()
-                value, dz = _chunk_value_and_grad(name, z, targets[start:stop], normalized, c, need_h or need_w)
+                value, dz = measure(z, targets[start:stop], normalized, c, need_h or need_w)
                 del z
                 total += value
                 if dz is not None:
@@ -147,25 +168,19 @@ def fused_linear_objective(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """L = Σ_k coef_k · M_k, M_k = mean over the rows of segment k of measure_k at P_i = softmax(hidden_i Wᵀ).
 
-    ``segments`` [(name, rows, coef), ...] split the N rows of ``hidden`` / ``targets`` in order (rows sum to
+    ``segments`` [(chunk function, rows, coef), ...] — :func:`nll_chunk` or a penalty's
+    ``tasft.objectives.PENALTIES[name].fused`` — split the N rows of ``hidden`` / ``targets`` in order (rows sum to
     N). Returns L (differentiable) and the detached M_k. All segments accumulate into one ∂W (V, d) buffer, so
     an NLL segment plus a penalty segment cost one such buffer, like the NLL alone — on CPU every fresh
     (V, d) buffer is a new mapping whose pages fault in. Other arguments as :func:`fused_linear_measure`.
     """
-    names = [name for name, _, _ in segments]
-    for name in names:
-        if name not in CHUNKED_MEASURES:
-            raise ValueError(f"unknown measure {name!r} (choose from {', '.join(CHUNKED_MEASURES)})")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
     if sum(rows for _, rows, _ in segments) != hidden.shape[0]:
         raise ValueError(f"segments cover {sum(r for _, r, _ in segments)} rows, hidden has {hidden.shape[0]}")
-    needs_table = [name for name in names if name in ("emd", "emd_lb")]
-    if needs_table:
-        if normalized is None:
-            raise ValueError(f"measure {needs_table[0]!r} needs the normalised embedding table")
+    if normalized is not None:
         normalized = normalized.to(device=hidden.device, dtype=torch.float32)
-    c = bound_constant(constant, weight.shape[0]) if "emd_lb" in names else 0.0
+    c = bound_constant(constant, weight.shape[0])
     loss, *means = _FusedLinearObjective.apply(
         hidden, weight, targets, normalized, tuple(segments), int(chunk_size), c, torch.is_grad_enabled()
     )
@@ -173,7 +188,7 @@ def fused_linear_objective(
 
 
 def fused_linear_measure(
-    name: str,
+    measure: ChunkFn,
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
@@ -182,7 +197,7 @@ def fused_linear_measure(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     constant: str = "tight",
 ) -> torch.Tensor:
-    """Mean over rows i of measure ``name`` at P_i = softmax(hidden_i · weightᵀ) and target ``targets_i``.
+    """Mean over rows i of ``measure`` (a chunk function) at P_i = softmax(hidden_i · weightᵀ) and target ``targets_i``.
 
     ``hidden`` (N, d): final hidden states of the selected positions; ``weight`` (V, d): the LM-head weight;
     ``targets`` (N,) token ids; ``normalized`` (V, d) the ê table (needed for ``emd`` / ``emd_lb``);
@@ -190,7 +205,7 @@ def fused_linear_measure(
     one chunk of ``chunk_size`` rows is alive at once, in forward or backward. With no rows the result is a
     zero that still depends on the inputs (so backward runs and gives zero gradients).
     """
-    loss, _ = fused_linear_objective(hidden, weight, targets, [(name, hidden.shape[0], 1.0)], normalized,
+    loss, _ = fused_linear_objective(hidden, weight, targets, [(measure, hidden.shape[0], 1.0)], normalized,
                                      chunk_size=chunk_size, constant=constant)
     return loss
 
@@ -242,11 +257,14 @@ def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 __all__ = [
-    "CHUNKED_MEASURES",
     "DEFAULT_CHUNK_SIZE",
+    "emd_chunk",
+    "emd_lb_chunk",
     "final_hidden_states",
     "fused_linear_measure",
     "fused_linear_objective",
     "lm_head_weight",
+    "nlcl_chunk",
+    "nll_chunk",
     "supports_fused",
 ]

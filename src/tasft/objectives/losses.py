@@ -10,7 +10,7 @@ m_P = Σ_w P(w) ê_w.
 Training forms take ``logits`` (B, T, V), aligned ``targets`` (B, T) (the harmful token at each position)
 and a boolean ``mask`` (B, T); only masked positions are computed, so the rest contribute nothing, and
 the result is the mean over masked positions. Each returns the (non-negative) *measure*; how it enters the
-loss is ``SIGNS``: L = NLL(D_u) + SIGNS[name] · λ · measure(D_h).
+loss is the penalty's sign in :data:`tasft.objectives.PENALTIES`: L = NLL(D_u) + sign · λ · measure(D_h).
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ import torch
 import torch.nn.functional as F
 
 Constant = Literal["paper", "tight"]
-
-#: How each penalty's measure enters the objective: distances and the harmful NLL are pushed *up*.
-SIGNS: dict[str, float] = {"emd": -1.0, "emd_lb": -1.0, "nlcl": 1.0, "ga": -1.0}
-
 
 # ----------------------------------------------------------------------------------------- basics
 def normalize_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
@@ -227,36 +223,6 @@ def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
     return F.cross_entropy(sel, y)
 
 
-def penalty_from_logits(
-    name: str,
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    mask: torch.Tensor,
-    normalized: torch.Tensor | None = None,
-    *,
-    constant: Constant = "tight",
-    ref_logits: torch.Tensor | None = None,
-    soft_top_k: int = 64,
-) -> torch.Tensor:
-    """The measure named ``name`` ∈ {emd, emd_lb, nlcl, ga} (``ga`` measures the harmful NLL)."""
-    if name in ("emd", "emd_lb") and normalized is None:
-        raise ValueError(f"penalty {name!r} needs the normalised embedding table")
-    if name == "emd":
-        return emd_from_logits(logits, targets, mask, normalized, ref_logits, soft_top_k)
-    if name == "emd_lb":
-        return emd_lb_from_logits(logits, targets, mask, normalized, constant, ref_logits)
-    if name == "nlcl":
-        return nlcl_from_logits(logits, targets, mask)
-    if name == "ga":
-        return nll_from_logits(logits, targets, mask)
-    raise ValueError(f"unknown penalty {name!r} (choose from {', '.join(SIGNS)})")
-
-
-def objective(nll: torch.Tensor, measure: torch.Tensor, name: str, lam: float) -> torch.Tensor:
-    """L = NLL(D_u) + SIGNS[name]·λ·measure: −λ·EMD for distances and GA, +λ·NLCL for unlikelihood."""
-    return nll + SIGNS[name] * lam * measure
-
-
 def shift_for_causal_lm(
     logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -265,7 +231,6 @@ def shift_for_causal_lm(
 
 
 __all__ = [
-    "SIGNS",
     "bound_constant",
     "emd",
     "emd_from_logits",
@@ -279,8 +244,6 @@ __all__ = [
     "nlcl_from_logits",
     "nll_from_logits",
     "normalize_embeddings",
-    "objective",
-    "penalty_from_logits",
     "semantic_cost_matrix",
     "shift_for_causal_lm",
 ]

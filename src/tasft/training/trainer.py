@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .. import objectives
 from ..data import Tokenized, collate
 from ..io_utils import dumps, write_json_atomic
 from ..objectives import fused as chunked_penalty
@@ -88,6 +89,7 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
     ):
         super().__init__(*args, **kwargs)
         self.method, self.penalty, self.lam = method, penalty, lam
+        self.spec = objectives.penalty(penalty) if method == "ta-sft" else None
         self.harmful = harmful
         self.pad_id = pad_id
         self.constant = bound_constant
@@ -138,12 +140,12 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
             self._fused_ok = chunked_penalty.supports_fused(model)
         return self._fused_ok
 
-    def _measure(self, name: str, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _measure(self, measure, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(measure over the batch's loss-masked next-token positions, final hidden states) on the fused path."""
         hidden = chunked_penalty.final_hidden_states(model, batch["input_ids"], batch["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, batch["input_ids"], batch["loss_mask"])
         value = chunked_penalty.fused_linear_measure(
-            name, h[mk], chunked_penalty.lm_head_weight(model), tg[mk], self._table(hidden.device),
+            measure, h[mk], chunked_penalty.lm_head_weight(model), tg[mk], self._table(hidden.device),
             chunk_size=self.chunk_size, constant=self.constant,
         )
         return value, hidden
@@ -166,8 +168,8 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         hidden = chunked_penalty.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, joint["input_ids"], joint["loss_mask"])
         benign_rows = int(mk[:rows].sum())  # mask order is row-major: the D_u positions come first
-        segments = [("nll", benign_rows, 1.0),
-                    (self.penalty, int(mk.sum()) - benign_rows, losses.SIGNS[self.penalty] * self.lam)]
+        segments = [(chunked_penalty.nll_chunk, benign_rows, 1.0),
+                    (self.spec.fused, int(mk.sum()) - benign_rows, self.spec.sign * self.lam)]
         loss, (nll, measure) = chunked_penalty.fused_linear_objective(
             h[mk], chunked_penalty.lm_head_weight(model), tg[mk], segments, self._table(hidden.device),
             chunk_size=self.chunk_size, constant=self.constant)
@@ -179,10 +181,11 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         harmful_cpu = self.harmful_batch(self._micro_step()) if penalize else None
         harmful = {k: v.to(inputs["input_ids"].device, non_blocking=True) for k, v in harmful_cpu.items()} \
             if penalize else None
-        if penalize and self.ref_model is None and self._fused(model) and not return_outputs:
+        fused_penalty = self.spec is not None and self.spec.fused is not None and self.ref_model is None
+        if penalize and fused_penalty and self._fused(model) and not return_outputs:
             loss, nll, measure = self._joint_objective(model, inputs, harmful)
         elif self._fused(model) and not return_outputs:
-            nll, _ = self._measure("nll", model, inputs)
+            nll, _ = self._measure(chunked_penalty.nll_chunk, model, inputs)
         else:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
             lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
@@ -191,7 +194,7 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         if penalize:
             if loss is None:
                 measure = self._penalty(model, harmful)
-                loss = losses.objective(nll, measure, self.penalty, self.lam)
+                loss = objectives.objective(nll, measure, self.penalty, self.lam)
             tokens = tokens + int(harmful_cpu["attention_mask"].sum())
         else:
             loss = nll
@@ -207,8 +210,8 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _penalty(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.ref_model is None and self._fused(model):
-            return self._measure(self.penalty, model, batch)[0]
+        if self.ref_model is None and self.spec.fused is not None and self._fused(model):
+            return self._measure(self.spec.fused, model, batch)[0]
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         lg, tg, mk = losses.shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
         ref = None
@@ -218,7 +221,7 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 ).logits
             ref = ref_logits[:, :-1]
-        return losses.penalty_from_logits(
+        return objectives.penalty_from_logits(
             self.penalty, lg, tg, mk, self._table(logits.device),
             constant=self.constant, ref_logits=ref, soft_top_k=self.soft_top_k,
         )
