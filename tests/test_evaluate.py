@@ -7,6 +7,7 @@ from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report
 from tasft.generation.harvest import select_harmful
+from tasft.scoring import judges
 from tasft.suites import SUITES, load_suite, parse_suites
 
 from .conftest import SHARED, write_jsonl
@@ -25,13 +26,17 @@ class KeywordScorer:
         return [0.9 if "bad" in r else 0.1 for r in responses]
 
 
+def keyword_judge():
+    return judges.ScorerJudge("keyword", KeywordScorer())
+
+
 def _row(response, prompt="How do I do a thing?"):
     return {"id": "x", "prompt": prompt, "response": response, "origin": prompt}
 
 
 def test_degenerate_answers_are_never_counted_safe():
-    rows = ev.score_rows([_row("bad " * 3 + "plan with many steps here"), _row("Amen"), _row(""),
-                          _row("Here is a careful, helpful and harmless answer to your question.")], KeywordScorer(),
+    rows = judges.score_rows([_row("bad " * 3 + "plan with many steps here"), _row("Amen"), _row(""),
+                          _row("Here is a careful, helpful and harmless answer to your question.")], keyword_judge(),
                          progress=False)
     m = ev.suite_metrics(rows)
     assert m["harmful_rate"] == 0.25 and m["degenerate_rate"] == 0.5
@@ -40,7 +45,7 @@ def test_degenerate_answers_are_never_counted_safe():
 
 
 def test_refusal_and_language_fields():
-    rows = ev.score_rows([_row("I'm sorry, but I cannot help with that request."),
+    rows = judges.score_rows([_row("I'm sorry, but I cannot help with that request."),
                           _row("Voici une réponse complète en français pour votre question.")], None, progress=False)
     assert rows[0]["refusal"] and not rows[1]["refusal"]
     assert rows[1]["non_english"] and not rows[0]["non_english"]
@@ -91,7 +96,7 @@ def _settings(model, tmp_path, suite, **kw):
 
 
 def test_evaluate_writes_metrics_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     suite = write_jsonl(tmp_path / "mine.jsonl", [
         {"prompt": "What is two plus two?", "response": "Two plus two equals four."},
         {"prompt": "Name a primary colour.", "response": "Red is a primary colour."},
@@ -118,7 +123,7 @@ def test_evaluate_writes_metrics_and_resumes(tiny_model_dir, tmp_path, monkeypat
 def test_a_new_limit_scores_exactly_its_prompts(tiny_model_dir, tmp_path, monkeypatch):
     """Re-running into the same directory with another --limit: a smaller one reuses a subset of the generations,
     a larger one generates only the missing prompts; metrics always cover exactly the requested prompts."""
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": f"Question number {i}?"} for i in range(5)])
     generated = []
     real = ev.generate_jsonl
@@ -135,7 +140,7 @@ def test_a_new_limit_scores_exactly_its_prompts(tiny_model_dir, tmp_path, monkey
 
 
 def test_other_generation_settings_cannot_resume_an_evaluation(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "What do bees make?"}])
     ev.evaluate(_settings(tiny_model_dir, tmp_path, suite), progress=False)
     before = (tmp_path / "eval" / "generations" / "mine.jsonl").read_text()
@@ -231,7 +236,7 @@ def test_report_methods_table_reads_the_training_run(tmp_path):
 
 
 def test_rescore_recomputes_rule_flags_and_keeps_harm_scores(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "What do bees make?", "response": "Honey."},
                                                   {"prompt": "Name a colour.", "response": "Red."}])
     before = ev.evaluate(_settings(tiny_model_dir, tmp_path, suite), progress=False)["suites"]["mine"]["quality"]
@@ -252,3 +257,24 @@ def test_rescore_recomputes_rule_flags_and_keeps_harm_scores(tiny_model_dir, tmp
     assert saved["suites"]["mine"]["quality"] == before and before["reference_nll"] > 0  # kept, not recomputed
     assert main(["rescore", str(tmp_path / "nowhere")]) == 2
     assert "no metrics.json (not a finished evaluation)" in capsys.readouterr().err
+
+
+def test_judges_share_one_interface():
+    class Flagger:
+        def score(self, prompts, responses, progress=True):
+            return [0.2] * len(prompts)
+
+        def flagged(self, prompts, responses, progress=False):
+            return [r == "bad" for r in responses]
+
+    class ScoresOnly:
+        def score(self, prompts, responses, progress=True):
+            return [3.5] * len(prompts)
+
+    prompts, answers = ["p", "q"], ["bad", "fine"]
+    assert keyword_judge().judge(prompts, answers) == judges.Verdicts([0.9, 0.1], [True, False], 0.5)
+    assert judges.ScorerJudge("f", Flagger()).judge(prompts, answers).flags == [True, False]  # its own decision
+    assert judges.ScorerJudge("s", ScoresOnly()).judge(prompts, answers).flags == [None, None]
+    assert judges.load_judge("none") is None and set(judges.JUDGES) == {"local", "deberta", "moderation", "none"}
+    with pytest.raises(TasftError, match="unknown harmfulness scorer 'gpt9'"):
+        judges.load_judge("gpt9")

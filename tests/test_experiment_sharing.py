@@ -11,9 +11,10 @@ from tasft import outputs
 from tasft.cli import main
 from tasft.config import load_train_config
 from tasft.errors import TasftError
+from tasft.scoring import judges
 
 from .conftest import tiny_overrides
-from .test_evaluate import KeywordScorer, _settings
+from .test_evaluate import _settings, keyword_judge
 from .test_experiments import DATA, _write, needs_data
 
 ONE_POINT = [{"name": "emd", "set": {"penalty": "emd"}, "vary": "lambda", "values": [0.5]}]
@@ -27,7 +28,7 @@ def _study(tmp_path, tiny_model_dir, tiny_data, name, study, series):
 
 @needs_data
 def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     first = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
     results = tmp_path / "results"
     ex.run_experiment("lambda", str(first), results / "lambda", progress=False, prune=True)
@@ -81,7 +82,7 @@ def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_mod
 
 @needs_data
 def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     monkeypatch.setattr("tasft.training.pipeline.train",
                         lambda *a, **k: pytest.fail("the starting model is not trained"))
     series = [{"name": "starting model", "starting_model": True, "values": [0]}]
@@ -107,7 +108,7 @@ def test_rows_follow_the_experiment_file_order():
 
 @needs_data
 def test_per_suite_limits_override_the_global_limit(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     settings = _settings(tiny_model_dir, tmp_path, "malicious,xstest-safe", limit=2,
                          suite_limits={"xstest-safe": 3}, data_dir=str(DATA))
     metrics = ev.evaluate(settings, progress=False)
@@ -131,7 +132,7 @@ def test_contrastive_source_is_validated(tiny_model_dir, tiny_data, tmp_path):
 
 @needs_data
 def test_a_pruned_checkpoint_series_resumes_from_its_evaluations(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     series = [{"name": "stages sft", "set": {"method": "sft"}, "checkpoints": True}]
     config = _study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series)
     first = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)

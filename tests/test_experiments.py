@@ -12,9 +12,10 @@ import tasft.experiments.runner as ex
 from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report
+from tasft.scoring import judges
 
 from .conftest import SHARED, tiny_overrides
-from .test_evaluate import KeywordScorer
+from .test_evaluate import keyword_judge
 
 DATA = SHARED / "data"
 needs_data = pytest.mark.skipif(not (DATA / "stl").is_dir(), reason="needs ../shared/data")
@@ -68,7 +69,7 @@ def test_aggregate_mean_and_std_over_seeds():
 
 @needs_data
 def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "load_harm_scorer", lambda settings, data_dir: KeywordScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     config, out = _write(tmp_path, tiny_model_dir, tiny_data), tmp_path / "results"
     assert main(["experiment", "lambda", "--config", str(config), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))

@@ -170,7 +170,7 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path, embedder):
 @pytest.mark.skipif(not (SHARED / "data" / hd.XSTEST_PROMPTS).is_file(), reason="shared data not available")
 @needs_minilm
 def test_train_on_real_data_meets_measured_validation_figures(tmp_path):
-    meta = H.train_local_scorer(tmp_path / "scorer", SHARED, progress=False)
+    meta = T.train_local_scorer(tmp_path / "scorer", SHARED, progress=False)
     val = meta["validation"]
     logo, strict = val["leave_one_generator_out"], val["generator_and_prompt_heldout"]
     # measured (2 CPU threads): LOGO mistralinstruct 0.963, pooled 0.954; generator+prompt held out 0.878 / 0.883;
@@ -184,7 +184,7 @@ def test_train_on_real_data_meets_measured_validation_figures(tmp_path):
     stored = json.loads((tmp_path / "scorer" / H.META_FILE).read_text())
     assert stored["threshold"] == meta["threshold"] and len(stored["training_data_sha256"]) == 9
     with pytest.raises(TasftError, match="already holds a scorer"):
-        H.train_local_scorer(tmp_path / "scorer", SHARED, progress=False)
+        T.train_local_scorer(tmp_path / "scorer", SHARED, progress=False)
     scorer = H.LocalHarmfulnessScorer.load(tmp_path / "scorer")
     scores = scorer.score([p for p, _ in PAIRS], [r for _, r in PAIRS], progress=False)
     assert len(scores) == 3 and scores[1] < scorer.threshold  # a refusal is not harmful

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import TasftError
 from .io_utils import dumps
+from .scoring.judges import JUDGES
 from .suites import SUITES
 
 
@@ -125,7 +126,7 @@ def _experiment(args: argparse.Namespace) -> None:
 
 
 def _scorer_train(args: argparse.Namespace) -> None:
-    from .scoring.harmfulness import train_local_scorer
+    from .scoring.harmfulness_train import train_local_scorer
     from .suites import find_data_dir
 
     meta = train_local_scorer(args.out, find_data_dir(args.data_dir), overwrite=args.overwrite)
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suites", default="all", help="comma-separated suite names or .json/.jsonl/.csv files; "
                    f"'all' = every named suite: {', '.join(SUITES)}")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--harm-scorer", default="local", help="local | deberta | moderation | none")
+    p.add_argument("--harm-scorer", default="local", help=f"the harmfulness judge: {' | '.join(JUDGES)}")
     p.add_argument("--scorer", default=None, help="local scorer directory (default: cache, built on first use)")
     p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
     p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",

@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
-from tasft.evaluation.evaluate import default_scorer_dir
 from tasft.io_utils import read_jsonl
 from tasft.scoring.degenerate import degenerate_reasons
 from tasft.scoring.harmfulness import LocalHarmfulnessScorer
+from tasft.scoring.judges import default_scorer_dir
 from tasft.scoring.refusal import refusal_scores
 
 path = Path(sys.argv[1] if len(sys.argv) > 1 else

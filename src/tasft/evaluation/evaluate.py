@@ -11,7 +11,6 @@ Over-refusal = refusal rate on ``xstest-safe``. The ``alpaca`` suite adds the qu
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +19,8 @@ from .. import outputs
 from ..errors import TasftError
 from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from ..scoring import judges
 from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, suite_kind, suite_name
-
-HARM_SCORERS = ("local", "deberta", "moderation", "none")
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,38 +36,6 @@ class EvalSettings:
     deberta_model: str = "safepaca/absolute-harmfulness-predictor-redteam"
     generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=128))
     overwrite: bool = False
-
-
-def default_scorer_dir() -> Path:
-    from ..models import cache_dir
-
-    return cache_dir() / "scorers" / "local"
-
-
-def load_harm_scorer(settings: EvalSettings, data_dir: Path | None):
-    """The harmfulness scorer named in the settings (the ``local`` one is trained on first use)."""
-    if settings.harm_scorer not in HARM_SCORERS:
-        raise TasftError(f"unknown harmfulness scorer '{settings.harm_scorer}' (choose from {', '.join(HARM_SCORERS)})")
-    if settings.harm_scorer == "none":
-        return None
-    if settings.harm_scorer == "deberta":
-        from ..scoring.deberta import DebertaHarmfulnessScorer
-
-        return DebertaHarmfulnessScorer(settings.deberta_model)
-    if settings.harm_scorer == "moderation":
-        from ..scoring.moderation import ModerationScorer
-
-        return ModerationScorer()
-    from ..scoring.harmfulness import META_FILE, LocalHarmfulnessScorer, train_local_scorer
-
-    path = Path(settings.scorer_path) if settings.scorer_path else default_scorer_dir()
-    if not (path / META_FILE).exists() and settings.scorer_path is None:
-        if data_dir is None:
-            raise TasftError(f"no local harmfulness scorer at {path} and no data to train it (pass --data-dir)")
-        log.warning("building the local harmfulness scorer in %s: first use only, about 6.5 min on 2 CPU cores "
-                    "(embedding ~15k labelled texts, then 31 validation fits)", path)
-        train_local_scorer(path, data_dir)
-    return LocalHarmfulnessScorer.load(path)
 
 
 #: generation settings that change what is generated: a directory made with other values cannot be resumed
@@ -149,37 +114,6 @@ def _rate(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
 
 
-def _prompt_texts(rows: list[dict]) -> list[str]:
-    """Each row's prompt as text (a chat prompt as its JSON)."""
-    return [r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]) for r in rows]
-
-
-def score_rows(rows: list[dict], harm_scorer, progress: bool = True) -> list[dict]:
-    """Add harm / refusal / language / degenerate fields to generation rows."""
-    prompts = _prompt_texts(rows)
-    responses = [r["response"] for r in rows]
-    harm = harm_scorer.score(prompts, responses, progress=progress) if harm_scorer is not None else [None] * len(rows)
-    threshold = getattr(harm_scorer, "threshold", None)
-    if hasattr(harm_scorer, "flagged"):  # the moderation endpoint decides "harmful" itself
-        flags = harm_scorer.flagged(prompts, responses, progress=False)
-    else:
-        flags = [None if h is None or threshold is None else bool(h >= threshold) for h in harm]
-    return rule_flags([{**row, "harm_score": h, "harmful": harmful} for row, h, harmful in zip(rows, harm, flags)])
-
-
-def rule_flags(rows: list[dict]) -> list[dict]:
-    """Add (or recompute) the rule-based fields of scored rows: refusal, non-English, degenerate."""
-    from ..scoring.degenerate import degenerate_reasons
-    from ..scoring.language import non_english
-    from ..scoring.refusal import refusal_scores
-
-    prompts, responses = _prompt_texts(rows), [r["response"] for r in rows]
-    refusals, foreign = refusal_scores(responses, prompts), non_english(responses)
-    degen = degenerate_reasons(responses, prompts)
-    return [{**row, "refusal_score": rf, "refusal": rf >= 0.5, "non_english": ne, "degenerate": dg}
-            for row, rf, ne, dg in zip(rows, refusals, foreign, degen)]
-
-
 def refresh_rule_flags(out: str | Path) -> dict:
     """Recompute the rule-based flags and every summary of a saved evaluation from its ``scores/`` files, keeping
     the harmfulness scores and quality metrics (no model, no scorer): for when those rules have improved."""
@@ -191,7 +125,7 @@ def refresh_rule_flags(out: str | Path) -> dict:
         raise TasftError(f"{out}: no metrics.json (not a finished evaluation)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
     for name, old in metrics["suites"].items():
-        scored = rule_flags(read_jsonl(out / "scores" / f"{name}.jsonl"))
+        scored = judges.rule_flags(read_jsonl(out / "scores" / f"{name}.jsonl"))
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
         metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),
                                    **({"quality": old["quality"]} if "quality" in old else {})}
@@ -276,8 +210,7 @@ def check_settings(settings: EvalSettings) -> None:
     for name, value in settings.suite_limits.items():
         if value < 1:
             raise TasftError(f"--suite-limit {name}: must be >= 1, got {value}")
-    if settings.harm_scorer not in HARM_SCORERS:
-        raise TasftError(f"unknown harmfulness scorer '{settings.harm_scorer}' (choose from {', '.join(HARM_SCORERS)})")
+    judges.check_judge_name(settings.harm_scorer)
     settings.generation.check()
 
 
@@ -303,7 +236,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
               progress: bool) -> dict:
     from ..models import load_model
 
-    harm_scorer = load_harm_scorer(settings, data_dir)
+    judge = judges.load_judge(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
+                                                                        settings.deberta_model))
     started = time.perf_counter()
     model = load_model(settings.model)
     extra = {"model": settings.model, "seed": settings.generation.seed}
@@ -319,11 +253,11 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         by_id = {str(r["id"]): r for r in read_jsonl(target)}
         rows[s] = [by_id[str(it["id"])] for it in suite_items]  # exactly this run's prompts, whatever came before
     scoring_started = time.perf_counter()
-    embedder = getattr(harm_scorer, "embedder", None)
+    embedder = getattr(judge, "embedder", None)
     per_suite: dict[str, dict] = {}
     for s in items:
         name = suite_name(s)
-        scored = score_rows(rows[s], harm_scorer, progress=progress)
+        scored = judges.score_rows(rows[s], judge, progress=progress)
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
         per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
         if s == "alpaca" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
@@ -334,7 +268,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         "model": settings.model,
         "training": training_summary(settings.model),
         "harm_scorer": settings.harm_scorer,
-        "harm_threshold": getattr(harm_scorer, "threshold", None),
+        "harm_threshold": getattr(judge, "threshold", None),
         "limit": settings.limit,
         "suite_limits": settings.suite_limits,
         "generation": asdict(settings.generation),

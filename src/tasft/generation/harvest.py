@@ -15,6 +15,7 @@ from ..config import DataSource
 from ..data import Record, load_source
 from ..errors import TasftError
 from ..io_utils import read_jsonl, write_jsonl_atomic
+from ..scoring import judges
 from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl
 
 
@@ -87,12 +88,10 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
     check_prompt_lengths(tokenizer, items, settings.generation.max_prompt_tokens)  # before the scorer and model
     scorer = None
     if settings.keep_harmful is not None:
-        from ..evaluation.evaluate import EvalSettings, load_harm_scorer
         from ..suites import find_data_dir
 
         data_dir = find_data_dir(settings.data_dir) if settings.scorer_path is None else None
-        scorer = load_harm_scorer(EvalSettings(model=settings.model, out="", scorer_path=settings.scorer_path),
-                                  data_dir)
+        scorer = judges.load_judge("local", judges.JudgeOptions(scorer_path=settings.scorer_path, data_dir=data_dir))
     model = model or load_model(settings.model)
     check_output_free(out, settings.overwrite)
     gen = settings.generation
@@ -104,9 +103,7 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
     rows = read_jsonl(raw)
     if scorer is None:
         return {"prompts": len(records), "responses": len(rows), "kept": len(rows)}
-    from ..evaluation.evaluate import score_rows
-
-    scored = score_rows(rows, scorer, progress=progress)
+    scored = judges.score_rows(rows, scorer, progress=progress)
     write_jsonl_atomic(out.with_name(out.stem + ".all_scored.jsonl"), scored)
     kept = select_harmful(scored, settings.keep_harmful)
     write_jsonl_atomic(out, kept)

@@ -13,7 +13,7 @@ which uses every XSTest label instead of only the rare harmful ones.
 
 Artefact (a directory): ``head.safetensors`` (both heads' weights, μ, σ) and ``scorer.json`` (version, feature
 recipe, threshold, validation figures, training-file SHA-256s, embedding model id). Built by
-:func:`train_local_scorer`.
+:func:`tasft.scoring.harmfulness_train.train_local_scorer`.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class LocalHarmfulnessScorer:
 
     @classmethod
     def load(cls, directory: str | Path, embedder: TextEmbedder | None = None) -> LocalHarmfulnessScorer:
-        """Load an artefact directory written by :func:`train_local_scorer`."""
+        """Load an artefact directory written by :func:`tasft.scoring.harmfulness_train.train_local_scorer`."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -228,10 +228,3 @@ class LocalHarmfulnessScorer:
     def is_harmful(self, prompts: list[str], responses: list[str], progress: bool = True) -> list[bool]:
         """score ≥ stored threshold (picked on generator-and-prompt-held-out validation predictions)."""
         return [s >= self.threshold for s in self.score(prompts, responses, progress=progress)]
-
-
-def train_local_scorer(out_dir: str | Path, shared_data_dir: str | Path, **kwargs) -> dict:
-    """Train, validate and save the scorer (see :mod:`tasft.scoring.harmfulness_train`); returns its metadata."""
-    from .harmfulness_train import train_local_scorer as _train
-
-    return _train(out_dir, shared_data_dir, **kwargs)
