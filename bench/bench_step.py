@@ -92,10 +92,15 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
                   ref_model=None, soft_top_k: int = 64, **train_args):
     from transformers import TrainingArguments
 
-    from tasft.training.pipeline import collate_train
-    from tasft.training.trainer import JsonlLogCallback, TasftTrainer
+    from tasft.methods.ta_sft import PenaltyTerm, TaSftSettings
+    from tasft.training.trainer import JsonlLogCallback, TasftTrainer, collate_train
 
     dataset = train_args.pop("dataset", None)
+    term = None
+    if method == "ta-sft":  # TA-SFT's D_h term, as tasft.methods.ta_sft builds it (sft: none)
+        settings = TaSftSettings(penalty=penalty, lambda_=1.0, target="soft" if ref_model is not None else "onehot",
+                                 soft_top_k=soft_top_k)
+        term = PenaltyTerm(settings, normalized, ref_model)
     args = TrainingArguments(
         output_dir=out, report_to=[], use_cpu=device.type == "cpu", per_device_train_batch_size=train_args.pop(
             "batch_size", 4), save_strategy="no", disable_tqdm=True, **train_args,
@@ -103,9 +108,7 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
     return TasftTrainer(
         model=model, args=args, train_dataset=dataset,
         data_collator=lambda b: collate_train(b, 0), callbacks=[JsonlLogCallback(Path(out) / "log.jsonl")],
-        method=method, penalty=penalty, lam=1.0, harmful=harmful, harmful_batch_size=len(harmful or [None]),
-        pad_id=0, normalized_embeddings=normalized, ref_model=ref_model, soft_top_k=soft_top_k,
-        loss_chunk_size=chunk,
+        term=term, harmful=harmful, harmful_batch_size=len(harmful or [None]), pad_id=0, loss_chunk_size=chunk,
     )
 
 

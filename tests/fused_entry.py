@@ -4,12 +4,8 @@ the multi-process test run the chunked losses under DDP whatever the pipeline pa
 import os
 import sys
 
-from tasft.training.launch import prepare
-
-prepare()
-
-import tasft.training.trainer as trainer_module  # noqa: E402
-from tasft.cli import main  # noqa: E402
+import tasft.training.trainer as trainer_module
+from tasft.cli import main
 
 _init = trainer_module.TasftTrainer.__init__
 

@@ -70,8 +70,8 @@ def test_empty_du_or_dh(tiny_model_dir, tiny_data, tmp_path, capsys, which):
 
 @pytest.mark.parametrize(
     "extra, expected",
-    [({"method": "dpo"}, "unknown method 'dpo'"), ({"penalty": "kl"}, "unknown penalty 'kl'"),
-     ({"lambda": -0.5}, "lambda: must be >= 0")],
+    [({"method": "dpo"}, "unknown method 'dpo'"), ({"ta_sft.penalty": "kl"}, "unknown penalty 'kl'"),
+     ({"ta_sft.lambda": -0.5}, "ta_sft.lambda: must be >= 0")],
 )
 def test_bad_method_penalty_lambda(tiny_model_dir, tiny_data, tmp_path, capsys, extra, expected):
     out = tmp_path / "o"
@@ -130,10 +130,10 @@ def test_harvest_writes_records_and_keeps_text_off_stdout(tiny_model_dir, tiny_d
 
 def test_real_process_prints_exactly_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "tasft", "train", "--set", "lambda=-1"],
+    proc = subprocess.run([sys.executable, "-m", "tasft", "train", "--set", "ta_sft.lambda=-1"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "tasft: error: lambda: must be >= 0, got -1.0"
+    assert proc.stderr.strip() == "tasft: error: ta_sft.lambda: must be >= 0, got -1.0"
 
 
 @pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from tasft.config import load_train_config
 from tasft.models import ALIASES, cache_dir, load_model, load_tokenizer, resolve_model
+from tasft.run_config import load_train_config
 from tasft.training.pipeline import train
 
 pytestmark = [

@@ -1,23 +1,24 @@
 """Experiment points shared between sibling studies, the starting-model series, pruning and per-suite limits."""
 
+import dataclasses
 import json
 
 import pytest
 import yaml
 
 import tasft.evaluation.evaluate as ev
-import tasft.experiments.runner as ex
-from tasft import outputs
+from tasft import config, outputs
 from tasft.cli import main
-from tasft.config import load_train_config
 from tasft.errors import TasftError
+from tasft.experiments import results, runner, sharing, spec
+from tasft.run_config import load_train_config
 from tasft.scoring import judges
 
 from .conftest import tiny_overrides
 from .test_evaluate import _settings, keyword_judge
 from .test_experiments import DATA, _write, needs_data
 
-ONE_POINT = [{"name": "emd", "set": {"penalty": "emd"}, "vary": "lambda", "values": [0.5]}]
+ONE_POINT = [{"name": "emd", "set": {"ta_sft.penalty": "emd"}, "vary": "ta_sft.lambda", "values": [0.5]}]
 
 
 def _study(tmp_path, tiny_model_dir, tiny_data, name, study, series):
@@ -31,7 +32,7 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     first = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
     results = tmp_path / "results"
-    ex.run_experiment("lambda", str(first), results / "lambda", progress=False, prune=True)
+    runner.run_experiment("lambda", str(first), results / "lambda", progress=False, prune=True)
     run_dir = results / "lambda" / "runs" / "emd__x0.5__seed0"
     assert (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file()
     assert not list(run_dir.glob("checkpoint-*")) and not list(run_dir.glob("*.safetensors"))
@@ -43,7 +44,7 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
     monkeypatch.setattr(ev, "evaluate", fail)
     renamed = [{**ONE_POINT[0], "name": "emd again"}]
     second = _study(tmp_path, tiny_model_dir, tiny_data, "b", "contrastive", renamed)
-    (row,) = ex.run_experiment("contrastive", str(second), results / "contrastive", progress=False)
+    (row,) = runner.run_experiment("contrastive", str(second), results / "contrastive", progress=False)
     first_row = json.loads((results / "lambda" / "evals" / "emd__x0.5__seed0" / "metrics.json").read_text())
     assert row["series"] == "emd again" and row["eval_dir"].endswith("lambda/evals/emd__x0.5__seed0")
     assert row["harm_suites_harmful_rate"] == first_row["summary"]["harm_suites_harmful_rate"]
@@ -52,31 +53,31 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
     different = [{**ONE_POINT[0], "values": [0.25]}]  # another λ is not the same point: it must train
     third = _study(tmp_path, tiny_model_dir, tiny_data, "c", "contrastive", different)
     with pytest.raises(AssertionError, match="run again"):
-        ex.run_experiment("contrastive", str(third), results / "other", progress=False)
+        runner.run_experiment("contrastive", str(third), results / "other", progress=False)
 
 
 def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
-    exp = ex.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
+    exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
     results = tmp_path / "results"
-    (point,) = ex.plan(exp, 1)
+    (point,) = spec.plan(exp, 1)
     busy = results / "lambda" / "runs" / point.slug  # a sibling's run that has started (config.yaml, no metrics)
     outputs.claim(busy, "train", "test").release()
-    cfg = load_train_config(exp.train_config, ex._overrides(point, busy))
-    (busy / "config.yaml").write_text(yaml.safe_dump(ex._comparable(ex.to_dict(cfg))))
-    (results / "lambda" / "experiment.json").write_text(json.dumps(ex.asdict(exp)))
+    cfg = load_train_config(exp.train_config, runner._overrides(point, busy))
+    (busy / "config.yaml").write_text(yaml.safe_dump(sharing._comparable(config.to_dict(cfg))))
+    (results / "lambda" / "experiment.json").write_text(json.dumps(dataclasses.asdict(exp)))
     here = results / "contrastive"
     here.mkdir()
-    assert ex.find_shared(exp, cfg, here)[0] == "none"  # nobody holds it: an abandoned attempt is not waited for
+    assert sharing.find_shared(exp, cfg, here)[0] == "none"  # nobody holds it: an abandoned attempt is not waited for
     lock = outputs.DirectoryLock(busy)
     assert lock.acquire()  # the sibling's process, alive and training
     try:
-        with pytest.raises(ex.PointBusy):
-            ex.run_point(exp, point, here, progress=False)
+        with pytest.raises(sharing.PointBusy):
+            runner.run_point(exp, point, here, progress=False)
     finally:
         lock.release()
     trained = []
-    monkeypatch.setattr(ex, "run_point", lambda *a, share=True, **k: trained.append(share) or [])
-    assert ex._wait_and_run(exp, point, here, progress=False, poll_s=0.0, patience_s=0.0) == []
+    monkeypatch.setattr(runner, "run_point", lambda *a, share=True, **k: trained.append(share) or [])
+    assert runner._wait_and_run(exp, point, here, progress=False, poll_s=0.0, patience_s=0.0) == []
     assert trained == [False]  # the patience ran out: trained here, not shared
 
 
@@ -87,7 +88,7 @@ def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_mode
                         lambda *a, **k: pytest.fail("the starting model is not trained"))
     series = [{"name": "starting model", "starting_model": True, "values": [0]}]
     config = _study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series)
-    (row,) = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False)
+    (row,) = runner.run_experiment("stages", str(config), tmp_path / "out", progress=False)
     saved = json.loads((tmp_path / "out" / "evals" / "starting-model__x0__seed0" / "metrics.json").read_text())
     assert row["x"] == 0 and row["train_seconds"] is None and saved["model"] == str(tiny_model_dir)
     assert (tmp_path / "out" / "over_refusal_vs_x.png").stat().st_size > 0
@@ -96,14 +97,14 @@ def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_mode
 def test_starting_model_series_takes_no_sweep(tmp_path, tiny_model_dir, tiny_data):
     series = [{"name": "s", "starting_model": True, "vary": "lambda", "values": [1, 2]}]
     with pytest.raises(TasftError, match="starting_model takes at most one x value, no vary"):
-        ex.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series))
+        spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series))
 
 
 def test_rows_follow_the_experiment_file_order():
-    exp = ex.ExperimentConfig(study="lambda", train_config="t.yaml", series=[
-        ex.Series("b", vary="lambda", values=[3, 1]), ex.Series("a", checkpoints=True)])
+    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", series=[
+        spec.Series("b", vary="lambda", values=[3, 1]), spec.Series("a", checkpoints=True)])
     rows = [{"series": "a", "x": 20}, {"series": "b", "x": 1}, {"series": "a", "x": 10}, {"series": "b", "x": 3}]
-    assert [(r["series"], r["x"]) for r in ex.ordered(exp, rows)] == [("b", 3), ("b", 1), ("a", 10), ("a", 20)]
+    assert [(r["series"], r["x"]) for r in results.ordered(exp, rows)] == [("b", 3), ("b", 1), ("a", 10), ("a", 20)]
 
 
 @needs_data
@@ -135,10 +136,10 @@ def test_a_pruned_checkpoint_series_resumes_from_its_evaluations(tmp_path, tiny_
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     series = [{"name": "stages sft", "set": {"method": "sft"}, "checkpoints": True}]
     config = _study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series)
-    first = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
+    first = runner.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
     assert [r["x"] for r in first] == [2, 4] and not list((tmp_path / "out" / "runs").glob("*/checkpoint-*"))
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("an evaluated checkpoint was evaluated again"))
-    again = ex.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
+    again = runner.run_experiment("stages", str(config), tmp_path / "out", progress=False, prune=True)
     assert [(r["x"], r["over_refusal"]) for r in again] == [(r["x"], r["over_refusal"]) for r in first]
 
 
@@ -149,12 +150,12 @@ def test_unswept_series_are_reference_lines_and_one_value_sweeps_are_points(tmp_
     original = matplotlib.axes.Axes.axhline
     monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
                         lambda self, y, **k: lines.append((k.get("label"), y)) or original(self, y, **k))
-    exp = ex.ExperimentConfig(study="data-efficiency", train_config="t.yaml", series=[
-        ex.Series("sft"), ex.Series("base", starting_model=True, values=[0]),
-        ex.Series("kto", vary="harmful_data.limit", values=[100]), ex.Series("emd", vary="lambda", values=[1, 3])])
+    exp = spec.ExperimentConfig(study="data-efficiency", train_config="t.yaml", series=[
+        spec.Series("sft"), spec.Series("base", starting_model=True, values=[0]),
+        spec.Series("kto", vary="harmful_data.limit", values=[100]), spec.Series("emd", vary="lambda", values=[1, 3])])
     rows = [{"series": "sft", "x": None, "seed": 0, "over_refusal": 0.1},
             {"series": "base", "x": 0, "seed": 0, "over_refusal": 0.2},
             {"series": "kto", "x": 100, "seed": 0, "over_refusal": 0.3},
             *({"series": "emd", "x": x, "seed": 0, "over_refusal": 0.4} for x in (1, 3))]
-    ex.plot(exp, rows, ex.PlotSpec("over_refusal", log_x=True), tmp_path / "p.png")
+    results.plot(exp, rows, spec.PlotSpec("over_refusal", log_x=True), tmp_path / "p.png")
     assert lines == [("sft", 0.1), ("base", 0.2)] and (tmp_path / "p.png").stat().st_size > 0

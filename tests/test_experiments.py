@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 import tasft.evaluation.evaluate as ev
-import tasft.experiments.runner as ex
 from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report
+from tasft.experiments import results, runner, spec
 from tasft.scoring import judges
 
 from .conftest import SHARED, tiny_overrides
@@ -26,9 +26,10 @@ def _write(tmp_path, tiny_model_dir, tiny_data, **extra):
         tiny_model_dir, tiny_data, tmp_path / "unused", max_steps=4, save_steps=2))}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
     exp = {"study": "lambda", "train_config": "train.yaml", "x_label": "λ",
-           "evaluate": {"suites": "malicious,xstest-safe", "limit": 2, "max_new_tokens": 4, "batch_size": 4,
+           "evaluate": {"suites": "malicious,xstest-safe", "limit": 2,
+                        "generation": {"max_new_tokens": 4, "batch_size": 4},
                         "data_dir": str(DATA)},
-           "series": [{"name": "emd", "set": {"penalty": "emd"}, "vary": "lambda", "values": [0.0, 0.5]},
+           "series": [{"name": "emd", "set": {"ta_sft.penalty": "emd"}, "vary": "ta_sft.lambda", "values": [0.0, 0.5]},
                       {"name": "stages sft", "set": {"method": "sft"}, "checkpoints": True}],
            "plots": [{"y": "harm_suites_harmful_rate"}, {"x": "harm_suites_harmful_rate", "y": "over_refusal"}]}
     exp.update(extra)
@@ -38,8 +39,8 @@ def _write(tmp_path, tiny_model_dir, tiny_data, **extra):
 
 
 def test_plan_gives_extra_seeds_only_to_headline_values(tmp_path, tiny_model_dir, tiny_data):
-    exp = ex.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, headline_values=[0.5]))
-    points = ex.plan(exp, seeds=3)
+    exp = spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, headline_values=[0.5]))
+    points = spec.plan(exp, seeds=3)
     assert [(p.series.name, p.x, p.seed) for p in points] == [
         ("emd", 0.0, 0), ("emd", 0.5, 0), ("emd", 0.5, 1), ("emd", 0.5, 2), ("stages sft", None, 0)]
     assert points[1].slug == "emd__x0.5__seed0" and points[-1].slug == "stages-sft__seed0"
@@ -56,13 +57,13 @@ def test_plan_gives_extra_seeds_only_to_headline_values(tmp_path, tiny_model_dir
 ])
 def test_bad_experiment_files(tmp_path, tiny_model_dir, tiny_data, extra, expected):
     with pytest.raises(TasftError, match=expected):
-        ex.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, **extra))
+        spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, **extra))
 
 
 def test_aggregate_mean_and_std_over_seeds():
     rows = [{"series": "a", "x": 1, "seed": s, "harm_suites_harmful_rate": v, "train_seconds": 10.0}
             for s, v in enumerate((0.2, 0.4))]
-    (agg,) = ex.aggregate(rows)
+    (agg,) = results.aggregate(rows)
     assert agg["seeds"] == 2 and agg["harm_suites_harmful_rate"] == pytest.approx(0.3)
     assert agg["harm_suites_harmful_rate_std"] == pytest.approx(0.1414, abs=1e-4) and agg["over_refusal"] is None
 
@@ -101,15 +102,15 @@ def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data
 
 
 def test_every_study_config_plans_valid_training_runs(tmp_path):
-    from tasft.config import load_train_config
+    from tasft.run_config import load_train_config
 
     files = sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments").glob("*.yaml"))
     studies = set()
     for path in files:
         if path.name == "train_base.yaml":
             continue
-        exp = ex.load_experiment(path)
+        exp = spec.load_experiment(path)
         studies.add(exp.study)
-        for point in ex.plan(exp, seeds=3):
-            load_train_config(exp.train_config, ex._overrides(point, tmp_path / point.slug))
-    assert studies == set(ex.STUDIES)
+        for point in spec.plan(exp, seeds=3):
+            load_train_config(exp.train_config, runner._overrides(point, tmp_path / point.slug))
+    assert studies == set(spec.STUDIES)

@@ -10,11 +10,11 @@ from transformers import TrainingArguments
 
 from tasft.config import LoraSettings
 from tasft.data import Record, tokenize_records
+from tasft.methods.ta_sft import PenaltyTerm, TaSftSettings
 from tasft.models import add_lora, load_model, load_tokenizer, token_embeddings
 from tasft.objectives import losses
 from tasft.objectives.fused import supports_fused
-from tasft.training.pipeline import collate_train
-from tasft.training.trainer import TasftTrainer
+from tasft.training.trainer import TasftTrainer, collate_train
 
 from .conftest import BENIGN, HARMFUL
 
@@ -28,9 +28,17 @@ def _trainer(model, tokenizer, tmp_path, method, penalty, chunk):
     return TasftTrainer(
         model=model, args=args, train_dataset=train, processing_class=tokenizer,
         data_collator=lambda b: collate_train(b, tokenizer.pad_token_id),
-        method=method, penalty=penalty, lam=1.0, harmful=bad, harmful_batch_size=3, pad_id=tokenizer.pad_token_id,
-        normalized_embeddings=losses.normalize_embeddings(token_embeddings(model)), loss_chunk_size=chunk,
+        term=_term(model, method, penalty), harmful=bad, harmful_batch_size=3, pad_id=tokenizer.pad_token_id,
+        loss_chunk_size=chunk,
     ), train
+
+
+def _term(model, method, penalty):
+    """TA-SFT's D_h term as the method builds it (sft: none)."""
+    if method == "sft":
+        return None
+    table = losses.normalize_embeddings(token_embeddings(model))
+    return PenaltyTerm(TaSftSettings(penalty=penalty, lambda_=1.0), table)
 
 
 def _loss_and_grads(model, tokenizer, tmp_path, method, penalty, chunk):

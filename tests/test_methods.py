@@ -5,17 +5,23 @@ import json
 import pytest
 import torch
 
-from tasft.config import load_train_config
 from tasft.data import prompt_key, read_records
 from tasft.errors import TasftError
+from tasft.methods import get_method
 from tasft.methods.kto import class_weights, kto_stream
+from tasft.run_config import load_train_config
 from tasft.suites import load_suite
-from tasft.training.method_data import CONTRASTIVE_FILE, contrastive_records, stl_records
+from tasft.training.contrastive import CONTRASTIVE_FILE, contrastive_records
 from tasft.training.pipeline import train
 
 from .conftest import HARMFUL, SHARED, tiny_overrides, write_jsonl
 
 DATA = SHARED / "data"
+
+
+def stl_records(cfg):
+    """The STL method's extra training pairs for ``cfg``."""
+    return get_method("stl").extra_records(cfg)[0]
 needs_data = pytest.mark.skipif(not (DATA / "stl").is_dir(), reason="needs ../shared/data")
 
 
@@ -57,14 +63,15 @@ def _cfg(tiny_model_dir, tiny_data, tmp_path, **extra):
 @needs_data
 def test_stl_draw_is_seeded_and_never_uses_an_evaluation_prompt(tiny_model_dir, tiny_data, tmp_path, safety_file):
     banned = {prompt_key(it["prompt"]) for it in load_suite("malicious", DATA, limit=2)}
-    cfg = _cfg(tiny_model_dir, tiny_data, tmp_path, **{"stl.data": str(safety_file), "stl.examples": 10})
+    cfg = _cfg(tiny_model_dir, tiny_data, tmp_path, method="stl", **{"stl.data": str(safety_file), "stl.examples": 10})
     first = stl_records(cfg)
     assert len(first) == 10 and not banned & {prompt_key(r.prompt_text) for r in first}
     assert [r.prompt for r in stl_records(cfg)] == [r.prompt for r in first]
-    other = _cfg(tiny_model_dir, tiny_data, tmp_path, **{"stl.data": str(safety_file), "stl.examples": 10,
-                                                           "stl.seed": 5})
+    other = _cfg(tiny_model_dir, tiny_data, tmp_path, method="stl", **{"stl.data": str(safety_file),
+                                                                         "stl.examples": 10, "stl.seed": 5})
     assert [r.prompt for r in stl_records(other)] != [r.prompt for r in first]
-    too_many = _cfg(tiny_model_dir, tiny_data, tmp_path, **{"stl.data": str(safety_file), "stl.examples": 11})
+    too_many = _cfg(tiny_model_dir, tiny_data, tmp_path, method="stl",
+                    **{"stl.data": str(safety_file), "stl.examples": 11})
     with pytest.raises(TasftError, match="stl.examples: asked for 11 safety pairs.*has 10"):
         stl_records(too_many)
 
@@ -73,7 +80,7 @@ def test_stl_draw_is_seeded_and_never_uses_an_evaluation_prompt(tiny_model_dir, 
 def test_default_stl_file_excludes_every_evaluation_suite(tiny_model_dir, tiny_data, tmp_path):
     from tasft.suites import evaluation_prompt_keys
 
-    cfg = _cfg(tiny_model_dir, tiny_data, tmp_path, **{"stl.examples": 2000})
+    cfg = _cfg(tiny_model_dir, tiny_data, tmp_path, method="stl", **{"stl.examples": 2000})
     drawn = stl_records(cfg)
     assert len(drawn) == 2000 and all(r.response for r in drawn)
     assert not evaluation_prompt_keys(DATA) & {prompt_key(r.prompt_text) for r in drawn}
@@ -108,7 +115,7 @@ def test_contrastive_pairs_known_answers_generated_ones_and_no_eval_prompts(talk
 @needs_data
 def test_contrastive_source_generated_writes_every_answer(tiny_data, tmp_path, safety_file, monkeypatch):
     seen = []
-    monkeypatch.setattr("tasft.training.method_data._generate_safe",
+    monkeypatch.setattr("tasft.training.contrastive._generate_safe",
                         lambda cfg, records, *a: seen.extend(r.prompt for r in records) or [])
     harmful = read_records(str(tiny_data["harmful"]))
     for source, generated in (("auto", len(HARMFUL) - 1), ("generated", len(HARMFUL))):
@@ -120,13 +127,13 @@ def test_contrastive_source_generated_writes_every_answer(tiny_data, tmp_path, s
 
 
 def test_kto_class_weights_follow_trl_guidance():
-    cfg = load_train_config(None, [])
-    assert class_weights(cfg, 200, 50) == (1.0, 4.0)
-    assert class_weights(cfg, 30, 60) == (2.0, 1.0)
-    cfg = load_train_config(None, ["kto.desirable_weight=0.5"])
-    assert class_weights(cfg, 200, 50) == (0.5, 2.0)
-    cfg = load_train_config(None, ["kto.desirable_weight=0.5", "kto.undesirable_weight=3"])
-    assert class_weights(cfg, 200, 50) == (0.5, 3.0)
+    def settings(*extra):
+        return load_train_config(None, ["method=kto", *extra]).method_settings
+
+    assert class_weights(settings(), 200, 50) == (1.0, 4.0)
+    assert class_weights(settings(), 30, 60) == (2.0, 1.0)
+    assert class_weights(settings("kto.desirable_weight=0.5"), 200, 50) == (0.5, 2.0)
+    assert class_weights(settings("kto.desirable_weight=0.5", "kto.undesirable_weight=3"), 200, 50) == (0.5, 3.0)
 
 
 def test_kto_stream_is_seeded_whole_passes():
@@ -153,7 +160,8 @@ def test_stl_run(tiny_model_dir, tiny_data, tmp_path, safety_file):
                                                                      "stl.examples": 5})
     metrics = _outputs_ok(tmp_path / "run", "stl") if train(cfg, progress=False) else None
     assert metrics["data"]["stl_examples"] == 5 and metrics["data"]["train_records"] == 8 + 5
-    assert metrics["stl"] == {"examples": 5, "seed": 0} and metrics["penalty"] is None
+    assert metrics["stl"] == {"examples": 5, "seed": 0} and "penalty" not in metrics
+    assert metrics["label"] == "stl N=5"
     assert "5 STL safety pairs" in (tmp_path / "run" / "README.md").read_text()
 
 
@@ -172,7 +180,7 @@ def test_kto_run_uses_trl_with_balanced_weights(tiny_model_dir, tiny_data, tmp_p
 
 @needs_data
 def test_ta_sft_with_contrastive_data(talkative_model_dir, tiny_data, tmp_path, safety_file):
-    cfg = _cfg(talkative_model_dir, tiny_data, tmp_path, penalty="nlcl",
+    cfg = _cfg(talkative_model_dir, tiny_data, tmp_path, **{"ta_sft.penalty": "nlcl"},
                **{"contrastive.enabled": "true", "contrastive.safety_data": str(safety_file),
                   "contrastive.max_new_tokens": 8})
     train(cfg, progress=False)
@@ -184,9 +192,9 @@ def test_ta_sft_with_contrastive_data(talkative_model_dir, tiny_data, tmp_path, 
 
 @pytest.mark.parametrize(("extra", "expected"), [
     ({"method": "dpo"}, "method: unknown method 'dpo'"),
-    ({"stl.examples": 0}, "stl.examples: must be > 0"),
-    ({"kto.beta": 0}, "kto.beta: must be > 0"),
-    ({"kto.undesirable_weight": -1}, "kto.undesirable_weight: must be > 0 or null"),
+    ({"method": "stl", "stl.examples": 0}, "stl.examples: must be > 0"),
+    ({"method": "kto", "kto.beta": 0}, "kto.beta: must be > 0"),
+    ({"method": "kto", "kto.undesirable_weight": -1}, "kto.undesirable_weight: must be > 0 or null"),
     ({"method": "kto", "batch_size": 1, "harmful_batch_size": 0}, "harmful_batch_size: must be > 0"),
     ({"contrastive.max_new_tokens": 0}, "contrastive.max_new_tokens: must be > 0"),
 ])

@@ -59,7 +59,7 @@ def test_two_processes_follow_the_one_process_loss_curve(tiny_model_dir, tiny_da
     tol = 0.015
     root = Path(__file__).resolve().parents[1]
     entry = ["-m", "tasft"] if path == "plain" else [str(root / "tests" / "fused_entry.py")]
-    common = dict(max_steps=4, penalty="emd_lb", measure="false", save_steps=100)
+    common = {"max_steps": 4, "ta_sft.penalty": "emd_lb", "measure": "false", "save_steps": 100}
     one, two, half = tmp_path / "one", tmp_path / "two", tmp_path / "half"
     sets = lambda out, b: [a for s in tiny_overrides(  # noqa: E731
         tiny_model_dir, tiny_data, out, batch_size=b, harmful_batch_size=b, **common) for a in ("--set", s)]
@@ -82,6 +82,27 @@ def test_two_processes_follow_the_one_process_loss_curve(tiny_model_dir, tiny_da
     assert 0.3 < metrics_two["train_tokens"] / metrics_one["train_tokens"] < 0.7
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("accelerate") is None or shutil.which("tasft") is None,
+                    reason="accelerate CLI or tasft console script not installed")
+@pytest.mark.parametrize("entry", ["module", "console script"])
+def test_both_entry_points_start_two_processes_under_accelerate_cpu(tiny_model_dir, tiny_data, tmp_path, entry):
+    """``accelerate launch --cpu --num_processes 2`` with ``-m tasft`` or with the ``tasft`` console script: both
+    re-launch as 2 gloo processes, so each step sees 2 × batch_size D_u rows (epoch 0.5 after step 1 of 8 rows
+    with batch 2; one process would log 0.25)."""
+    out = tmp_path / "run"
+    sets = [a for s in tiny_overrides(tiny_model_dir, tiny_data, out, batch_size=2, harmful_batch_size=2,
+                                      max_steps=2, save_steps=100, measure="false") for a in ("--set", s)]
+    program = ["-m", "tasft"] if entry == "module" else [shutil.which("tasft")]
+    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "2", *program, "train", *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "re-launching as 2 gloo DDP processes" in proc.stderr
+    first = _curve(out)[0]
+    assert first["step"] == 1 and first["epoch"] == pytest.approx(0.5)
+
+
 class FakeState:
     """accelerate's PartialState as seen by one rank: main_process_first runs the body, counting barriers."""
 
@@ -101,7 +122,7 @@ class FakeState:
 
 @pytest.mark.parametrize("main", [True, False])
 def test_only_the_main_process_prepares_the_output_dir(tmp_path, monkeypatch, main):
-    import tasft.training.pipeline as pipeline
+    import tasft.training.run_dir as pipeline
     from tasft import outputs
 
     calls, state = [], FakeState(main)
@@ -114,7 +135,7 @@ def test_only_the_main_process_prepares_the_output_dir(tmp_path, monkeypatch, ma
 
 
 def test_single_process_runs_prepare_directly(tmp_path, monkeypatch):
-    import tasft.training.pipeline as pipeline
+    import tasft.training.run_dir as pipeline
     from tasft import outputs
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)

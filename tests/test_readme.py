@@ -29,7 +29,7 @@ def test_train_example_runs(tmp_path, monkeypatch):
 def test_every_train_command_in_the_readme_is_a_valid_config(monkeypatch):
     import shlex
 
-    from tasft.config import load_train_config
+    from tasft.run_config import load_train_config
 
     monkeypatch.chdir(ROOT)
     text = (ROOT / "README.md").read_text().replace("\\\n", " ")

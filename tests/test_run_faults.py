@@ -5,6 +5,7 @@ re-run, and every JSON file a run writes is strict JSON."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,7 @@ def test_nonfinite_weights_are_never_written(tiny_model_dir, tiny_data, tmp_path
     """Weights poisoned right after step 2's update: the checkpoint due at step 2 is refused, nothing is saved."""
     from transformers import TrainerCallback
 
-    from tasft.training import pipeline
+    from tasft.methods.ta_sft import TaSft
 
     class Poison(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -141,10 +142,9 @@ def test_nonfinite_weights_are_never_written(tiny_model_dir, tiny_data, tmp_path
                 with torch.no_grad():
                     next(model.parameters()).fill_(float("inf"))
 
-    real = pipeline._tasft_trainer
-    monkeypatch.setattr(pipeline, "_tasft_trainer",
-                        lambda cfg, model, tok, data, out, callbacks: real(cfg, model, tok, data, out,
-                                                                           [*callbacks, Poison()]))
+    real = TaSft.build_trainer
+    monkeypatch.setattr(TaSft, "build_trainer",
+                        lambda self, inputs: real(self, replace(inputs, callbacks=[*inputs.callbacks, Poison()])))
     out = tmp_path / "run"
     assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=4, save_steps=2)) == 3
     msg = _one_error_line(capfd)

@@ -5,10 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasft.config import load_train_config
 from tasft.errors import TasftError
 from tasft.models import load_model
-from tasft.training.pipeline import find_unused_parameters, train
+from tasft.run_config import load_train_config
+from tasft.training.args import find_unused_parameters
+from tasft.training.pipeline import train
 from tasft.training.trainer import HarmfulBatchSampler
 
 from .conftest import tiny_overrides
@@ -39,7 +40,7 @@ def _run(tiny_model_dir, tiny_data, out, **extra):
 
 def test_ta_sft_run_writes_every_output(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "run"
-    metrics = _run(tiny_model_dir, tiny_data, out, penalty="emd_lb", **{"lambda": 0.5})
+    metrics = _run(tiny_model_dir, tiny_data, out, **{"ta_sft.penalty": "emd_lb", "ta_sft.lambda": 0.5})
     for name in ("model.safetensors", "config.json", "tokenizer.json", "config.yaml", "metrics.json",
                  "README.md", "log.jsonl", "checkpoint-4"):
         assert (out / name).exists(), name
@@ -64,7 +65,7 @@ def test_ta_sft_run_writes_every_output(tiny_model_dir, tiny_data, tmp_path):
 def test_ta_sft_pushes_harmful_logprob_down_more_than_sft(tiny_model_dir, tiny_data, tmp_path):
     common = dict(max_steps=8, learning_rate=5e-3, save_steps=100)
     sft = _run(tiny_model_dir, tiny_data, tmp_path / "sft", method="sft", **common)
-    ta = _run(tiny_model_dir, tiny_data, tmp_path / "ta", penalty="emd", **common, **{"lambda": 5.0})
+    ta = _run(tiny_model_dir, tiny_data, tmp_path / "ta", **common, **{"ta_sft.penalty": "emd", "ta_sft.lambda": 5.0})
     assert sft["before"]["harmful_logprob"] == pytest.approx(ta["before"]["harmful_logprob"], abs=1e-6)
     assert ta["after"]["harmful_logprob"] < sft["after"]["harmful_logprob"] - 0.1
     assert ta["after"]["heldout_nll"] < 1.05 * sft["after"]["heldout_nll"]
@@ -72,7 +73,8 @@ def test_ta_sft_pushes_harmful_logprob_down_more_than_sft(tiny_model_dir, tiny_d
 
 @pytest.mark.parametrize("penalty", ["emd", "nlcl", "ga"])
 def test_each_penalty_trains_and_logs_its_term(tiny_model_dir, tiny_data, tmp_path, penalty):
-    metrics = _run(tiny_model_dir, tiny_data, tmp_path / penalty, penalty=penalty, max_steps=2, save_steps=10)
+    metrics = _run(tiny_model_dir, tiny_data, tmp_path / penalty, max_steps=2, save_steps=10,
+                   **{"ta_sft.penalty": penalty})
     logs = [json.loads(x) for x in (tmp_path / penalty / "log.jsonl").read_text().splitlines()]
     values = [r[f"penalty_{penalty}"] for r in logs if f"penalty_{penalty}" in r]
     assert len(values) == 2 and all(v == v and v >= 0 for v in values)
@@ -80,8 +82,8 @@ def test_each_penalty_trains_and_logs_its_term(tiny_model_dir, tiny_data, tmp_pa
 
 
 def test_soft_target_and_first_tokens_options(tiny_model_dir, tiny_data, tmp_path):
-    metrics = _run(tiny_model_dir, tiny_data, tmp_path / "soft", target="soft", penalty_first_tokens=3,
-                   max_steps=2, save_steps=10, soft_top_k=8)
+    metrics = _run(tiny_model_dir, tiny_data, tmp_path / "soft", max_steps=2, save_steps=10,
+                   **{"ta_sft.target": "soft", "ta_sft.penalty_first_tokens": 3, "ta_sft.soft_top_k": 8})
     assert metrics["target"] == "soft" and metrics["steps"] == 2
 
 
@@ -135,14 +137,14 @@ def test_lora_run_saves_an_adapter_that_reloads(tiny_model_dir, tiny_data, tmp_p
 
 
 def test_harvest_fills_missing_harmful_responses_from_the_model(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    import tasft.training.pipeline as pipeline
+    import tasft.training.datasets as datasets
 
     def fake_generate(model, tokenizer, items, out, settings, extra=None, progress=True):
         rows = [{**it, "response": "" if it["id"] == "0" else f"harmful answer {it['id']}"} for it in items]
         out.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return out
 
-    monkeypatch.setattr(pipeline, "generate_jsonl", fake_generate)
+    monkeypatch.setattr(datasets, "generate_jsonl", fake_generate)
     out = tmp_path / "h"
     metrics = _run(tiny_model_dir, tiny_data, out, max_steps=1, save_steps=10,
                    **{"harmful_data.path": str(tiny_data["toxic"]), "harmful_data.harvest": True})

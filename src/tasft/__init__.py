@@ -4,7 +4,7 @@ Public API: :func:`train` (one run from a :class:`TrainConfig`), :mod:`tasft.los
 :func:`load_train_config`, :func:`harvest`, :func:`generate_texts`.
 """
 
-from .config import DataSource, LoraSettings, TrainConfig, load_train_config
+from .config import DataSource, LoraSettings, TrainConfig
 from .errors import TasftError
 
 __version__ = "0.1.0"
@@ -15,6 +15,13 @@ def train(config: TrainConfig, overwrite: bool = False, resume: bool = False, pr
     from .training.pipeline import train as _train
 
     return _train(config, overwrite=overwrite, resume=resume, progress=progress)
+
+
+def load_train_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a YAML file and ``key=value`` overrides (see :mod:`tasft.run_config`)."""
+    from .run_config import load_train_config as _load
+
+    return _load(path, overrides)
 
 
 def __getattr__(name: str):

@@ -1,7 +1,3 @@
-from .training.launch import prepare
-
-prepare()  # multi-process CPU launches (accelerate --cpu, torchrun without CUDA): see tasft.launch
-
-from .cli import main  # noqa: E402
+from .cli import main
 
 raise SystemExit(main())

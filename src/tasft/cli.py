@@ -19,15 +19,15 @@ from .suites import SUITES
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .config import load_train_config
+    from .run_config import load_train_config
     from .training.pipeline import train
 
     cfg = load_train_config(args.config, args.set)
     metrics = train(cfg, overwrite=args.overwrite, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # under accelerate/torchrun only the main process reports
         return
-    summary = {k: metrics[k] for k in ("method", "penalty", "lambda", "steps", "before", "after",
-                                       "train_seconds", "tokens_per_second")}
+    summary = {k: metrics.get(k) for k in ("method", "label", "steps", "before", "after", "train_seconds",
+                                           "tokens_per_second")}
     print(dumps(summary, indent=2))
     print(f"saved to {cfg.output_dir}")
 
@@ -35,10 +35,10 @@ def _train(args: argparse.Namespace) -> None:
 def _generation_settings(args: argparse.Namespace):
     from .generation.generate import GenerationSettings
 
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, do_sample=args.sample,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, max_prompt_tokens=args.max_prompt_tokens,
-    )
+    given = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "temperature": args.temperature,
+             "top_p": args.top_p, "seed": args.seed, "max_prompt_tokens": args.max_prompt_tokens}
+    # a flag not given takes GenerationSettings' own default (the one place it is set)
+    return GenerationSettings(do_sample=args.sample, **{k: v for k, v in given.items() if v is not None})
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -59,16 +59,17 @@ def _generate(args: argparse.Namespace) -> None:
     check_prompt_lengths(tokenizer, items, settings.max_prompt_tokens)
     model = load_model(args.model)
     check_output_free(out, args.overwrite)
-    generate_jsonl(model, tokenizer, items, out, settings, extra={"model": args.model, "seed": args.seed})
+    generate_jsonl(model, tokenizer, items, out, settings, extra={"model": args.model, "seed": settings.seed})
     print(f"wrote {len(items)} responses to {out}")
 
 
 def _harvest(args: argparse.Namespace) -> None:
     from .generation.harvest import HarvestSettings, harvest
 
+    generation = _generation_settings(args)
     settings = HarvestSettings(
-        prompts=args.prompts, out=args.out, model=args.model, limit=args.limit, seed=args.seed,
-        exclude=args.exclude, generation=_generation_settings(args), overwrite=args.overwrite,
+        prompts=args.prompts, out=args.out, model=args.model, limit=args.limit, seed=generation.seed,
+        exclude=args.exclude, generation=generation, overwrite=args.overwrite,
         samples=args.samples, keep_harmful=args.keep_harmful, scorer_path=args.scorer, data_dir=args.data_dir,
     )
     counts = harvest(settings)
@@ -141,14 +142,15 @@ def _data_fetch(args: argparse.Namespace) -> None:
     print(f"data ready in {dest}" + ("" if args.dest is None else f" (use it with --data-dir {dest} or TASFT_DATA)"))
 
 
-def _add_generation_flags(p: argparse.ArgumentParser, default_tokens: int, overwrite: str) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=default_tokens)
-    p.add_argument("--batch-size", type=int, default=8)
+def _add_generation_flags(p: argparse.ArgumentParser, overwrite: str) -> None:
+    """Decoding flags; each default is GenerationSettings' (128 new tokens, batches of 8, greedy, seed 0)."""
+    p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per answer (default 128)")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per batch (default 8)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="longer prompts are an error")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are an error (default 1024)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
     p.add_argument("--overwrite", action="store_true", help=overwrite)
 
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="alias, local path (e.g. a run dir) or HF id")
     p.add_argument("--prompts", required=True, help="JSON/JSONL/CSV file of prompts")
     p.add_argument("--out", required=True, help="output JSONL file")
-    _add_generation_flags(p, default_tokens=128, overwrite="replace an existing output file")
+    _add_generation_flags(p, overwrite="replace an existing output file")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("harvest", help="the model's own responses to toxic prompts, as a D_h file")
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output JSONL of {prompt, response, model, seed}")
     p.add_argument("--exclude", action="append", default=[], metavar="PATH",
                    help="drop prompts found in these files/directories (e.g. the evaluation suites)")
-    _add_generation_flags(p, default_tokens=128, overwrite="replace an existing output file")
+    _add_generation_flags(p, overwrite="replace an existing output file")
     p.add_argument("--samples", type=int, default=1, help="answers per prompt (sampled when > 1)")
     p.add_argument("--keep-harmful", type=int, default=None, metavar="N",
                    help="score every answer and keep the N most harmful prompts' answers (non-refusal, non-degenerate)")
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
     p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",
                    help="prompts of one suite, overriding --limit (repeatable), e.g. xstest-safe=50")
-    _add_generation_flags(p, default_tokens=128, overwrite="delete the --out directory and evaluate afresh "
+    _add_generation_flags(p, overwrite="delete the --out directory and evaluate afresh "
                           "(only a directory tasft created; default: resume what it holds)")
     p.set_defaults(func=_evaluate)
 
@@ -254,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":  # accelerate launch --cpu --num_processes N: N processes, from either entry point
+        from .training.launch import prepare
+
+        prepare(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

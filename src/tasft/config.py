@@ -1,8 +1,8 @@
-"""Run configuration: dataclasses, YAML loading, ``--set key=value`` overrides and validation.
+"""Run configuration types: the dataclasses of a run's settings, their coercion from YAML values (:func:`from_dict`,
+:func:`to_dict`) and the checks every run gets (:func:`check_core`). Reading files, ``--set`` overrides, the
+method's settings block and the method's own checks: :mod:`tasft.run_config`.
 
-Every error is a :class:`TasftError` with a one-line message that names the offending key, file or line.
-Relative data paths inside a YAML file are resolved against the YAML file's directory; paths given with
-``--set`` are taken relative to the current directory.
+Every error is a :class:`TasftError` with a one-line message that names the offending key.
 """
 
 from __future__ import annotations
@@ -14,14 +14,9 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import yaml
-
 from .errors import TasftError
-
-METHODS = ("sft", "ta-sft", "stl", "kto")
 
 
 @dataclass
@@ -58,27 +53,6 @@ class LoraSettings:
 
 
 @dataclass
-class StlSettings:
-    """``method: stl`` (Safety-Tuned LLaMAs): D_u plus ``examples`` (harmful instruction → safe response) pairs drawn
-    with ``seed`` (default: the run's seed) from ``data`` (default: the STL safety-only file in the shared data),
-    never from a prompt of an evaluation suite. STL released mixtures with 100, 300, 500, 1000, 1500 and 2000."""
-
-    examples: int = 100
-    data: str | None = None
-    seed: int | None = None
-
-
-@dataclass
-class KtoSettings:
-    """``method: kto`` (TRL's KTOTrainer): D_u desirable, D_h undesirable, reference = the starting model.
-    A weight left null is set so that desirable_weight·n_desirable = undesirable_weight·n_undesirable."""
-
-    beta: float = 0.1
-    desirable_weight: float | None = None
-    undesirable_weight: float | None = None
-
-
-@dataclass
 class ContrastiveSettings:
     """The contrastive augmented data set: for every D_h prompt also a *safe* response in D_u — the STL safety
     answer when the prompt is in ``safety_data``, else one written by ``generator`` (default: the starting model)
@@ -107,20 +81,16 @@ class GuardSettings:
 
 @dataclass
 class TrainConfig:
-    """One training run: ``sft`` (NLL on D_u), ``ta-sft`` (+ ``lambda · penalty`` on D_h), ``stl`` (D_u + safe
-    refusals) or ``kto`` (TRL KTO with D_u desirable, D_h undesirable)."""
+    """One training run: the model, the data, the loop's settings, and ``method`` (a name registered in
+    :data:`tasft.methods.METHODS`) with its ``method_settings``."""
 
     model: str = "smollm2-135m-instruct"
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     method: str = "ta-sft"
-    penalty: str = "emd"
-    lambda_: float = 1.0
-    bound_constant: Literal["paper", "tight"] = "tight"
-    target: Literal["onehot", "soft"] = "onehot"
-    soft_top_k: int = 64
-    embedding_source: Literal["input", "output"] = "input"
-    penalty_first_tokens: int | None = None
+    # the settings of ``method`` (its own block in YAML: ``ta_sft:``, ``stl:``, ``kto:``, ...; tasft.methods);
+    # None: the method's defaults, filled in by validation
+    method_settings: Any = None
     # rows per chunk of the fused LM-head + loss (tasft.chunked_penalty) for the D_u NLL and the one-hot penalties;
     # null = the plain full-logits path (docs/PERFORMANCE.md)
     loss_chunk_size: int | None = 256
@@ -155,8 +125,6 @@ class TrainConfig:
     measure: bool = True
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     lora: LoraSettings | None = None
-    stl: StlSettings = field(default_factory=StlSettings)
-    kto: KtoSettings = field(default_factory=KtoSettings)
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
     data_dir: str | None = None
@@ -201,7 +169,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = {"path": value}
         if not isinstance(value, dict):
             raise TasftError(f"{where}: expected a mapping, got {value!r}")
-        return _from_dict(tp, value, where)
+        return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise TasftError(f"{where}: expected true/false, got {value!r}")
@@ -224,9 +192,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _from_dict(cls: type, data: dict, where: str = "config") -> Any:
+#: fields set by tasft itself, never a YAML key (``method_settings`` comes from the method's own block)
+_NOT_KEYS = {"method_settings"}
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a YAML mapping, coercing each value to its annotation; an unknown key is a
+    one-line error with the closest known key."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)} - _NOT_KEYS
     kwargs = {}
     for key, value in data.items():
         name = _ALIASES.get(key, key)
@@ -249,10 +223,15 @@ def _from_dict(cls: type, data: dict, where: str = "config") -> Any:
 
 
 def to_dict(cfg: Any) -> dict:
-    """Plain dict of a config dataclass, with YAML key names (``lambda``, not ``lambda_``)."""
+    """Plain dict of a config dataclass, with YAML key names (``lambda``, not ``lambda_``); a run's method settings
+    go under their own block key (their class's ``BLOCK``)."""
     out = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if f.name == "method_settings":
+            if value is not None:
+                out[type(value).BLOCK] = to_dict(value)
+            continue
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
         out[_REVERSE_ALIASES.get(f.name, f.name)] = value
@@ -270,177 +249,56 @@ def _check_finite(node: Any, where: str = "") -> None:
             raise TasftError(f"{key}: must be a finite number, got {value}")
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check value ranges and combinations; raise a one-line :class:`TasftError` on the first problem."""
-    if cfg.method not in METHODS:
-        raise TasftError(f"method: unknown method '{cfg.method}' (choose from {', '.join(METHODS)})")
-    from .objectives import PENALTIES
 
-    if cfg.penalty not in PENALTIES:
-        raise TasftError(f"penalty: unknown penalty '{cfg.penalty}' (choose from {', '.join(PENALTIES)})")
-    _check_finite(cfg)
+
+def check_finite(node: Any, where: str = "") -> None:
+    """Every number in a config must be finite: ``nan`` or ``inf`` (YAML ``.inf``) is a one-line error."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{where}{_REVERSE_ALIASES.get(f.name, f.name)}"
+        if f.name == "method_settings" and value is not None:
+            check_finite(value, f"{type(value).BLOCK}.")
+        elif dataclasses.is_dataclass(value):
+            check_finite(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise TasftError(f"{key}: must be a finite number, got {value}")
+
+
+def positive(node: Any, where: str, *names: str, allow_none: bool = False, zero: bool = False) -> None:
+    """One-line errors for settings of ``node`` that must be > 0 (``zero``: >= 0; ``allow_none``: or null)."""
+    for name in names:
+        value = getattr(node, name)
+        if value is None and allow_none:
+            continue
+        if value is None or (value < 0 if zero else value <= 0):
+            bound = ">= 0" if zero else "> 0"
+            raise TasftError(f"{where}{_REVERSE_ALIASES.get(name, name)}: must be {bound}"
+                             f"{' or null' if allow_none else ''}, got {value}")
+
+
+def check_core(cfg: TrainConfig) -> None:
+    """The checks of every run, whatever its method: finite numbers, ranges, data sources, output directory."""
+    check_finite(cfg)
     if not cfg.output_dir.strip():
         raise TasftError("output_dir: must name a directory, got an empty string")
-    if cfg.lambda_ < 0:
-        raise TasftError(f"lambda: must be >= 0, got {cfg.lambda_}")
-    for name in ("warmup_steps", "max_grad_norm", "weight_decay"):
-        if getattr(cfg, name) < 0:
-            raise TasftError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
-    if cfg.guard.collapse_steps is not None and cfg.guard.collapse_steps < 1:
-        raise TasftError(f"guard.collapse_steps: must be >= 1 or null, got {cfg.guard.collapse_steps}")
-    if cfg.guard.min_grad_norm < 0:
-        raise TasftError(f"guard.min_grad_norm: must be >= 0, got {cfg.guard.min_grad_norm}")
-    if cfg.save_total_limit < 1:
-        raise TasftError(f"save_total_limit: must be >= 1, got {cfg.save_total_limit}")
-    positive = ("max_length", "batch_size", "harmful_batch_size", "gradient_accumulation_steps", "max_steps",
-                "logging_steps", "save_steps", "eval_batch_size", "soft_top_k", "harvest_max_new_tokens")
-    for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise TasftError(f"{name}: must be > 0, got {getattr(cfg, name)}")
-    if cfg.learning_rate <= 0:
-        raise TasftError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    if cfg.penalty_first_tokens is not None and cfg.penalty_first_tokens <= 0:
-        raise TasftError(f"penalty_first_tokens: must be > 0 or null, got {cfg.penalty_first_tokens}")
-    if cfg.loss_chunk_size is not None and cfg.loss_chunk_size <= 0:
-        raise TasftError(f"loss_chunk_size: must be > 0 or null, got {cfg.loss_chunk_size}")
-    if cfg.method in ("ta-sft", "kto") and cfg.harmful_data is None:
-        raise TasftError(f"harmful_data: method {cfg.method} needs a harmful data set (D_h)")
+    positive(cfg, "", "max_length", "batch_size", "harmful_batch_size", "gradient_accumulation_steps", "max_steps",
+             "logging_steps", "save_steps", "eval_batch_size", "harvest_max_new_tokens", "learning_rate",
+             "save_total_limit")
+    positive(cfg, "", "warmup_steps", "max_grad_norm", "weight_decay", zero=True)
+    positive(cfg, "", "loss_chunk_size", allow_none=True)
+    positive(cfg.guard, "guard.", "collapse_steps", allow_none=True)
+    positive(cfg.guard, "guard.", "min_grad_norm", zero=True)
     if cfg.contrastive.enabled and cfg.harmful_data is None:
         raise TasftError("contrastive.enabled: the contrastive data option needs a harmful data set (D_h)")
-    if cfg.stl.examples <= 0:
-        raise TasftError(f"stl.examples: must be > 0, got {cfg.stl.examples}")
-    if cfg.kto.beta <= 0:
-        raise TasftError(f"kto.beta: must be > 0, got {cfg.kto.beta}")
-    for name in ("desirable_weight", "undesirable_weight"):
-        value = getattr(cfg.kto, name)
-        if value is not None and value <= 0:
-            raise TasftError(f"kto.{name}: must be > 0 or null, got {value}")
-    if cfg.method == "kto" and cfg.batch_size + cfg.harmful_batch_size < 2:
-        raise TasftError("batch_size: kto needs at least 2 examples per batch (batch_size + harmful_batch_size)")
     if cfg.contrastive.source not in ("auto", "generated"):
         raise TasftError(f"contrastive.source: must be auto or generated, got '{cfg.contrastive.source}'")
-    if cfg.contrastive.max_new_tokens <= 0:
-        raise TasftError(f"contrastive.max_new_tokens: must be > 0, got {cfg.contrastive.max_new_tokens}")
-    if cfg.target == "soft" and not PENALTIES[cfg.penalty].soft_targets:
-        raise TasftError(f"target: soft targets apply to emd/emd_lb, not to penalty '{cfg.penalty}'")
+    positive(cfg.contrastive, "contrastive.", "max_new_tokens")
     for name in ("train_data", "harmful_data", "eval_data"):
         src = getattr(cfg, name)
         if src is None:
             continue
         if not 0 < src.heldout_fraction < 1:
             raise TasftError(f"{name}.heldout_fraction: must be in (0, 1), got {src.heldout_fraction}")
-        if src.limit is not None and src.limit <= 0:
-            raise TasftError(f"{name}.limit: must be > 0, got {src.limit}")
-    if cfg.lora is not None and cfg.lora.r <= 0:
-        raise TasftError(f"lora.r: must be > 0, got {cfg.lora.r}")
-    return cfg
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TasftError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TasftError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise TasftError(f"{path}{line}: malformed YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise TasftError(f"{path}: a config file must be a YAML mapping of keys to values")
-    return data
-
-
-def _resolve_paths(data: dict, base: Path) -> dict:
-    """Make relative data paths in a YAML mapping relative to the YAML file's directory."""
-
-    def fix(p: str) -> str:
-        if ":" in p.split("/")[0] or Path(p).is_absolute():
-            return p
-        return str((base / p).resolve())
-
-    for key, sub in (("data_dir", None), ("stl", "data"), ("contrastive", "safety_data")):
-        node = data.get(key)
-        if sub is None and isinstance(node, str):
-            data[key] = fix(node)
-        elif sub is not None and isinstance(node, dict) and isinstance(node.get(sub), str):
-            node[sub] = fix(node[sub])
-    for key in ("train_data", "harmful_data", "eval_data"):
-        src = data.get(key)
-        if isinstance(src, str):
-            data[key] = fix(src)
-        elif isinstance(src, dict):
-            if isinstance(src.get("path"), str):
-                src["path"] = fix(src["path"])
-            if isinstance(src.get("exclude"), list):
-                src["exclude"] = [fix(p) if isinstance(p, str) else p for p in src["exclude"]]
-    return data
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key=value`` overrides (dotted keys for nested settings; values parsed as YAML scalars)."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise TasftError(f"--set {item!r}: expected key=value")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if isinstance(child, str):
-                child = {"path": child}
-            if child is None and node is data and isinstance(_DEFAULTS.get(part), dict):
-                child = dict(_DEFAULTS[part])
-            if child is None:
-                child = {}
-            if not isinstance(child, dict):
-                raise TasftError(f"--set {key}: '{part}' is not a nested setting")
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-_DEFAULTS = to_dict(TrainConfig())
-
-
-def _merge(base: dict, child: dict) -> dict:
-    """``child`` over ``base``; nested mappings are merged key by key."""
-    out = dict(base)
-    for key, value in child.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """A YAML config with its relative paths resolved; ``base: OTHER.yaml`` (relative to this file) is read first
-    and this file's keys override it."""
-    resolved = path.resolve()
-    if resolved in _seen:
-        raise TasftError(f"{path}: 'base' files include each other in a cycle")
-    data = _resolve_paths(_read_yaml(path), resolved.parent)
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise TasftError(f"{path}: base: expected a file name, got {base!r}")
-    return _merge(read_config_file(path.parent / base, (*_seen, resolved)), data)
-
-
-def load_train_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML file (optional; its ``base:`` first), apply overrides, build and validate a :class:`TrainConfig`."""
-    data: dict = {}
-    if path is not None:
-        data = read_config_file(Path(path))
-    data = apply_overrides(data, overrides or [])
-    return validate(_from_dict(TrainConfig, data))
+        positive(src, f"{name}.", "limit", allow_none=True)
+    if cfg.lora is not None:
+        positive(cfg.lora, "lora.", "r")

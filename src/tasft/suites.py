@@ -135,3 +135,21 @@ def evaluation_prompt_keys(data_dir: Path) -> set[str]:
     from .data import prompt_key
 
     return {prompt_key(item["prompt"]) for name in SUITES for item in load_suite(name, data_dir)}
+
+
+def safety_file(data_dir: str | None, explicit: str | None = None) -> str:
+    """The STL safety data (harmful instruction → safe response pairs): ``explicit``, else the shared data's file."""
+    return explicit or str(find_data_dir(data_dir) / STL_SAFETY_FILE)
+
+
+def evaluation_prompts(data_dir: str | None) -> set[str]:
+    """:func:`evaluation_prompt_keys` of the data directory, or (with a warning) an empty set when it is missing:
+    what extra training pairs (STL, contrastive) must never contain."""
+    import logging
+
+    try:
+        return evaluation_prompt_keys(find_data_dir(data_dir))
+    except TasftError:
+        logging.getLogger(__name__).warning("evaluation suites not found: extra training pairs are not checked "
+                                            "against them")
+        return set()

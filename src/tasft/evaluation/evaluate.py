@@ -34,7 +34,7 @@ class EvalSettings:
     harm_scorer: str = "local"
     scorer_path: str | None = None
     deberta_model: str = "safepaca/absolute-harmfulness-predictor-redteam"
-    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(max_new_tokens=128))
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     overwrite: bool = False
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import TasftError
 from ..io_utils import write_text_atomic
+from ..plotting import pyplot, save_figure
 
 # metric groups: (title, PNG file stem, [(label, key in metrics["summary"])])
 GROUPS = [
@@ -34,8 +35,8 @@ SUITE_COLUMNS = [("n", "n"), ("harmful", "harmful_rate"), ("mean harm", "mean_ha
                  ("words", "mean_length_words")]
 
 
-TRAINING_KEYS = ("method", "penalty", "lambda", "bound_constant", "contrastive", "stl", "kto", "steps", "seed",
-                 "train_seconds", "wall_seconds", "data")
+TRAINING_KEYS = ("method", "label", "penalty", "lambda", "bound_constant", "contrastive", "stl", "kto", "npo", "simnpo",
+                 "steps", "seed", "train_seconds", "wall_seconds", "data")
 
 
 def training_summary(model: str) -> dict | None:
@@ -55,6 +56,8 @@ def training_summary(model: str) -> dict | None:
 def _method_label(training: dict | None) -> str:
     if not training:
         return "(not trained by tasft)"
+    if training.get("label"):  # written by the method itself (runs since the method registry)
+        return training["label"] + (" + contrastive" if training.get("contrastive") else "")
     label = training["method"]
     if training.get("penalty"):
         label += f" {training['penalty']} λ={training.get('lambda')}"
@@ -146,10 +149,7 @@ def load_runs(paths: list[str]) -> list[tuple[str, dict]]:
 
 def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str, str]], path: Path) -> bool:
     """Grouped bar chart (one group per metric, one bar per run); False if no run has these metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     present = [(label, key) for label, key in metrics if any(key in d["summary"] for _, d in runs)]
     if not present:
@@ -166,11 +166,7 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never on a bar
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
     return True
 
 

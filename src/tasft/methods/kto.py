@@ -13,14 +13,30 @@ from __future__ import annotations
 import copy
 import math
 import random
+from dataclasses import dataclass
+from typing import ClassVar
 
-from ..config import TrainConfig
 from ..data import Record, chat_messages, format_prompt
+from ..errors import TasftError
+from .base import Method, TrainerInputs
 
 
-def class_weights(cfg: TrainConfig, n_desirable: int, n_undesirable: int) -> tuple[float, float]:
+@dataclass
+class KtoSettings:
+    """``kto:`` — ``beta`` and the class weights; a weight left null is set so that
+    desirable_weight·n_desirable = undesirable_weight·n_undesirable."""
+
+    BLOCK: ClassVar[str] = "kto"
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    beta: float = 0.1
+    desirable_weight: float | None = None
+    undesirable_weight: float | None = None
+
+
+def class_weights(settings: KtoSettings, n_desirable: int, n_undesirable: int) -> tuple[float, float]:
     """(desirable, undesirable) weights: explicit values win; otherwise w_d·n_d = w_u·n_u with the larger class at 1."""
-    w_d, w_u = cfg.kto.desirable_weight, cfg.kto.undesirable_weight
+    w_d, w_u = settings.desirable_weight, settings.undesirable_weight
     if w_d is None and w_u is None:
         if n_desirable >= n_undesirable:
             return 1.0, n_desirable / n_undesirable
@@ -50,9 +66,9 @@ def kto_stream(examples: list[dict], total: int, seed: int) -> list[dict]:
     return out
 
 
-def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record], undesirable: list[Record],
-                      args_kwargs: dict, callbacks: list):
-    """A ``trl.KTOTrainer`` over D_u (desirable) and D_h (undesirable) with the run's training arguments."""
+def build_kto_trainer(inputs: TrainerInputs):
+    """A ``trl.KTOTrainer`` over D_u (desirable) and D_h (undesirable) with the run's training arguments; what
+    metrics.json says of it is the trainer's ``tasft_summary``."""
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
@@ -62,12 +78,14 @@ def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record
     class GuardedKTOTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, KTOTrainer):
         """TRL's KTO trainer with the divergence guard."""
 
-    w_d, w_u = class_weights(cfg, len(desirable), len(undesirable))
+    cfg, settings, model, tokenizer = inputs.cfg, inputs.cfg.method_settings, inputs.model, inputs.tokenizer
+    desirable, undesirable = inputs.data.train_records, inputs.data.harmful_records
+    w_d, w_u = class_weights(settings, len(desirable), len(undesirable))
     batch = cfg.batch_size + cfg.harmful_batch_size
     args = KTOConfig(
-        **args_kwargs,
+        **inputs.args,
         per_device_train_batch_size=batch,
-        beta=cfg.kto.beta,
+        beta=settings.beta,
         desirable_weight=w_d,
         undesirable_weight=w_u,
         max_length=cfg.max_length,
@@ -80,9 +98,11 @@ def build_kto_trainer(cfg: TrainConfig, model, tokenizer, desirable: list[Record
     is_peft = hasattr(model, "peft_config")
     ref_model = None if is_peft else copy.deepcopy(model).eval().requires_grad_(False)
     trainer = GuardedKTOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=callbacks)
-    return trainer, {"desirable": len(desirable), "undesirable": len(undesirable),
-                     "desirable_weight": round(w_d, 4), "undesirable_weight": round(w_u, 4), "beta": cfg.kto.beta}
+                                processing_class=tokenizer, callbacks=inputs.callbacks)
+    trainer.tasft_summary = {"kto": {"desirable": len(desirable), "undesirable": len(undesirable),
+                                     "desirable_weight": round(w_d, 4), "undesirable_weight": round(w_u, 4),
+                                     "beta": settings.beta}}
+    return trainer
 
 
 def tokens_seen(trainer) -> int | None:
@@ -91,3 +111,36 @@ def tokens_seen(trainer) -> int | None:
         if "num_tokens" in record:
             return int(record["num_tokens"])
     return None
+
+
+class Kto(Method):
+    name = "kto"
+    Settings = KtoSettings
+    needs_harmful = True
+    objective = "TRL's KTO loss: D_u desirable, D_h undesirable, reference = the starting model"
+    find_unused_parameters = None  # TRL's model call: transformers' default
+
+    def check(self, cfg) -> None:
+        from ..config import positive
+
+        positive(cfg.method_settings, "kto.", "beta")
+        positive(cfg.method_settings, "kto.", "desirable_weight", "undesirable_weight", allow_none=True)
+        if cfg.batch_size + cfg.harmful_batch_size < 2:
+            raise TasftError("batch_size: kto needs at least 2 examples per batch (batch_size + harmful_batch_size)")
+
+    def build_trainer(self, inputs: TrainerInputs):
+        return build_kto_trainer(inputs)
+
+    def label(self, cfg) -> str:
+        return f"kto β={cfg.method_settings.beta}"
+
+    def describe(self, cfg, metrics) -> str:
+        kto = metrics.get("kto", {})
+        return (f"KTO (TRL): D_u desirable, D_h undesirable, β = {cfg.method_settings.beta}, weights "
+                f"{kto.get('desirable_weight')} / {kto.get('undesirable_weight')}, reference = the starting model")
+
+    def totals(self, trainer, result):
+        """TRL counts tokens over the whole run; the loss: the mean of every logged one (TRL's own loop)."""
+        tokens = tokens_seen(trainer)
+        logged = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+        return tokens, tokens, sum(logged) / len(logged) if logged else float(result.training_loss)

@@ -1,4 +1,5 @@
-"""Multi-process launch on machines without a GPU (``python -m tasft`` runs this before the CLI).
+"""Multi-process launch on machines without a GPU (``tasft train`` runs this first, from the console script and
+from ``python -m tasft`` alike).
 
 ``accelerate launch --cpu --num_processes N`` starts N processes only through MPI (``--mpirun_hostfile``);
 without it accelerate's simple launcher starts one process, and a run asked for N processes would silently
@@ -9,9 +10,9 @@ without CUDA, ``TrainingArguments`` does not set up the gloo process group unles
 * ``accelerate launch --cpu --num_processes N`` (N > 1, no MPI): re-executes ``python -m tasft <args>`` under
   ``torch.distributed.run --standalone --nproc_per_node N`` (the same launcher accelerate uses for GPUs), so
   the run gets N gloo DDP processes;
-* a distributed launch (``WORLD_SIZE`` > 1) without CUDA: sets ``ACCELERATE_USE_CPU=true``.
-
-(That only rank 0 prepares the output directory is :func:`tasft.outputs.on_main_process_first`, inside ``train``.)
+* a distributed launch (``WORLD_SIZE`` > 1) without CUDA: ``train`` sets ``ACCELERATE_USE_CPU=true``
+  (:func:`tasft.training.pipeline.train`), and the main process alone prepares the output directory
+  (:func:`tasft.outputs.on_main_process_first`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _parent_argv() -> list[str]:
 
 
 def prepare(argv: list[str] | None = None) -> None:
-    """Re-launch as N CPU processes when asked for (see the module docstring), else fix the CPU DDP env."""
+    """Re-launch as N CPU processes when ``accelerate launch --cpu --num_processes N`` started just one (see the
+    module docstring); otherwise nothing. ``tasft train`` calls it first, from either entry point."""
     argv = sys.argv[1:] if argv is None else argv
     n = requested_cpu_processes(_parent_argv(), dict(os.environ))
     if n > 1:
@@ -69,9 +71,4 @@ def prepare(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   f"--nproc_per_node={n}", "-m", "tasft", *argv])
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "ACCELERATE_USE_CPU" not in os.environ:
-        import torch
-
-        if not torch.cuda.is_available():
-            os.environ["ACCELERATE_USE_CPU"] = "true"
 

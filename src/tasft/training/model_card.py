@@ -17,20 +17,10 @@ def _extra_pairs(data: dict) -> str:
 
 def render_model_card(cfg: TrainConfig, metrics: dict) -> str:
     """Markdown: what was trained, on what, with which objective, and the before/after measurements."""
+    from ..methods import get_method
+
     before, after = metrics.get("before", {}), metrics.get("after", {})
-    if cfg.method == "ta-sft":
-        objective = (f"TA-SFT: NLL(D_u) {'+' if cfg.penalty == 'nlcl' else '−'} λ·{cfg.penalty}(D_h), "
-                     f"λ = {cfg.lambda_}, target = {cfg.target}")
-        if cfg.penalty == "emd_lb":
-            objective += f", bound constant = {cfg.bound_constant}"
-    elif cfg.method == "stl":
-        objective = f"STL: NLL on D_u plus {cfg.stl.examples} safety (harmful instruction → safe response) pairs"
-    elif cfg.method == "kto":
-        kto = metrics.get("kto", {})
-        objective = (f"KTO (TRL): D_u desirable, D_h undesirable, β = {cfg.kto.beta}, weights "
-                     f"{kto.get('desirable_weight')} / {kto.get('undesirable_weight')}, reference = the starting model")
-    else:
-        objective = "SFT: NLL(D_u) only"
+    objective = get_method(cfg.method).describe(cfg, metrics)
     if cfg.contrastive.enabled:
         objective += "; contrastive data: a safe response for every D_h prompt added to D_u"
     rows = [

@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .. import objectives
 from ..data import Tokenized, collate
 from ..io_utils import dumps, write_json_atomic
 from ..objectives import fused as chunked_penalty
 from ..objectives import losses
 from .checkpoints import TiedWeightsLoadMixin
 from .guard import DivergenceGuardMixin
+from .terms import HarmfulTerm
 
 
 def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
@@ -61,48 +61,36 @@ class HarmfulBatchSampler:
 
 
 class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
-    """``method="sft"``: L = NLL(D_u). ``method="ta-sft"``: L = NLL(D_u) + SIGNS[p]·λ·penalty_p(D_h).
+    """L = NLL(D_u) + term(D_h): every method of tasft's own loop (sft and stl: no term; ta-sft: λ·penalty; npo,
+    simnpo: their sequence-level losses — :mod:`tasft.training.terms`, built by :mod:`tasft.methods`).
 
     ``loss_chunk_size`` (rows per chunk, or None): training losses skip the full (B, T, V) logits — the model
-    returns its final hidden states (logits of the last position only) and :mod:`tasft.chunked_penalty`
-    computes the NLL and the one-hot penalties chunk by chunk with the LM-head weight. Same numbers, less
-    memory; soft targets, evaluation and heads that are not a plain linear map keep the full-logits path.
+    returns its final hidden states (logits of the last position only) and :mod:`tasft.objectives.fused`
+    computes the NLL, and a term's token-level measure when it has a fused form, chunk by chunk with the LM-head
+    weight. Same numbers, less memory; a term without a fused form (or with a reference model), evaluation and
+    heads that are not a plain linear map keep the full-logits path.
     """
 
     def __init__(
         self,
         *args,
-        method: str,
-        penalty: str,
-        lam: float,
+        term: HarmfulTerm | None,
         harmful: list[Tokenized] | None,
         harmful_batch_size: int,
         pad_id: int,
-        normalized_embeddings: torch.Tensor | None = None,
-        bound_constant: str = "tight",
-        ref_model=None,
-        soft_top_k: int = 64,
-        penalty_first_tokens: int | None = None,
         harmful_seed: int = 0,
         loss_chunk_size: int | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self.method, self.penalty, self.lam = method, penalty, lam
-        self.spec = objectives.penalty(penalty) if method == "ta-sft" else None
+        self.term = term
         self.harmful = harmful
         self.pad_id = pad_id
-        self.constant = bound_constant
-        self.ref_model = ref_model
-        self.soft_top_k = soft_top_k
-        self.first_tokens = penalty_first_tokens
         self.sampler = (
-            HarmfulBatchSampler(len(harmful), harmful_batch_size, harmful_seed) if harmful else None
+            HarmfulBatchSampler(len(harmful), harmful_batch_size, harmful_seed) if harmful and term else None
         )
         self.chunk_size = loss_chunk_size
         self._fused_ok: bool | None = None
-        self._normalized_cpu = normalized_embeddings
-        self._normalized = None
         # running sums stay on the device (no host sync per micro-step); converted when a record is logged
         self._sums: dict[str, torch.Tensor | float] = defaultdict(float)
         self._count = 0
@@ -114,10 +102,12 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         self._last_step, self._micro = -1, 0
         # our losses are per-micro-batch means: let the Trainer divide by the accumulation steps
         self.model_accepts_loss_kwargs = False
+        if term is not None and term.reference is not None:
+            term.reference.to(self.args.device)
 
     @property
-    def uses_penalty(self) -> bool:
-        return self.method == "ta-sft" and self.lam > 0 and self.sampler is not None
+    def uses_harmful_term(self) -> bool:
+        return self.term is not None and self.sampler is not None
 
     def _micro_step(self) -> int:
         step = self.state.global_step
@@ -129,37 +119,32 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
 
     def harmful_batch(self, micro_step: int) -> dict[str, torch.Tensor]:
         idx = self.sampler.indices(micro_step, self.args.process_index, self.args.world_size)
-        return collate([self.harmful[i] for i in idx], self.pad_id, mask="content", first_tokens=self.first_tokens)
+        return collate([self.harmful[i] for i in idx], self.pad_id, mask="content",
+                       first_tokens=self.term.first_tokens)
 
     def _fused(self, model) -> bool:
-        """Whether training losses go through :mod:`tasft.chunked_penalty` (``loss_chunk_size`` set and a
-        plain linear head); evaluation and soft targets always use full logits."""
+        """Whether training losses go through :mod:`tasft.objectives.fused` (``loss_chunk_size`` set and a
+        plain linear head); evaluation always uses full logits."""
         if self.chunk_size is None or not model.training:
             return False
         if self._fused_ok is None:
             self._fused_ok = chunked_penalty.supports_fused(model)
         return self._fused_ok
 
-    def _measure(self, measure, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(measure over the batch's loss-masked next-token positions, final hidden states) on the fused path."""
+    def _fused_nll(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """NLL over the batch's loss-masked next-token positions, on the fused path."""
         hidden = chunked_penalty.final_hidden_states(model, batch["input_ids"], batch["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, batch["input_ids"], batch["loss_mask"])
-        value = chunked_penalty.fused_linear_measure(
-            measure, h[mk], chunked_penalty.lm_head_weight(model), tg[mk], self._table(hidden.device),
-            chunk_size=self.chunk_size, constant=self.constant,
-        )
-        return value, hidden
+        return chunked_penalty.fused_linear_measure(
+            chunked_penalty.nll_chunk, h[mk], chunked_penalty.lm_head_weight(model), tg[mk],
+            chunk_size=self.chunk_size)
 
-    def _table(self, device) -> torch.Tensor | None:
-        if self._normalized is None and self._normalized_cpu is not None:
-            self._normalized = self._normalized_cpu.to(device)
-        return self._normalized
-
-    def _joint_objective(self, model, inputs, harmful) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(L, NLL of the D_u rows, penalty of the D_h rows) from ONE forward over both batches stacked
+    def _joint_objective(self, model, inputs, harmful, fused_term) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L, NLL of the D_u rows, the term's measure on the D_h rows) from ONE forward over both batches stacked
         (right-padded to one width: right padding leaves the real tokens' positions and attention unchanged)
         and one fused head pass, so a TA-SFT step costs one model call and one ∂W buffer, like an SFT step on
         the same tokens."""
+        measure_fn, coef, table = fused_term
         rows = inputs["input_ids"].shape[0]
         width = max(inputs["input_ids"].shape[1], harmful["input_ids"].shape[1])
         fill = {"input_ids": self.pad_id, "attention_mask": 0, "loss_mask": False}
@@ -168,40 +153,40 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         hidden = chunked_penalty.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, joint["input_ids"], joint["loss_mask"])
         benign_rows = int(mk[:rows].sum())  # mask order is row-major: the D_u positions come first
-        segments = [(chunked_penalty.nll_chunk, benign_rows, 1.0),
-                    (self.spec.fused, int(mk.sum()) - benign_rows, self.spec.sign * self.lam)]
+        segments = [(chunked_penalty.nll_chunk, benign_rows, 1.0), (measure_fn, int(mk.sum()) - benign_rows, coef)]
         loss, (nll, measure) = chunked_penalty.fused_linear_objective(
-            h[mk], chunked_penalty.lm_head_weight(model), tg[mk], segments, self._table(hidden.device),
-            chunk_size=self.chunk_size, constant=self.constant)
+            h[mk], chunked_penalty.lm_head_weight(model), tg[mk], segments, table, chunk_size=self.chunk_size,
+            constant=getattr(self.term, "constant", "tight"))
         return loss, nll, measure
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits = loss = measure = None
-        penalize = self.uses_penalty and model.training
-        harmful_cpu = self.harmful_batch(self._micro_step()) if penalize else None
+        with_term = self.uses_harmful_term and model.training
+        harmful_cpu = self.harmful_batch(self._micro_step()) if with_term else None
         harmful = {k: v.to(inputs["input_ids"].device, non_blocking=True) for k, v in harmful_cpu.items()} \
-            if penalize else None
-        fused_penalty = self.spec is not None and self.spec.fused is not None and self.ref_model is None
-        if penalize and fused_penalty and self._fused(model) and not return_outputs:
-            loss, nll, measure = self._joint_objective(model, inputs, harmful)
-        elif self._fused(model) and not return_outputs:
-            nll, _ = self._measure(chunked_penalty.nll_chunk, model, inputs)
+            if with_term else None
+        fused = self._fused(model) and not return_outputs
+        fused_term = self.term.fused(inputs["input_ids"].device) if with_term and fused else None
+        if fused_term is not None:
+            loss, nll, measure = self._joint_objective(model, inputs, harmful, fused_term)
+        elif fused:
+            nll = self._fused_nll(model, inputs)
         else:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
             lg, tg, mk = losses.shift_for_causal_lm(logits, inputs["input_ids"], inputs["loss_mask"])
             nll = losses.nll_from_logits(lg, tg, mk)
         tokens = inputs["attention_mask"].sum()
-        if penalize:
+        if with_term:
             if loss is None:
-                measure = self._penalty(model, harmful)
-                loss = objectives.objective(nll, measure, self.penalty, self.lam)
+                contribution, measure = self._term_plain(model, harmful)
+                loss = nll + contribution
             tokens = tokens + int(harmful_cpu["attention_mask"].sum())
         else:
             loss = nll
         if model.training:
             self._sums["nll"] += nll.detach()
             if measure is not None:
-                self._sums[f"penalty_{self.penalty}"] += measure.detach()
+                self._sums[self.term.log_key] += measure.detach()
             self._sums["total"] += loss.detach()
             self._count += 1
             self._tokens_total += tokens.detach()
@@ -209,22 +194,12 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
             self._run_micro_steps += 1
         return (loss, {"logits": logits}) if return_outputs else loss
 
-    def _penalty(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.ref_model is None and self.spec.fused is not None and self._fused(model):
-            return self._measure(self.spec.fused, model, batch)[0]
+    def _term_plain(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The term on the full-logits path: (contribution to L, logged measure)."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         lg, tg, mk = losses.shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
-        ref = None
-        if self.ref_model is not None:
-            with torch.no_grad():
-                ref_logits = self.ref_model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-            ref = ref_logits[:, :-1]
-        return objectives.penalty_from_logits(
-            self.penalty, lg, tg, mk, self._table(logits.device),
-            constant=self.constant, ref_logits=ref, soft_top_k=self.soft_top_k,
-        )
+        ref = self.term.reference_logits(model, batch)
+        return self.term.loss(lg, tg, mk, None if ref is None else ref[:, :-1])
 
     @property
     def tokens_processed(self) -> int:
@@ -272,3 +247,8 @@ class JsonlLogCallback(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(dumps({"step": state.global_step, **logs}) + "\n")
+
+
+def collate_train(batch: list[Tokenized], pad_id: int) -> dict[str, torch.Tensor]:
+    """A D_u training batch: right-padded, loss on the response tokens."""
+    return collate(batch, pad_id, mask="response")

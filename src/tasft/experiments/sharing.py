@@ -1,0 +1,66 @@
+"""Points shared between sibling studies (``results/<study>`` side by side) and pruning a finished point's weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from .. import outputs
+from ..config import to_dict
+from .spec import ExperimentConfig
+
+
+class PointBusy(Exception):
+    """The same point is being trained by a sibling study right now."""
+
+def _finished(directory: Path) -> dict | None:
+    """The ``metrics.json`` of a finished run or evaluation, or None."""
+    path = directory / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+def _comparable(config: dict) -> dict:
+    """A resolved training config as plain YAML data, without the output directory."""
+    return {k: v for k, v in yaml.safe_load(yaml.safe_dump(config)).items() if k != "output_dir"}
+
+def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
+    """A sibling study's point with the same training config and evaluation settings as ``cfg``.
+
+    Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when a live
+    process is training or evaluating it, ("trained", run_dir, None) when its run finished but its evaluation did
+    not (and nobody is evaluating it), and ("none", None, None) otherwise (also for an abandoned attempt).
+    Siblings are the directories next to ``out``.
+    """
+    want = _comparable(to_dict(cfg))
+    found: tuple[str, Path | None, Path | None] = ("none", None, None)
+    for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
+        meta = sibling / "experiment.json"
+        if not meta.is_file() or json.loads(meta.read_text(encoding="utf-8")).get("evaluate") != asdict(exp.evaluate):
+            continue
+        for config_file in sorted(sibling.glob("runs/*/config.yaml")):
+            if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
+                continue
+            run_dir, eval_dir = config_file.parent, sibling / "evals" / config_file.parent.name
+            if (run_dir / "metrics.json").is_file() and (eval_dir / "metrics.json").is_file():
+                return "done", run_dir, eval_dir
+            # running: a live process holds its run or evaluation; trained: the run finished and nobody is
+            # evaluating it (evaluated here); a run nobody holds that never finished was abandoned: not shared
+            if outputs.in_use(run_dir) or outputs.in_use(eval_dir):
+                found = ("running", run_dir, None)
+            elif (run_dir / "metrics.json").is_file() and found[0] == "none":
+                found = ("trained", run_dir, None)
+    return found
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+def prune_weights(run_dir: Path) -> None:
+    """Delete a finished run's checkpoints and weight files; metrics, logs, config and model card stay."""
+    import shutil
+
+    for ckpt in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    for f in run_dir.iterdir() if run_dir.is_dir() else []:
+        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or f.suffix == ".bin" and f.name != "training_args.bin"):
+            f.unlink()

@@ -1,0 +1,113 @@
+"""An experiment file: its study, training config, series of points, evaluation block and plots (see
+:mod:`tasft.experiments`), read and checked into :class:`ExperimentConfig`; :func:`plan` lists its points."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import from_dict
+from ..errors import TasftError
+from ..generation.generate import GenerationSettings
+from ..run_config import _read_yaml
+
+STUDIES = ("data-efficiency", "lambda", "stages", "contrastive")
+
+METRICS = ("harm_suites_harmful_rate", "harm_suites_mean_harmfulness", "harm_suites_safe_rate",
+           "harm_suites_degenerate_rate", "harm_suites_refusal_rate", "over_refusal", "reference_nll",
+           "non_english_rate")
+
+@dataclass
+class Series:
+    """One curve: training keys fixed by ``set``, one key (``vary``) swept over ``values`` (or checkpoints)."""
+
+    name: str
+    set: dict = field(default_factory=dict)
+    vary: str | None = None
+    values: list = field(default_factory=list)
+    checkpoints: bool = False
+    starting_model: bool = False
+
+@dataclass
+class PlotSpec:
+    """A plot of metric ``y`` against ``x`` (``x`` = the swept value, or another metric), one line per series."""
+
+    y: str
+    x: str = "x"
+    log_x: bool = False
+
+@dataclass
+class EvalSpec:
+    """A study's ``evaluate:`` block: :class:`tasft.evaluation.evaluate.EvalSettings` without the model and the
+    output directory (each point has its own), with the study's defaults (25 prompts per suite, batches of 32)."""
+
+    suites: str = "malicious,cona,controversial,qharm,xstest-safe,alpaca"
+    limit: int | None = 25
+    suite_limits: dict = field(default_factory=dict)
+    harm_scorer: str = "local"
+    data_dir: str | None = None
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(batch_size=32))
+
+@dataclass
+class ExperimentConfig:
+    study: str
+    train_config: str
+    series: list[Series]
+    x_label: str = "x"
+    evaluate: EvalSpec = field(default_factory=EvalSpec)
+    seeds: int = 1
+    headline_values: list = field(default_factory=list)
+    plots: list[PlotSpec] = field(default_factory=lambda: [PlotSpec("harm_suites_harmful_rate")])
+
+@dataclass(frozen=True)
+class Point:
+    series: Series
+    x: Any
+    seed: int
+
+    @property
+    def slug(self) -> str:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.series.name).strip("-")
+        return f"{name}__x{self.x}__seed{self.seed}" if not self.series.checkpoints else f"{name}__seed{self.seed}"
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read and check an experiment file; ``train_config`` is resolved against the file's directory."""
+    path = Path(path)
+    data = _read_yaml(path)
+    exp = from_dict(ExperimentConfig, data, where=str(path))
+    if exp.study not in STUDIES:
+        raise TasftError(f"{path}: study '{exp.study}' is not one of {', '.join(STUDIES)}")
+    exp.train_config = str((path.parent / exp.train_config).resolve())
+    if exp.evaluate.data_dir is not None:
+        exp.evaluate.data_dir = str((path.parent / exp.evaluate.data_dir).resolve())
+    if not exp.series:
+        raise TasftError(f"{path}: series: at least one series is needed")
+    names = [s.name for s in exp.series]
+    if len(set(names)) != len(names):
+        raise TasftError(f"{path}: series names must be unique")
+    for s in exp.series:
+        if not isinstance(s.set, dict):
+            raise TasftError(f"{path}: series '{s.name}': set must be a mapping of training keys")
+        if s.starting_model and (s.checkpoints or s.vary is not None or len(s.values) > 1):
+            raise TasftError(f"{path}: series '{s.name}': starting_model takes at most one x value, no vary")
+        if not s.checkpoints and not s.starting_model and (s.vary is None) != (not s.values):
+            raise TasftError(f"{path}: series '{s.name}': give both vary and values (or neither)")
+    if exp.seeds < 1:
+        raise TasftError(f"{path}: seeds must be >= 1")
+    for spec in exp.plots:
+        for key in (spec.y, spec.x):
+            if key != "x" and key not in METRICS:
+                raise TasftError(f"{path}: plots: unknown metric '{key}' (choose from x, {', '.join(METRICS)})")
+    return exp
+
+def plan(exp: ExperimentConfig, seeds: int) -> list[Point]:
+    """Every point: each series × value × seed; extra seeds only for ``headline_values`` (all values if empty)."""
+    points = []
+    for s in exp.series:
+        values = [None] if s.checkpoints or not s.values else s.values
+        for x in values:
+            n = seeds if not exp.headline_values or x in exp.headline_values else 1
+            points += [Point(s, x, seed) for seed in range(n)]
+    return points

@@ -1,0 +1,120 @@
+"""``method: ta-sft`` — Toxicity-Avoiding SFT: L = NLL(D_u) + sign·λ·penalty(D_h), the penalty one of
+:data:`tasft.objectives.PENALTIES` averaged over the harmful response tokens (sign −1 for the distances and
+gradient ascent, +1 for unlikelihood), with the one-hot target of the harmful token or, ``target: soft``, the
+frozen starting model's distribution at that position."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from ..errors import TasftError
+from ..training.terms import HarmfulTerm
+from .base import Method
+
+
+@dataclass
+class TaSftSettings:
+    """``ta_sft:`` — ``penalty`` (a registered one), its weight ``lambda`` ≥ 0, ``bound_constant`` of ``emd_lb``
+    (``tight`` ½ or the paper's 1/(2|V|²)), ``target`` (``onehot`` / ``soft``), ``soft_top_k`` (support of the soft
+    transport), ``embedding_source`` of the cost (the starting model's ``input`` or ``output`` embeddings) and
+    ``penalty_first_tokens`` (penalise only the first N tokens of each harmful answer; null: all)."""
+
+    BLOCK: ClassVar[str] = "ta_sft"
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    penalty: str = "emd"
+    lambda_: float = 1.0
+    bound_constant: Literal["paper", "tight"] = "tight"
+    target: Literal["onehot", "soft"] = "onehot"
+    soft_top_k: int = 64
+    embedding_source: Literal["input", "output"] = "input"
+    penalty_first_tokens: int | None = None
+
+
+class PenaltyTerm(HarmfulTerm):
+    """λ·sign·penalty(D_h): the registered penalty's plain function, or its chunk function on the fused path."""
+
+    def __init__(self, settings: TaSftSettings, normalized: torch.Tensor | None, reference=None) -> None:
+        from .. import objectives
+
+        super().__init__(reference)
+        self.settings, self.spec = settings, objectives.penalty(settings.penalty)
+        self.log_key = f"penalty_{settings.penalty}"
+        self.first_tokens = settings.penalty_first_tokens
+        self.constant = settings.bound_constant
+        self._table_cpu, self._table = normalized, None
+
+    def _on(self, device) -> torch.Tensor | None:
+        if self._table is None and self._table_cpu is not None:
+            self._table = self._table_cpu.to(device)
+        return self._table
+
+    def fused(self, device):
+        if self.spec.fused is None or self.reference is not None:
+            return None
+        return self.spec.fused, self.spec.sign * self.settings.lambda_, self._on(device)
+
+    def loss(self, logits, targets, mask, ref_logits):
+        from .. import objectives
+
+        s = self.settings
+        measure = objectives.penalty_from_logits(s.penalty, logits, targets, mask, self._on(logits.device),
+                                                 constant=s.bound_constant, ref_logits=ref_logits,
+                                                 soft_top_k=s.soft_top_k)
+        return self.spec.sign * s.lambda_ * measure, measure
+
+
+class TaSft(Method):
+    name = "ta-sft"
+    Settings = TaSftSettings
+    needs_harmful = True
+    objective = "NLL(D_u) + sign·λ·penalty(D_h) (penalty: emd, emd_lb, nlcl, ga)"
+
+    def check(self, cfg) -> None:
+        from .. import objectives
+        from ..config import positive
+
+        s = cfg.method_settings
+        if s.penalty not in objectives.PENALTIES:
+            raise TasftError(f"ta_sft.penalty: unknown penalty '{s.penalty}' "
+                             f"(choose from {', '.join(objectives.PENALTIES)})")
+        positive(s, "ta_sft.", "lambda_", zero=True)
+        positive(s, "ta_sft.", "soft_top_k")
+        positive(s, "ta_sft.", "penalty_first_tokens", allow_none=True)
+        if s.target == "soft" and not objectives.PENALTIES[s.penalty].soft_targets:
+            soft = ", ".join(n for n, p in objectives.PENALTIES.items() if p.soft_targets)
+            raise TasftError(f"ta_sft.target: soft targets apply to {soft}, not to penalty '{s.penalty}'")
+
+    def harmful_term(self, inputs):
+        from .. import objectives
+        from ..models import token_embeddings
+        from ..objectives import losses
+
+        s = inputs.cfg.method_settings
+        if s.lambda_ == 0:
+            return None  # λ = 0 is SFT with D_h measured: no D_h forward at all
+        spec = objectives.penalty(s.penalty)
+        table = losses.normalize_embeddings(token_embeddings(inputs.model, s.embedding_source)) \
+            if spec.needs_embeddings else None
+        reference = copy.deepcopy(inputs.model).eval().requires_grad_(False) if s.target == "soft" else None
+        return PenaltyTerm(s, table, reference)
+
+    def summary(self, cfg) -> dict:
+        s = cfg.method_settings
+        return {"penalty": s.penalty, "lambda": s.lambda_, "bound_constant": s.bound_constant, "target": s.target,
+                "penalty_first_tokens": s.penalty_first_tokens}
+
+    def label(self, cfg) -> str:
+        return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"
+
+    def describe(self, cfg, metrics) -> str:
+        from .. import objectives
+
+        s = cfg.method_settings
+        sign = "+" if objectives.PENALTIES[s.penalty].sign > 0 else "−"
+        text = f"TA-SFT: NLL(D_u) {sign} λ·{s.penalty}(D_h), λ = {s.lambda_}, target = {s.target}"
+        return text + (f", bound constant = {s.bound_constant}" if s.penalty == "emd_lb" else "")

@@ -1,0 +1,50 @@
+"""The D_h term of a training objective, as the trainer sees it: L = NLL(D_u) + term(D_h).
+
+A method that trains on harmful data (TA-SFT's penalties, NPO, SimNPO) gives the trainer one :class:`HarmfulTerm`.
+The trainer owns the batches, the forward passes and the bookkeeping; the term owns the formula:
+
+- :meth:`HarmfulTerm.loss` — the plain path: from the D_h logits (and a frozen reference model's, when the term
+  has one) → (its contribution to L, the measure that is logged);
+- :meth:`HarmfulTerm.fused` — optionally a token-level measure the fused LM-head path computes in the same pass as
+  the D_u NLL: (chunk function, coefficient, embedding table) with contribution = coefficient · mean measure.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..objectives.fused import ChunkFn
+
+
+class HarmfulTerm:
+    """Base class: no fused form, no reference model, every harmful response token counted."""
+
+    #: key of the logged measure (in log.jsonl, TensorBoard)
+    log_key: str = "harmful_term"
+    #: penalise only the first N response tokens of each D_h answer (None: all of them)
+    first_tokens: int | None = None
+
+    def __init__(self, reference: torch.nn.Module | None = None) -> None:
+        #: a frozen copy of the starting model whose logits the term needs, or None
+        self.reference = reference
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.reference is not None
+
+    def fused(self, device: torch.device) -> tuple[ChunkFn, float, torch.Tensor | None] | None:
+        """(chunk function, coefficient, embedding table on ``device``) for the fused path, or None."""
+        return None
+
+    def reference_logits(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The reference model's logits on the batch (no gradient), or None."""
+        if self.reference is None:
+            return None
+        with torch.no_grad():
+            return self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+             ref_logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(contribution to L, logged measure) from next-token-aligned ``logits`` (B, T, V), ``targets`` (B, T),
+        ``mask`` (B, T) of the penalised tokens and the reference's aligned logits."""
+        raise NotImplementedError
