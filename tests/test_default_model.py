@@ -47,7 +47,7 @@ def test_chat_template_and_padding(default):
 def test_short_ta_sft_run_lowers_harmful_logprob(tmp_path):
     cfg = load_train_config(None, [
         "train_data.limit=8", "harmful_data.limit=4", "harvest_max_new_tokens=24", "max_steps=3",
-        "batch_size=2", "harmful_batch_size=2", "max_length=128", "learning_rate=5e-5", "lambda=2.0",
+        "batch_size=2", "harmful_batch_size=2", "max_length=128", "learning_rate=5e-5", "ta_sft.lambda=2.0",
         "save_steps=100", "report_to=none", f"output_dir={tmp_path / 'run'}",
         "eval_data=demo:benign.jsonl", "eval_data.limit=4",
     ])
