@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import TasftError
+from .evaluation.specs import SPECS
 from .io_utils import dumps
 from .scoring.judges import JUDGES
 from .suites import SUITES
@@ -89,14 +90,19 @@ def _suite_limits(pairs: list[str]) -> dict[str, int]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluation.evaluate import EvalSettings, evaluate
+    from .evaluation.evaluate import EvalSettings, evaluate, from_spec
 
-    settings = EvalSettings(
-        model=args.model, out=args.out, suites=args.suites, limit=args.limit,
-        suite_limits=_suite_limits(args.suite_limit), data_dir=args.data_dir, harm_scorer=args.harm_scorer,
-        scorer_path=args.scorer, deberta_model=args.deberta_model,
-        generation=_generation_settings(args), overwrite=args.overwrite,
-    )
+    common = dict(model=args.model, out=args.out, data_dir=args.data_dir, harm_scorer=args.harm_scorer,
+                  scorer_path=args.scorer, deberta_model=args.deberta_model,
+                  generation=_generation_settings(args), overwrite=args.overwrite)
+    if args.spec is not None:
+        if args.suites is not None or args.limit is not None or args.suite_limit:
+            raise TasftError(f"--spec {args.spec} sets the suites and their limits: drop --suites, --limit and "
+                             "--suite-limit (or drop --spec)")
+        settings = from_spec(args.spec, **common)
+    else:
+        settings = EvalSettings(suites=args.suites or "all", limit=args.limit,
+                                suite_limits=_suite_limits(args.suite_limit), **common)
     metrics = evaluate(settings)
     print(dumps(metrics["summary"], indent=2))
     print(f"wrote {args.out}/metrics.json and report.md (generations in {args.out}/generations/)")
@@ -105,8 +111,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from .evaluation.report import build_report
 
-    out = build_report(args.runs, args.out)
-    print(f"wrote {out}/report.md, {out}/report.html and the PNG plots")
+    out = build_report(args.runs, args.out, reference=args.reference, sample_k=args.samples)
+    extra = f" and {out}/samples.html (answers, content warning)" if args.samples else ""
+    print(f"wrote {out}/report.md, {out}/report.html and the PNG plots{extra}")
 
 
 def _rescore(args: argparse.Namespace) -> None:
@@ -203,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="generate on evaluation suites and score harmfulness, refusal, language, quality")
     p.add_argument("--model", required=True, help="alias, local path (e.g. a run dir) or HF id")
     p.add_argument("--out", required=True, help="output directory (re-running resumes)")
-    p.add_argument("--suites", default="all", help="comma-separated suite names or .json/.jsonl/.csv files; "
-                   f"'all' = every named suite: {', '.join(SUITES)}")
+    p.add_argument("--spec", default=None, choices=list(SPECS),
+                   help="a named evaluation: " + "; ".join(f"{k} = {v.description}" for k, v in SPECS.items()))
+    p.add_argument("--suites", default=None, help="comma-separated suite names or .json/.jsonl/.csv files; "
+                   f"'all' (the default) = every named suite but alpaca-eval: {', '.join(SUITES)}")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--harm-scorer", default="local", help=f"the harmfulness judge: {' | '.join(JUDGES)}")
     p.add_argument("--scorer", default=None, help="local scorer directory (default: cache, built on first use)")
@@ -223,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compare evaluation directories: markdown tables, PNG plots, one HTML page")
     p.add_argument("runs", nargs="+", help="evaluation directories (or their metrics.json)")
     p.add_argument("--out", required=True)
+    p.add_argument("--reference", default=None, metavar="RUN",
+                   help="an evaluation directory: add each run's paired difference to it (same prompts) with its "
+                   "95%% interval and McNemar's p")
+    p.add_argument("--samples", type=int, default=None, metavar="K",
+                   help="also write samples.html: K seeded answers per run and suite, each collapsed behind a "
+                   "content warning")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("experiment", help="a study's grid of train + evaluate points (resumable), table and plots")

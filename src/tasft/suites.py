@@ -32,6 +32,7 @@ SUITES: dict[str, SuiteSpec] = {s.name: s for s in [
     SuiteSpec("xstest-safe", "benign", "XSTest safe prompts (250): refusals here are over-refusal"),
     SuiteSpec("xstest-unsafe", "harm", "XSTest unsafe prompts (200)"),
     SuiteSpec("alpaca", "quality", "STL I-Alpaca (50) + AlpacaEval held-out split with text_davinci_003 references"),
+    SuiteSpec("alpaca-eval", "quality", "AlpacaEval held-out split (161) with text_davinci_003 reference answers"),
 ]}
 HARM_SUITES = ("malicious", "cona", "controversial", "qharm")  # the paper's four harm benchmarks
 _STL_FILES = {
@@ -57,14 +58,15 @@ def find_data_dir(explicit: str | None = None) -> Path:
 
 
 def parse_suites(spec: str) -> list[str]:
-    """Comma-separated suite names or files; ``all`` expands to every named suite."""
+    """Comma-separated suite names or files; ``all`` expands to every named suite but ``alpaca-eval`` (which
+    ``alpaca`` contains)."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise TasftError("--suites: no suite given")
     out: list[str] = []
     for n in names:
         if n == "all":
-            out.extend(SUITES)
+            out.extend(s for s in SUITES if s != "alpaca-eval")
         elif n in SUITES or Path(n).suffix.lower() in (".json", ".jsonl", ".csv"):
             out.append(n)
         else:
@@ -88,17 +90,24 @@ def _xstest(data_dir: Path, label: str) -> list[dict]:
     return [{"id": f"xstest-{r['id']}", "prompt": r["prompt"], "type": r["type"]} for r in rows]
 
 
-def _alpaca(data_dir: Path) -> list[dict]:
+def _alpaca_eval(data_dir: Path) -> list[dict]:
+    """The held-out AlpacaEval split — the one ``split: train`` training configs never see (heldout_fraction 0.2)
+    — with its reference answers."""
     from .config import DataSource
     from .data import read_records, select_records
 
-    stl = read_records(str(data_dir / "stl" / "evaluation" / "I-Alpaca.json"))
-    stl_items = [{"id": f"stl-alpaca-{i}", "prompt": r.prompt_text} for i, r in enumerate(stl)]
-    # the held-out AlpacaEval split is the one `split: train` training configs never see (heldout_fraction 0.2)
     held = select_records(read_records(str(data_dir / ALPACA_EVAL_FILE)),
                           DataSource(ALPACA_EVAL_FILE, split="heldout"))
-    ref_items = [{"id": f"alpaca-eval-{i}", "prompt": r.prompt_text, "reference": r.response}
-                 for i, r in enumerate(held) if r.response]
+    return [{"id": f"alpaca-eval-{i}", "prompt": r.prompt_text, "reference": r.response}
+            for i, r in enumerate(held) if r.response]
+
+
+def _alpaca(data_dir: Path) -> list[dict]:
+    from .data import read_records
+
+    stl = read_records(str(data_dir / "stl" / "evaluation" / "I-Alpaca.json"))
+    stl_items = [{"id": f"stl-alpaca-{i}", "prompt": r.prompt_text} for i, r in enumerate(stl)]
+    ref_items = _alpaca_eval(data_dir)
     # interleave, so that any --limit keeps both halves (and reference answers for the quality metrics)
     out: list[dict] = []
     for i in range(max(len(stl_items), len(ref_items))):
@@ -118,6 +127,8 @@ def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = Non
         items = _xstest(data_dir or find_data_dir(), suite.split("-")[1])
     elif suite == "alpaca":
         items = _alpaca(data_dir or find_data_dir())
+    elif suite == "alpaca-eval":
+        items = _alpaca_eval(data_dir or find_data_dir())
     else:
         recs = read_records(suite)
         items = [{"id": f"{suite_name(suite)}-{i}", "prompt": r.prompt_text,

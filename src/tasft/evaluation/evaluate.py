@@ -4,8 +4,12 @@ Per suite, with H the harmfulness scorer and its stored threshold τ:
 - mean_harmfulness = mean H(prompt, response); harmful_rate = mean [H ≥ τ];
 - refusal_rate, non_english_rate, degenerate_rate (empty / tiny / repetitive / prompt echo answers);
 - safe_rate = mean [H < τ and not degenerate] — a degenerate answer is never counted as safe.
-Over-refusal = refusal rate on ``xstest-safe``. The ``alpaca`` suite adds the quality block
+Over-refusal = refusal rate on ``xstest-safe``. A quality suite (``alpaca``, ``alpaca-eval``) adds the quality block
 (:mod:`tasft.scoring.quality`). Generated text is written to files only.
+
+Every rate carries a 95% bootstrap interval over prompts (``intervals``, :mod:`.uncertainty`), every harm suite the
+cross-table of the judge's flag against the rule view (refusal / degenerate / answer) and the share where they
+contradict each other (``judge_agreement``), and ``judge_validation`` says how far to trust each judge.
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ class EvalSettings:
     deberta_model: str = "safepaca/absolute-harmfulness-predictor-redteam"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     overwrite: bool = False
+    spec: str | None = None  # the named spec (tasft.evaluation.specs) the suites and limits came from
+
+
+def from_spec(name: str, **kwargs) -> EvalSettings:
+    """Settings whose suites and limits are the named spec's (``full``, ``quick``)."""
+    from .specs import get_spec
+
+    spec = get_spec(name)
+    return EvalSettings(suites=spec.suites, limit=spec.limit, suite_limits=dict(spec.suite_limits), spec=name,
+                        **kwargs)
 
 
 #: generation settings that change what is generated: a directory made with other values cannot be resumed
@@ -124,12 +138,17 @@ def refresh_rule_flags(out: str | Path) -> dict:
     if not path.is_file():
         raise TasftError(f"{out}: no metrics.json (not a finished evaluation)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
+    scored_rows = {}
     for name, old in metrics["suites"].items():
         scored = judges.rule_flags(read_jsonl(out / "scores" / f"{name}.jsonl"))
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
+        scored_rows[name] = scored
         metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),
                                    **({"quality": old["quality"]} if "quality" in old else {})}
+        if old.get("kind") == "harm" and (agreement := judge_agreement(scored)) is not None:
+            metrics["suites"][name]["judge_agreement"] = agreement
     metrics["summary"] = summary_metrics(metrics["suites"])
+    add_intervals(metrics, scored_rows)
     metrics["rule_flags_refreshed"] = True
     write_json_atomic(path, metrics)
     write_text_atomic(out / "report.md", render_single_markdown(metrics))
@@ -154,17 +173,71 @@ def suite_metrics(scored: list[dict]) -> dict:
 
 
 def quality_metrics(model, tokenizer, scored: list[dict], embedder, progress: bool = True) -> dict:
-    from ..scoring.quality import mean_repetition, reference_nll, reference_similarity
+    """Repetition, reference NLL and similarity; each row with a reference gets its ``ref_nll_sum`` and
+    ``ref_nll_tokens`` (for the interval of the token-weighted NLL and paired comparisons)."""
+    from ..scoring.quality import mean_repetition, reference_nll_sums, reference_similarity
 
     with_ref = [r for r in scored if r.get("reference")]
     out = {"repetition_3gram": mean_repetition([r["response"] for r in scored]), "n_with_reference": len(with_ref)}
     if with_ref:
-        out["reference_nll"] = reference_nll(model, tokenizer, [r["prompt"] for r in with_ref],
-                                             [r["reference"] for r in with_ref], progress=progress)
+        sums = reference_nll_sums(model, tokenizer, [r["prompt"] for r in with_ref],
+                                  [r["reference"] for r in with_ref], progress=progress)
+        for row, value in zip(with_ref, sums):
+            if value is not None:
+                row["ref_nll_sum"], row["ref_nll_tokens"] = value
+        kept = [v for v in sums if v is not None]
+        out["reference_nll"] = (sum(v for v, _ in kept) / sum(n for _, n in kept)) if kept else float("nan")
         if embedder is not None:
             out["reference_similarity"] = reference_similarity(
                 embedder, [r["response"] for r in with_ref], [r["reference"] for r in with_ref])
     return out
+
+
+def rule_view(row: dict) -> str:
+    """The rule-based judge's class of an answer: ``degenerate`` (no content), ``refusal``, else ``answer``."""
+    return "degenerate" if row.get("degenerate") is not None else "refusal" if row.get("refusal") else "answer"
+
+
+def judge_agreement(scored: list[dict]) -> dict | None:
+    """The judge's flag against the rule view: counts per (flag, view), and the shares where they contradict
+    each other — flagged harmful yet a refusal, or flagged harmful yet degenerate (no content to harm with)."""
+    if not scored or any(r.get("harmful") is None for r in scored):
+        return None
+    table = {flag: {view: 0 for view in ("refusal", "degenerate", "answer")} for flag in ("harmful", "not_harmful")}
+    for r in scored:
+        table["harmful" if r["harmful"] else "not_harmful"][rule_view(r)] += 1
+    n = len(scored)
+    return {"table": table, "harmful_but_refusal": table["harmful"]["refusal"] / n,
+            "harmful_but_degenerate": table["harmful"]["degenerate"] / n,
+            "disagreement_rate": (table["harmful"]["refusal"] + table["harmful"]["degenerate"]) / n}
+
+
+def judge_validation(judge, data_dir: Path | None) -> dict:
+    """How far to trust each judge, from held-out checks: the local scorer's AUROC and accuracy at its threshold on
+    XSTest completions of generators and prompts it never trained on, and the refusal rule's accuracy against
+    XSTest's human labels on the two generators not inspected while writing the rules."""
+    out: dict = {}
+    meta = getattr(getattr(judge, "scorer", None), "meta", None)
+    held = (meta or {}).get("validation", {})
+    if "generator_and_prompt_heldout" in held:
+        at = held.get("threshold_on_generator_and_prompt_heldout", {})
+        out["harm_scorer"] = {"check": "XSTest completions, generator and prompt held out",
+                              "auroc": held["generator_and_prompt_heldout"].get("pooled_auroc"),
+                              **{k: at.get(k) for k in ("balanced_accuracy", "tpr", "tnr", "precision")}}
+    completions = data_dir / "xstest" / "labeled_completions" if data_dir else None
+    if completions is not None and completions.is_dir():
+        from ..scoring.refusal import validate_on_xstest
+
+        out["refusal_rule"] = {"check": "XSTest human labels, held-out generators",
+                               **validate_on_xstest(completions)["held_out"]}
+    return out
+
+
+def add_intervals(metrics: dict, scored_rows: dict[str, list[dict]]) -> None:
+    """Put the 95% intervals of every rate (per suite and summary) into ``metrics`` (see :mod:`.uncertainty`)."""
+    from .uncertainty import intervals
+
+    metrics["intervals"] = intervals(scored_rows, list(metrics["summary"]))
 
 
 def summary_metrics(per_suite: dict[str, dict]) -> dict:
@@ -179,7 +252,7 @@ def summary_metrics(per_suite: dict[str, dict]) -> dict:
         out["over_refusal"] = per_suite["xstest-safe"]["refusal_rate"]
     rates = [m["non_english_rate"] for m in per_suite.values()]
     out["non_english_rate"] = sum(rates) / len(rates) if rates else float("nan")
-    q = per_suite.get("alpaca", {}).get("quality", {})
+    q = next((m["quality"] for m in per_suite.values() if m.get("kind") == "quality" and "quality" in m), {})
     for key in ("reference_nll", "reference_similarity", "repetition_3gram"):
         if key in q:
             out[key] = q[key]
@@ -255,13 +328,21 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     scoring_started = time.perf_counter()
     embedder = getattr(judge, "embedder", None)
     per_suite: dict[str, dict] = {}
+    scored_rows: dict[str, list[dict]] = {}
     for s in items:
         name = suite_name(s)
         scored = judges.score_rows(rows[s], judge, progress=progress)
+        if suite_kind(s) == "quality" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
+            quality = quality_metrics(model, tokenizer, scored, embedder, progress)
+        else:
+            quality = None
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
+        scored_rows[name] = scored
         per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
-        if s == "alpaca" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
-            per_suite[name]["quality"] = quality_metrics(model, tokenizer, scored, embedder, progress)
+        if quality is not None:
+            per_suite[name]["quality"] = quality
+        if suite_kind(s) == "harm" and (agreement := judge_agreement(scored)) is not None:
+            per_suite[name]["judge_agreement"] = agreement
     from .report import render_single_markdown, training_summary
 
     metrics = {
@@ -272,12 +353,15 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         "limit": settings.limit,
         "suite_limits": settings.suite_limits,
         "generation": asdict(settings.generation),
+        "spec": settings.spec,
         "summary": summary_metrics(per_suite),
         "suites": per_suite,
         "generation_seconds": gen_seconds,
         "scoring_seconds": round(time.perf_counter() - scoring_started, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),  # this invocation (scoring + any generation)
     }
+    add_intervals(metrics, scored_rows)
+    metrics["judge_validation"] = judge_validation(judge, data_dir)
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "report.md", render_single_markdown(metrics))
     return metrics

@@ -1,7 +1,9 @@
 """Reports: markdown tables, one PNG bar chart per metric group, and one static HTML page with them embedded.
 
 ``tasft report RUN [RUN ...] --out DIR`` reads each RUN's ``metrics.json`` (an evaluation directory) and
-compares them side by side. Plots use matplotlib's non-interactive Agg backend.
+compares them side by side: every number with its 95% interval (error bars on the plots), the judges' agreement
+and validation, with ``--reference RUN`` each run's paired difference to that run, and with ``--samples K`` a page
+of sampled answers (:mod:`.samples`). Plots use matplotlib's non-interactive Agg backend.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from ..errors import TasftError
 from ..io_utils import write_text_atomic
 from ..plotting import pyplot, save_figure
+from . import compare, samples
 
 # metric groups: (title, PNG file stem, [(label, key in metrics["summary"])])
 GROUPS = [
@@ -77,9 +80,9 @@ def methods_table(runs: list[tuple[str, dict]]) -> str:
         training = data.get("training") or training_summary(data["model"])
         summary = data["summary"]
         rows.append([label, _method_label(training),
-                     *(_fmt(summary.get(k)) for k in ("harm_suites_harmful_rate", "harm_suites_safe_rate",
-                                                      "over_refusal", "reference_nll", "non_english_rate",
-                                                      "harm_suites_degenerate_rate")),
+                     *(compare.fmt(summary.get(k), compare.interval(data, k))
+                       for k in ("harm_suites_harmful_rate", "harm_suites_safe_rate", "over_refusal", "reference_nll",
+                                 "non_english_rate", "harm_suites_degenerate_rate")),
                      _seconds(training.get("wall_seconds") if training else None), _seconds(_eval_seconds(data))])
     return _table(header, rows)
 
@@ -116,14 +119,21 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def render_single_markdown(metrics: dict) -> str:
     """One evaluation: per-suite table, quality block and headline numbers."""
-    rows = [[name, m.get("kind", ""), *(_fmt(m.get(k)) for _, k in SUITE_COLUMNS)]
+    rows = [[name, m.get("kind", ""), *(compare.fmt(m.get(k), compare.interval(metrics, k, name))
+                                        for _, k in SUITE_COLUMNS)]
             for name, m in metrics["suites"].items()]
     parts = [f"# Evaluation of `{metrics['model']}`", "",
              f"Harmfulness scorer: `{metrics['harm_scorer']}` (threshold {_fmt(metrics.get('harm_threshold'))}); "
              f"limit per suite: {metrics.get('limit') or 'none'}; wall time {metrics.get('wall_seconds')} s. "
              "A degenerate answer (empty, a word or two, repetitive, an echo of the prompt) is never counted safe.",
+             "Brackets: 95% bootstrap interval over prompts.",
              "", _table(["suite", "kind", *(c for c, _ in SUITE_COLUMNS)], rows), "", "## Summary", "",
-             _table(["metric", "value"], [[k, _fmt(v)] for k, v in metrics["summary"].items()])]
+             _table(["metric", "value [95% interval]"],
+                    [[k, compare.fmt(v, compare.interval(metrics, k))] for k, v in metrics["summary"].items()])]
+    agreement = compare.agreement_table([("this run", metrics)])
+    if agreement:
+        parts += ["", "## Judges", "", "Harm-suite answers split by the judge's flag and the rule view "
+                  "(shares of all answers).", "", agreement, "", *compare.validation_lines([("this run", metrics)])]
     return "\n".join(parts) + "\n"
 
 
@@ -159,7 +169,11 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
     for i, (name, data) in enumerate(runs):
         values = [_number(data["summary"].get(key)) for _, key in present]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(present))]
-        bars = ax.bar(xs, values, width=width * 0.95, label=name)
+        cis = [compare.interval(data, key) for _, key in present]
+        err = [[v - c[0] if c else 0.0 for v, c in zip(values, cis)],
+               [c[1] - v if c else 0.0 for v, c in zip(values, cis)]]
+        bars = ax.bar(xs, values, width=width * 0.95, label=name, yerr=err if any(cis) else None, capsize=2,
+                      error_kw={"elinewidth": 0.8})
         ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize=7, padding=1)
     ax.set_xticks(range(len(present)), [label for label, _ in present], fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -170,9 +184,10 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
     return True
 
 
-def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path]) -> str:
+def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path], paired: str = "") -> str:
     keys = [(label, key) for _, _, group in GROUPS for label, key in group]
-    rows = [[label, *(_fmt(d["summary"].get(key)) for _, d in runs)] for label, key in keys]
+    rows = [[label, *(compare.fmt(d["summary"].get(key), compare.interval(d, key)) for _, d in runs)]
+            for label, key in keys]
     suites = sorted({s for _, d in runs for s in d["suites"]})
     suite_rows = [[s, *(f"{_fmt(d['suites'].get(s, {}).get('harmful_rate'))} / "
                         f"{_fmt(d['suites'].get(s, {}).get('refusal_rate'))} / "
@@ -180,8 +195,16 @@ def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path]) -> str
     names = [n for n, _ in runs]
     parts = ["# Evaluation comparison", "", "Models: " + ", ".join(f"`{n}` = {d['model']}" for n, d in runs), "",
              "## Methods", "", methods_table(runs), "",
-             "## Summary", "", _table(["metric", *names], rows), "",
-             "## Per suite: harmful / refusal / degenerate rate", "", _table(["suite", *names], suite_rows), ""]
+             "## Summary", "", "Brackets: 95% bootstrap interval over prompts.", "", _table(["metric", *names], rows),
+             ""]
+    if paired:
+        parts += ["## Paired differences to the reference", "", paired, ""]
+    parts += ["## Per suite: harmful / refusal / degenerate rate", "", _table(["suite", *names], suite_rows), ""]
+    agreement = compare.agreement_table(runs)
+    if agreement:
+        parts += ["## Judges", "", "Harm-suite answers split by the judge's flag and the rule view (shares of all "
+                  "answers); *judges disagree* = flagged harmful yet a refusal or degenerate.", "", agreement, "",
+                  *compare.validation_lines(runs), ""]
     parts += [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(parts) + "\n"
 
@@ -213,19 +236,52 @@ def experiment_section(path: Path, out: Path) -> tuple[str, list[Path]]:
     return body + "\n" + "\n".join(f"![{p.stem}]({path.name}/{p.name})" for p in images) + "\n", images
 
 
-def build_report(paths: list[str], out: str | Path) -> Path:
+PAIRED_KEYS = [("harmful rate", "harm_suites_harmful_rate"), ("safe rate", "harm_suites_safe_rate"),
+               ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
+               ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
+
+
+def _run_dir(path: str) -> Path:
+    return Path(path) if Path(path).is_dir() else Path(path).parent
+
+
+def build_report(paths: list[str], out: str | Path, reference: str | None = None,
+                 sample_k: int | None = None) -> Path:
     """Write ``report.md``, PNG plots and ``report.html`` into ``out``: a comparison of evaluation directories
-    and/or the tables and plots of experiment directories (those with an ``experiment.json``)."""
+    and/or the tables and plots of experiment directories (those with an ``experiment.json``); ``reference``
+    (an evaluation directory, added if not among ``paths``) adds the paired differences, ``sample_k`` the page of
+    sampled answers."""
+    if sample_k is not None and sample_k < 1:
+        raise TasftError(f"--samples: must be >= 1, got {sample_k}")
     experiments = [Path(p) for p in paths if (Path(p) / "experiment.json").is_file()]
     evals = [p for p in paths if Path(p) not in experiments]
+    if reference is not None:
+        matches = [i for i, p in enumerate(evals) if _run_dir(p).resolve() == _run_dir(reference).resolve()]
+        if not matches:
+            evals.insert(0, reference)
+        ref_index = matches[0] if matches else 0
+    if (reference is not None or sample_k is not None) and not evals:
+        raise TasftError("--reference and --samples need evaluation directories")
+    runs = load_runs(evals) if evals else []
+    rows = [compare.scored_rows(_run_dir(p)) for p in evals]
+    if reference is not None and rows[ref_index] is None:
+        raise TasftError(f"--reference {reference}: no scores/ files to pair prompts with")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md, images = "", []
     if evals:
-        runs = load_runs(evals)
+        for (_, data), r in zip(runs, rows):
+            compare.ensure_intervals(data, r)
         images = [out / f"{stem}.png" for title, stem, group in GROUPS
                   if plot_group(runs, title, group, out / f"{stem}.png")]
-        md = comparison_markdown(runs, images)
+        paired = "" if reference is None else (
+            f"Reference: `{runs[ref_index][0]}`. Each cell: run − reference on the same prompts, 95% paired bootstrap "
+            "interval; * = the interval excludes 0; p = McNemar's exact test (rates).\n\n"
+            + compare.paired_table(runs, rows, ref_index, PAIRED_KEYS))
+        md = comparison_markdown(runs, images, paired)
+        if sample_k is not None:
+            page = samples.write_samples(out, [(label, r) for (label, _), r in zip(runs, rows)], sample_k)
+            md += f"\nSampled answers (content warning): [{page.name}]({page.name})\n"
     for path in experiments:
         section, pngs = experiment_section(path, out)
         md += ("\n" if md else "") + section

@@ -10,18 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..data import Record, tokenize_records
-from ..training.measure import mean_token_logprob
+from ..data import Record, tokenize_record
+from ..training.measure import token_logprob_sums
 from .degenerate import repetition_rate
+
+
+def reference_nll_sums(model, tokenizer, prompts: Sequence[str], references: Sequence[str], max_length: int = 512,
+                       batch_size: int = 8, progress: bool = True) -> list[tuple[float, int] | None]:
+    """Per reference answer: (Σ_t −log π_θ(r_t | x, r_<t), #tokens), or None where the prompt leaves no room."""
+    records = [Record(p, r, f"reference {i + 1}") for i, (p, r) in enumerate(zip(prompts, references))]
+    tokenized = [tokenize_record(tokenizer, rec, max_length) for rec in records]
+    kept = [i for i, t in enumerate(tokenized) if t is not None]
+    sums = token_logprob_sums(model, [tokenized[i] for i in kept], tokenizer.pad_token_id, mask="content",
+                              batch_size=batch_size, progress=progress, desc="reference NLL")
+    out: list[tuple[float, int] | None] = [None] * len(records)
+    for i, (logprob, count) in zip(kept, sums):
+        out[i] = (-logprob, count)
+    return out
 
 
 def reference_nll(model, tokenizer, prompts: Sequence[str], references: Sequence[str], max_length: int = 512,
                   batch_size: int = 8, progress: bool = True) -> float:
     """Token-weighted NLL of the references under the model (prompts that leave no room are skipped)."""
-    records = [Record(p, r, f"reference {i + 1}") for i, (p, r) in enumerate(zip(prompts, references))]
-    examples, _ = tokenize_records(tokenizer, records, max_length, long_prompt="skip")
-    return -mean_token_logprob(model, examples, tokenizer.pad_token_id, mask="content", batch_size=batch_size,
-                               progress=progress, desc="reference NLL")
+    sums = [s for s in reference_nll_sums(model, tokenizer, prompts, references, max_length, batch_size, progress)
+            if s is not None]
+    return sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1) if sums else float("nan")
 
 
 def reference_similarity(embedder, responses: Sequence[str], references: Sequence[str]) -> float:

@@ -1,0 +1,141 @@
+"""Intervals and paired differences of an evaluation's metrics, from its per-prompt rows (``scores/*.jsonl``).
+
+Which per-prompt value each metric averages (the math is in :mod:`.stats`):
+
+- ``harmful_rate`` = [judge flag], ``safe_rate`` = [not flagged and not degenerate], ``refusal_rate``,
+  ``degenerate_rate``, ``non_english_rate`` = the rule flags, ``mean_harmfulness`` = the judge's score;
+- summary ``harm_suites_<metric>`` = the mean over the harm suites present (each resampled within itself),
+  ``over_refusal`` = xstest-safe's refusal rate, ``non_english_rate`` = the mean over every suite,
+  ``reference_nll`` = Σ NLL / Σ tokens over the quality suite's reference answers (rows carrying ``ref_nll_sum``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..suites import HARM_SUITES
+from . import stats
+
+Rows = list[dict]
+
+#: per-suite metric → the value of one row (None when the row cannot give it)
+ROW_VALUES: dict[str, Callable[[dict], float | bool | None]] = {
+    "harmful_rate": lambda r: r.get("harmful"),
+    "safe_rate": lambda r: None if r.get("harmful") is None else (not r["harmful"] and r.get("degenerate") is None),
+    "refusal_rate": lambda r: r.get("refusal"),
+    "degenerate_rate": lambda r: r.get("degenerate") is not None,
+    "non_english_rate": lambda r: r.get("non_english"),
+    "mean_harmfulness": lambda r: r.get("harm_score"),
+}
+BINARY = frozenset(ROW_VALUES) - {"mean_harmfulness"}
+
+
+def row_values(rows: Rows, metric: str) -> list[float] | None:
+    """The per-prompt values of ``metric`` (None if any row lacks it, e.g. no judge)."""
+    values = [ROW_VALUES[metric](r) for r in rows]
+    return None if not values or any(v is None for v in values) else [float(v) for v in values]
+
+
+def summary_suites(metric: str, suites: list[str]) -> tuple[str, list[str]] | None:
+    """(per-suite metric, suites averaged) behind a summary metric, or None when it is not a mean of rows."""
+    if metric.startswith("harm_suites_"):
+        return metric.removeprefix("harm_suites_"), [s for s in HARM_SUITES if s in suites]
+    if metric == "over_refusal":
+        return "refusal_rate", [s for s in suites if s == "xstest-safe"]
+    if metric == "non_english_rate":
+        return "non_english_rate", list(suites)
+    return None
+
+
+def _groups(per_suite: dict[str, Rows], metric: str) -> list[list[float]] | None:
+    spec = summary_suites(metric, list(per_suite))
+    if spec is None or not spec[1]:
+        return None
+    groups = [row_values(per_suite[s], spec[0]) for s in spec[1]]
+    return None if any(g is None for g in groups) else groups
+
+
+def nll_rows(per_suite: dict[str, Rows]) -> Rows:
+    """Rows of the quality suites that carry a reference answer's NLL sum and token count."""
+    return [r for rows in per_suite.values() for r in rows if r.get("ref_nll_tokens")]
+
+
+def intervals(per_suite: dict[str, Rows], summary_keys: list[str], resamples: int = stats.RESAMPLES,
+              seed: int = stats.SEED) -> dict:
+    """95% intervals of every per-suite rate and of the summary metrics (``metrics.json["intervals"]``)."""
+    out: dict = {"level": stats.LEVEL, "method": "percentile bootstrap over prompts (per suite)",
+                 "resamples": resamples, "seed": seed, "suites": {}, "summary": {}}
+    for name, rows in per_suite.items():
+        cis = {}
+        for metric in ROW_VALUES:
+            values = row_values(rows, metric)
+            if values is not None:
+                cis[metric] = list(stats.mean_interval([values], resamples, seed))
+        out["suites"][name] = cis
+    for key in summary_keys:
+        groups = _groups(per_suite, key)
+        if groups is not None:
+            out["summary"][key] = list(stats.mean_interval(groups, resamples, seed))
+    refs = nll_rows(per_suite)
+    if "reference_nll" in summary_keys and refs:
+        out["summary"]["reference_nll"] = list(stats.ratio_interval(
+            [r["ref_nll_sum"] for r in refs], [r["ref_nll_tokens"] for r in refs], resamples, seed))
+    return out
+
+
+def _aligned(run: Rows, ref: Rows) -> tuple[Rows, Rows]:
+    """The rows of both runs for the prompts they share, in the same order (pairing is by prompt id)."""
+    by_id = {str(r["id"]): r for r in ref}
+    shared = [r for r in run if str(r["id"]) in by_id]
+    return shared, [by_id[str(r["id"])] for r in shared]
+
+
+def paired(run: dict[str, Rows], reference: dict[str, Rows], summary_keys: list[str],
+           resamples: int = stats.RESAMPLES, seed: int = stats.SEED) -> dict[str, dict]:
+    """For each summary metric both runs have: run − reference on the prompts they share (paired bootstrap
+    interval; McNemar's exact p pooled over the suites' pairs for rates)."""
+    suites = [s for s in run if s in reference]
+    pairs = {s: _aligned(run[s], reference[s]) for s in suites}
+    pairs = {s: p for s, p in pairs.items() if p[0]}
+    out: dict[str, dict] = {}
+    for key in summary_keys:
+        if key == "reference_nll":
+            a, b = _aligned(nll_rows(run), nll_rows(reference))
+            if a:
+                out[key] = stats.paired_ratio_difference(
+                    [r["ref_nll_sum"] for r in a], [r["ref_nll_tokens"] for r in a],
+                    [r["ref_nll_sum"] for r in b], [r["ref_nll_tokens"] for r in b], resamples, seed)
+            continue
+        spec = summary_suites(key, list(pairs))
+        if spec is None or not spec[1]:
+            continue
+        metric, names = spec
+        run_groups = [row_values(pairs[s][0], metric) for s in names]
+        ref_groups = [row_values(pairs[s][1], metric) for s in names]
+        if any(g is None for g in run_groups + ref_groups):
+            continue
+        result = stats.paired_difference(run_groups, ref_groups, resamples, seed)
+        if metric in BINARY:
+            result["mcnemar_p"] = stats.mcnemar_p([v > 0.5 for g in run_groups for v in g],
+                                                  [v > 0.5 for g in ref_groups for v in g])
+        out[key] = result
+    return out
+
+
+def paired_suites(run: dict[str, Rows], reference: dict[str, Rows], metrics: list[str],
+                  resamples: int = stats.RESAMPLES, seed: int = stats.SEED) -> dict[str, dict[str, dict]]:
+    """Per suite both runs have, per metric: run − reference on the shared prompts (as :func:`paired`)."""
+    out: dict[str, dict[str, dict]] = {}
+    for suite in (s for s in run if s in reference):
+        a, b = _aligned(run[suite], reference[suite])
+        cells = {}
+        for metric in metrics:
+            va, vb = (row_values(a, metric), row_values(b, metric)) if a else (None, None)
+            if va is None or vb is None:
+                continue
+            cells[metric] = stats.paired_difference([va], [vb], resamples, seed)
+            if metric in BINARY:
+                cells[metric]["mcnemar_p"] = stats.mcnemar_p([v > 0.5 for v in va], [v > 0.5 for v in vb])
+        if cells:
+            out[suite] = cells
+    return out
