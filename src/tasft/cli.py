@@ -152,7 +152,7 @@ def _data_fetch(args: argparse.Namespace) -> None:
 def _add_generation_flags(p: argparse.ArgumentParser, overwrite: str) -> None:
     """Decoding flags; each default is GenerationSettings' (128 new tokens, batches of 8, greedy, seed 0)."""
     p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per answer (default 128)")
-    p.add_argument("--batch-size", type=int, default=None, help="prompts per batch (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per batch (default 64)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-p", type=float, default=None)

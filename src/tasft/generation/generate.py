@@ -27,7 +27,7 @@ class GenerationSettings:
     """Decoding settings; ``do_sample=False`` is greedy, and sampling is reproducible for a ``seed``."""
 
     max_new_tokens: int = 128
-    batch_size: int = 8
+    batch_size: int = 64  # prompts per batch; 8 → 32 → 64 gave 63 → 138 → 179 tokens/s on 2 CPU cores
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
@@ -77,9 +77,18 @@ def generate_batch(
     model, tokenizer, encoded: list[list[int]], settings: GenerationSettings, seed: int, decode: bool = True
 ) -> list:
     """Generate one left-padded batch from token ids; returns the decoded new text of each row
-    (or, with ``decode=False``, the new token ids up to and including the first end-of-turn token)."""
-    width = max(len(ids) for ids in encoded)
+    (or, with ``decode=False``, the new token ids up to and including the first end-of-turn token).
+    Greedy decoding runs :func:`tasft.generation.decode.greedy_decode` (the same tokens as ``model.generate``,
+    faster); sampling runs ``model.generate``."""
     pad = tokenizer.pad_token_id
+    if not settings.do_sample:
+        from .decode import greedy_decode
+
+        rows = greedy_decode(model, tokenizer, encoded, settings.max_new_tokens)
+        if not decode:
+            return rows
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+    width = max(len(ids) for ids in encoded)
     device = next(model.parameters()).device
     input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     attention = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -87,11 +96,8 @@ def generate_batch(
         input_ids[i, width - len(ids) :] = torch.tensor(ids)
         attention[i, width - len(ids) :] = 1
     kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "pad_token_id": pad}
-    if settings.do_sample:
-        torch.manual_seed(seed)
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    torch.manual_seed(seed)
+    kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
     new = out[:, width:]
     if not decode:

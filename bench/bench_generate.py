@@ -1,0 +1,116 @@
+"""Generation throughput: tasft's greedy decoder against plain ``model.generate`` on the same prompts, same batches.
+
+Both decode the same prompts of the ``full`` evaluation spec (an even share of each suite, sorted by length as
+evaluation sorts them), batch by batch, alternating which goes first; the table gives new tokens per second of
+each, their ratio, and how many rows came out token-identical. Writes ``bench_generate_<tag>.json`` and ``.md``.
+
+    OMP_NUM_THREADS=2 python bench/bench_generate.py --prompts 128 --batch-size 64 --out docs/results/bench --tag cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def _plain_generate(model, tokenizer, encoded: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    pad = tokenizer.pad_token_id
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             temperature=None, top_p=None, top_k=None, pad_token_id=pad)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    rows = []
+    for row in out[:, width:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in eos), None)
+        rows.append(row[: cut + 1] if cut is not None else row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from tasft.evaluation.specs import get_spec
+    from tasft.generation.decode import greedy_decode
+    from tasft.generation.generate import _encode_prompts
+    from tasft.models import DEFAULT_MODEL, load_model, load_tokenizer
+    from tasft.suites import find_data_dir, load_suite, parse_suites
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--prompts", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--tag", default="cpu")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="also write profile_generate_<tag>.txt: torch.profiler's top operators of both decoders on "
+                   "the first batch for this many new tokens")
+    args = p.parse_args(argv)
+
+    data = find_data_dir(args.data_dir)
+    suites = parse_suites(get_spec("full").suites)
+    per = max(1, args.prompts // len(suites))
+    items = [it for s in suites for it in load_suite(s, data)[:per]][: args.prompts]
+    tokenizer, model = load_tokenizer(args.model), load_model(args.model).eval()
+    encoded = sorted(_encode_prompts(tokenizer, [it["prompt"] for it in items], 1024, None), key=len)
+    batches = [encoded[i: i + args.batch_size] for i in range(0, len(encoded), args.batch_size)]
+    greedy_decode(model, tokenizer, batches[0][:2], 2)  # warm-up
+    seconds = {"generate": 0.0, "tasft": 0.0}
+    tokens = {"generate": 0, "tasft": 0}
+    identical = 0
+    for b, batch in enumerate(batches):
+        order = ["generate", "tasft"] if b % 2 == 0 else ["tasft", "generate"]
+        got = {}
+        for name in order:
+            t = time.perf_counter()
+            if name == "generate":
+                got[name] = _plain_generate(model, tokenizer, batch, args.max_new_tokens)
+            else:
+                got[name] = greedy_decode(model, tokenizer, batch, args.max_new_tokens)
+            seconds[name] += time.perf_counter() - t
+            tokens[name] += sum(len(r) for r in got[name])
+        identical += sum(x == y for x, y in zip(got["generate"], got["tasft"]))
+    result = {
+        "model": args.model, "prompts": len(encoded), "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens, "threads": torch.get_num_threads(), "seconds": seconds,
+        "new_tokens": tokens, "tokens_per_second": {k: tokens[k] / seconds[k] for k in seconds},
+        "speedup": (tokens["tasft"] / seconds["tasft"]) / (tokens["generate"] / seconds["generate"]),
+        "token_identical_rows": identical,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.profile_steps:
+        from torch.profiler import ProfilerActivity, profile
+
+        parts = []
+        for name, fn in (("model.generate", _plain_generate), ("tasft greedy_decode", greedy_decode)):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn(model, tokenizer, batches[0], args.profile_steps)
+            parts.append(f"## {name}: {len(batches[0])} rows, {args.profile_steps} new tokens\n"
+                         + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        (out / f"profile_generate_{args.tag}.txt").write_text("\n\n".join(parts) + "\n")
+    (out / f"bench_generate_{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    tps = result["tokens_per_second"]
+    md = (f"# Generation: tasft greedy decoder vs `model.generate`\n\n`{args.model}`, {len(encoded)} prompts of the "
+          f"full spec, batches of {args.batch_size}, {args.max_new_tokens} new tokens at most, "
+          f"{result['threads']} threads.\n\n| decoder | seconds | new tokens | tokens/s |\n|---|---|---|---|\n"
+          f"| model.generate | {seconds['generate']:.1f} | {tokens['generate']} | {tps['generate']:.1f} |\n"
+          f"| tasft | {seconds['tasft']:.1f} | {tokens['tasft']} | {tps['tasft']:.1f} |\n\n"
+          f"Speed-up {result['speedup']:.2f}×; token-identical rows {identical} of {len(encoded)}.\n")
+    (out / f"bench_generate_{args.tag}.md").write_text(md)
+    print(md)
+    return result
+
+
+if __name__ == "__main__":
+    main()

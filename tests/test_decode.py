@@ -1,0 +1,77 @@
+"""tasft's greedy decoder gives model.generate's tokens, row for row — with rows of different lengths, rows that
+finish early and leave the batch, and a batch that finishes before max_new_tokens."""
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tasft.generation.decode import greedy_decode
+from tasft.models import load_model, load_tokenizer
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_generate.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_generate", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+
+
+def _prompts(tokenizer):
+    texts = ["Hi", "What is the capital of France and why?", "Tell me a story about a dog that learns to fly.",
+             "ok", "Explain rain.", "Name three colours, please, in order of preference."]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_greedy_decode_matches_generate(tiny):
+    model, tokenizer = tiny
+    encoded = _prompts(tokenizer)
+    plain = _bench()._plain_generate(model, tokenizer, encoded, 12)
+    assert greedy_decode(model, tokenizer, encoded, 12) == plain
+
+
+def test_rows_that_finish_early_leave_the_batch_with_the_same_tokens(tiny, monkeypatch):
+    model, tokenizer = tiny
+    encoded = _prompts(tokenizer)
+    free = _bench()._plain_generate(model, tokenizer, encoded, 16)
+    # make the end-of-turn token one that several rows (not all) produce: those rows stop there
+    counts = Counter(tok for row in free for tok in set(row))
+    stop = max((tok for tok, n in counts.items() if n < len(free)), key=lambda tok: counts[tok])
+    assert counts[stop] >= 2  # enough finished rows (>= COMPACT_SHARE of 6) to trigger compaction
+    monkeypatch.setattr(model.generation_config, "eos_token_id", stop)
+    plain = _bench()._plain_generate(model, tokenizer, encoded, 16)
+    ours = greedy_decode(model, tokenizer, encoded, 16)
+    assert ours == plain
+    assert any(len(r) < 16 for r in ours) and all(r[-1] == stop for r in ours if len(r) < 16)
+    from tasft.generation import decode
+
+    selected, select = [], decode.PreallocatedLayer.batch_select_indices
+
+    def counting(self, indices):
+        selected.append(len(indices))
+        select(self, indices)
+
+    monkeypatch.setattr(decode.PreallocatedLayer, "batch_select_indices", counting)
+    assert greedy_decode(model, tokenizer, encoded, 16) == plain
+    assert selected and min(selected) < len(encoded)  # finished rows did leave the batch
+
+
+def test_bench_generate_runs_and_reports_identity(tiny_model_dir, tmp_path):
+    from .conftest import SHARED
+
+    if not (SHARED / "data").exists():
+        pytest.skip("needs ../shared/data")
+    result = _bench().main(["--model", str(tiny_model_dir), "--prompts", "12", "--batch-size", "4",
+                            "--max-new-tokens", "6", "--out", str(tmp_path), "--tag", "tiny"])
+    saved = json.loads((tmp_path / "bench_generate_tiny.json").read_text())
+    assert saved["token_identical_rows"] == result["prompts"] == 12
+    assert saved["new_tokens"]["tasft"] == saved["new_tokens"]["generate"] > 0
