@@ -41,14 +41,16 @@ class PlotSpec:
 @dataclass
 class EvalSpec:
     """A study's ``evaluate:`` block: :class:`tasft.evaluation.evaluate.EvalSettings` without the model and the
-    output directory (each point has its own), with the study's defaults (25 prompts per suite, batches of 32)."""
+    output directory (each point has its own), with the study's default of 25 prompts per suite; ``spec: full`` (a
+    named spec of :mod:`tasft.evaluation.specs`) sets the suites and limits instead."""
 
     suites: str = "malicious,cona,controversial,qharm,xstest-safe,alpaca"
     limit: int | None = 25
     suite_limits: dict = field(default_factory=dict)
     harm_scorer: str = "local"
     data_dir: str | None = None
-    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(batch_size=32))
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    spec: str | None = None
 
 @dataclass
 class ExperimentConfig:
@@ -80,6 +82,17 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     if exp.study not in STUDIES:
         raise TasftError(f"{path}: study '{exp.study}' is not one of {', '.join(STUDIES)}")
     exp.train_config = str((path.parent / exp.train_config).resolve())
+    block = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+    if exp.evaluate.spec is not None:
+        from ..evaluation.specs import get_spec
+
+        given = [k for k in ("suites", "limit", "suite_limits") if k in block]
+        if given:
+            raise TasftError(f"{path}: evaluate: spec {exp.evaluate.spec} sets the suites and limits; drop "
+                             + ", ".join(given))
+        named = get_spec(exp.evaluate.spec)
+        exp.evaluate.suites, exp.evaluate.limit = named.suites, named.limit
+        exp.evaluate.suite_limits = dict(named.suite_limits)
     if exp.evaluate.data_dir is not None:
         exp.evaluate.data_dir = str((path.parent / exp.evaluate.data_dir).resolve())
     if not exp.series:
