@@ -12,6 +12,7 @@ from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report
 from tasft.experiments import results, runner, spec
+from tasft.experiments.paired import paired_differences
 from tasft.scoring import judges
 
 from .conftest import SHARED, tiny_overrides
@@ -54,6 +55,7 @@ def test_plan_gives_extra_seeds_only_to_headline_values(tmp_path, tiny_model_dir
     ({"series": [{"name": "a"}, {"name": "a"}]}, "series names must be unique"),
     ({"plots": [{"y": "accuracy"}]}, "unknown metric 'accuracy'"),
     ({"sieves": 2}, "unknown key 'sieves'"),
+    ({"reference": "sfx"}, "reference: no series named 'sfx'"),
 ])
 def test_bad_experiment_files(tmp_path, tiny_model_dir, tiny_data, extra, expected):
     with pytest.raises(TasftError, match=expected):
@@ -68,11 +70,58 @@ def test_aggregate_mean_and_std_over_seeds():
     assert agg["harm_suites_harmful_rate_std"] == pytest.approx(0.1414, abs=1e-4) and agg["over_refusal"] is None
 
 
+def _scores(directory: Path, harmful: list[bool]) -> str:
+    rows = [{"id": f"p{i}", "harmful": h, "harm_score": float(h), "refusal": False, "degenerate": None,
+             "non_english": False} for i, h in enumerate(harmful)]
+    (directory / "scores").mkdir(parents=True)
+    (directory / "scores" / "malicious.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(directory)
+
+
+def test_intervals_over_seeds_come_from_the_seeds_per_prompt_scores(tmp_path):
+    """Two seeds, one all harmless and one all harmful, on the same 30 prompts: the prompt bootstrap of either seed
+    alone has zero width, so an interval of [0, 1] can only come from resampling the seeds (their mean: 0.5)."""
+    rows = [{"series": "a", "x": 1, "seed": s, "harm_suites_harmful_rate": float(s), "train_seconds": 1.0,
+             "eval_dir": _scores(tmp_path / f"s{s}", [bool(s)] * 30)} for s in (0, 1)]
+    rows.append({"series": "b", "x": 1, "seed": 0, "harm_suites_harmful_rate": 0.25,
+                 "harm_suites_harmful_rate_lo": 0.2, "harm_suites_harmful_rate_hi": 0.3})
+    two, one = results.aggregate(rows)
+    assert two["harm_suites_harmful_rate"] == 0.5
+    assert (two["harm_suites_harmful_rate_lo"], two["harm_suites_harmful_rate_hi"]) == (0.0, 1.0)
+    assert (one["harm_suites_harmful_rate_lo"], one["harm_suites_harmful_rate_hi"]) == (0.2, 0.3)
+    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", series=[spec.Series("a"), spec.Series("b")])
+    md = results.results_markdown(exp, rows)
+    assert "| a | 1 | 2 | 0.500 [0.000, 1.000] |" in md and "| b | 1 | 1 | 0.250 [0.200, 0.300] |" in md
+
+
+def test_paired_differences_pair_the_same_prompts_with_the_reference(tmp_path):
+    """Point − reference prompt by prompt: 10 of 40 prompts turn harmless → −0.25, all discordant pairs one way."""
+    ref = [True] * 20 + [False] * 20
+    run = [False] * 10 + [True] * 10 + [False] * 20
+    rows = [{"series": "sft", "x": None, "seed": 0, "eval_dir": _scores(tmp_path / "ref", ref)},
+            {"series": "emd", "x": 100, "seed": 0, "eval_dir": _scores(tmp_path / "run", run)}]
+    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", compare_all=True,
+                                series=[spec.Series("sft"), spec.Series("emd", vary="ta_sft.lambda", values=[100])])
+    got = paired_differences(exp, rows)
+    assert got["reference"] == "sft" and len(got["points"]) == 1
+    diff = got["points"][0]["harm_suites_harmful_rate"]
+    assert diff["difference"] == pytest.approx(-0.25) and diff["n"] == 40 and diff["significant"]
+    assert diff["mcnemar_p"] == pytest.approx(2 / 2**10)
+    (pair,) = got["between"]
+    assert pair["a"] == ["sft", None] and pair["b"] == ["emd", 100]
+    assert pair["harm_suites_harmful_rate"]["difference"] == pytest.approx(0.25)
+    assert "| emd | 100 | 0 | -0.250 [" in results.results_markdown(exp, rows, got)
+
+
 @needs_data
 def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data, monkeypatch, capsys):
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
-    config, out = _write(tmp_path, tiny_model_dir, tiny_data), tmp_path / "results"
+    config, out = _write(tmp_path, tiny_model_dir, tiny_data, reference="emd"), tmp_path / "results"
     assert main(["experiment", "lambda", "--config", str(config), "--out", str(out)]) == 0
+    paired = json.loads((out / "paired.json").read_text())  # every point against emd λ=0 on the same 2+2 prompts
+    assert paired["reference"] == "emd" and [(p["series"], p["x"]) for p in paired["points"]] == [
+        ("emd", 0.5), ("stages sft", 2), ("stages sft", 4)]
+    assert all(p["harm_suites_harmful_rate"]["n"] == 2 and p["over_refusal"]["n"] == 2 for p in paired["points"])
     rows = list(csv.DictReader((out / "results.csv").open()))
     # two λ points + the checkpoint series evaluated at steps 2 and 4
     assert [(r["series"], r["x"]) for r in rows] == [("emd", "0.0"), ("emd", "0.5"), ("stages sft", "2"),
@@ -83,6 +132,7 @@ def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data
     assert (out / "runs" / "stages-sft__seed0" / "checkpoint-2").is_dir()
     md = (out / "results.md").read_text()
     assert "| series | λ | seeds |" in md and "| stages sft | 4 | 1 |" in md
+    assert "## Paired differences to `emd`" in md and all(r["harm_suites_harmful_rate_lo"] != "" for r in rows)
     assert sorted(p.name for p in out.glob("*.png")) == ["harm_suites_harmful_rate_vs_x.png",
                                                          "over_refusal_vs_harm_suites_harmful_rate.png"]
 

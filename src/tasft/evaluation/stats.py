@@ -67,14 +67,25 @@ def point(groups: Sequence[Sequence]) -> float:
     return float(np.mean([_as_seeds(g).mean() for g in groups]))
 
 
-def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], resamples: int = RESAMPLES,
+def ratio_interval(numerators: Sequence, denominators: Sequence, resamples: int = RESAMPLES,
                    seed: int = SEED, level: float = LEVEL) -> Interval:
-    """Percentile bootstrap interval of ``Σ a_i / Σ b_i`` (e.g. token-weighted NLL: a = NLL sum, b = tokens)."""
-    a, b = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    """Percentile bootstrap interval of ``Σ a_i / Σ b_i`` (e.g. token-weighted NLL: a = NLL sum, b = tokens).
+
+    ``(seeds, prompts)`` arrays resample seeds and prompts crossed, as :func:`resampled_means` does:
+    replicate = Σ over drawn seeds and drawn prompts of a / the same sum of b.
+    """
+    a, b = _as_seeds(numerators), _as_seeds(denominators)
     if a.shape != b.shape or a.size == 0:
-        raise ValueError("numerators and denominators need the same, non-zero length")
-    idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
-    return _percentiles(a[idx].sum(1) / b[idx].sum(1), level)
+        raise ValueError("numerators and denominators need the same, non-zero shape")
+    rng = np.random.default_rng(seed)
+    k, n = a.shape
+    if k == 1:
+        idx = rng.integers(0, n, size=(resamples, n))
+        return _percentiles(a[0][idx].sum(1) / b[0][idx].sum(1), level)
+    seeds = rng.integers(0, k, size=(resamples, k))
+    prompts = rng.integers(0, n, size=(resamples, n))
+    pick = (seeds[:, :, None], prompts[:, None, :])
+    return _percentiles(a[pick].sum(axis=(1, 2)) / b[pick].sum(axis=(1, 2)), level)
 
 
 def paired_ratio_difference(num_run: Sequence[float], den_run: Sequence[float], num_ref: Sequence[float],

@@ -139,3 +139,37 @@ def paired_suites(run: dict[str, Rows], reference: dict[str, Rows], metrics: lis
         if cells:
             out[suite] = cells
     return out
+
+
+def _by_seed(per_seed: list[Rows]) -> list[Rows]:
+    """The seeds' rows of one suite restricted to the prompts every seed has, in one order (by prompt id)."""
+    shared = set.intersection(*({str(r["id"]) for r in rows} for rows in per_seed))
+    order = sorted(shared)
+    return [[{str(r["id"]): r for r in rows}[i] for i in order] for rows in per_seed]
+
+
+def seed_intervals(per_seed: list[dict[str, Rows]], summary_keys: list[str], resamples: int = stats.RESAMPLES,
+                   seed: int = stats.SEED) -> dict[str, list[float]]:
+    """95% intervals of the summary metrics of a point evaluated with several training seeds on the same prompts:
+    seeds and prompts resampled crossed (:mod:`.stats`); a prompt counts where every seed answered it."""
+    if not per_seed:
+        return {}
+    suites = [s for s in per_seed[0] if all(s in rows for rows in per_seed)]
+    aligned = {s: _by_seed([rows[s] for rows in per_seed]) for s in suites}
+    out: dict[str, list[float]] = {}
+    for key in summary_keys:
+        if key == "reference_nll":
+            seeds = [nll_rows({s: aligned[s][k] for s in suites}) for k in range(len(per_seed))]
+            if seeds[0] and all(len(x) == len(seeds[0]) for x in seeds):
+                out[key] = list(stats.ratio_interval([[r["ref_nll_sum"] for r in x] for x in seeds],
+                                                     [[r["ref_nll_tokens"] for r in x] for x in seeds],
+                                                     resamples, seed))
+            continue
+        spec = summary_suites(key, suites)
+        if spec is None or not spec[1]:
+            continue
+        groups = [[row_values(rows, spec[0]) for rows in aligned[s]] for s in spec[1]]
+        if any(v is None or not v for g in groups for v in g):
+            continue
+        out[key] = list(stats.mean_interval(groups, resamples, seed))
+    return out

@@ -10,8 +10,11 @@ A series with ``starting_model: true`` evaluates the untrained starting model (t
 Studies written side by side (``results/<study>``) share points: a point whose resolved training config and
 evaluation settings equal a finished point of a sibling study reuses that point's run and evaluation.
 
-Outputs: ``results.csv`` (one row per point and seed), ``results.md`` (mean ± std over seeds per series and x),
-one PNG per entry of ``plots`` and ``experiment.json`` (the resolved experiment); ``tasft report DIR`` renders them.
+Outputs: ``results.csv`` (one row per point and seed, each metric with its 95% interval ``_lo``/``_hi``),
+``results.md`` (per series and x: the mean over seeds [95% interval over prompts, and seeds where there are several],
+then each point's paired difference to the ``reference`` series on the same prompts), ``paired.json`` (those
+differences with McNemar's p), one PNG per entry of ``plots`` (error bars = the intervals) and ``experiment.json``
+(the resolved experiment); ``tasft report DIR`` renders them.
 """
 
 from .runner import run_experiment, run_point

@@ -1,5 +1,5 @@
-"""A study's outputs: rows aggregated over seeds, ``results.csv``, ``results.md``, the PNG plots and
-``experiment.json``."""
+"""A study's outputs: rows aggregated over seeds with 95% intervals, ``results.csv``, ``results.md`` (with the
+paired differences to the reference series), ``paired.json``, the PNG plots and ``experiment.json``."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from typing import Any
 
 from ..io_utils import write_json_atomic, write_text_atomic
 from ..plotting import pyplot, save_figure
+from .paired import paired_differences, paired_markdown
 from .spec import METRICS, ExperimentConfig, PlotSpec
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation (over seeds) of every metric, per (series, x), in first-seen order."""
+    """Per (series, x), in first-seen order: mean and standard deviation over seeds of every metric, and its 95%
+    interval (``<metric>_lo``/``_hi``): one seed — the evaluation's bootstrap over prompts; several — seeds and
+    prompts resampled together from the seeds' per-prompt scores
+    (:func:`tasft.evaluation.uncertainty.seed_intervals`)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["series"], r["x"]), []).append(r)
@@ -28,28 +32,58 @@ def aggregate(rows: list[dict]) -> list[dict]:
             values = [m[key] for m in members if isinstance(m.get(key), (int, float))]
             agg[key] = statistics.fmean(values) if values else None
             agg[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        cis = _seed_intervals(members) if len(members) > 1 else {
+            k: [members[0].get(f"{k}_lo"), members[0].get(f"{k}_hi")] for k in METRICS}
+        for key in METRICS:
+            lo, hi = cis.get(key) or (None, None)
+            agg[f"{key}_lo"], agg[f"{key}_hi"] = lo, hi
         out.append(agg)
     return out
 
-def _cell(mean: float | None, std: float | None) -> str:
-    if mean is None or isinstance(mean, float) and math.isnan(mean):
-        return "–"
-    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
 
-def results_markdown(exp: ExperimentConfig, rows: list[dict]) -> str:
-    columns = [("harmful rate", "harm_suites_harmful_rate"), ("mean harm", "harm_suites_mean_harmfulness"),
-               ("safe", "harm_suites_safe_rate"), ("degenerate", "harm_suites_degenerate_rate"),
-               ("over-refusal", "over_refusal"), ("ref. NLL", "reference_nll"), ("non-English", "non_english_rate")]
-    header = ["series", exp.x_label, "seeds", *(c for c, _ in columns), "train s"]
+def _seed_intervals(members: list[dict]) -> dict[str, list[float]]:
+    from ..evaluation.compare import scored_rows
+    from ..evaluation.uncertainty import seed_intervals
+
+    per_seed = [scored_rows(m["eval_dir"]) if m.get("eval_dir") else None for m in members]
+    return {} if any(p is None for p in per_seed) else seed_intervals(per_seed, list(METRICS))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+
+
+def _cell(mean: float | None, lo: float | None, hi: float | None) -> str:
+    if not _number(mean):
+        return "–"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if _number(lo) and _number(hi) else f"{mean:.3f}"
+
+
+COLUMNS = [("harmful rate", "harm_suites_harmful_rate"), ("mean harm", "harm_suites_mean_harmfulness"),
+           ("safe", "harm_suites_safe_rate"), ("degenerate", "harm_suites_degenerate_rate"),
+           ("over-refusal", "over_refusal"), ("ref. NLL", "reference_nll"), ("non-English", "non_english_rate")]
+
+
+def results_markdown(exp: ExperimentConfig, rows: list[dict], paired: dict | None = None) -> str:
+    """The study's table (every cell: mean [95% interval]) and, with ``paired``, the paired differences."""
+    header = ["series", exp.x_label, "seeds", *(c for c, _ in COLUMNS), "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for a in aggregate(rows):
         x = "–" if a["x"] is None else str(a["x"])
-        cells = [a["series"], x, str(a["seeds"]), *(_cell(a[k], a[f"{k}_std"]) for _, k in columns),
+        cells = [a["series"], x, str(a["seeds"]), *(_cell(a[k], a[f"{k}_lo"], a[f"{k}_hi"]) for _, k in COLUMNS),
                  "–" if a["train_seconds"] is None else f"{a['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"# Experiment: {exp.study}\n\nTraining config `{Path(exp.train_config).name}`; evaluation suites "
-            f"`{exp.evaluate.suites}` (limit {exp.evaluate.limit}); harm-suite means over the suites present; "
-            "mean ± std over seeds where there are several.\n\n" + "\n".join(lines) + "\n")
+    ev = exp.evaluate
+    limits = f"limit {ev.limit}" + (f", per suite {ev.suite_limits}" if ev.suite_limits else "")
+    named = f"spec `{ev.spec}`, " if ev.spec else ""
+    text = (f"# Experiment: {exp.study}\n\nTraining config `{Path(exp.train_config).name}`; evaluation {named}"
+            f"suites `{ev.suites}` ({limits}); harm-suite means over the suites present. Each cell: the mean over "
+            "seeds [95% interval — bootstrap over prompts, and over seeds where a point has several].\n\n"
+            + "\n".join(lines) + "\n")
+    if paired and paired.get("points"):
+        text += "\n" + paired_markdown(paired)
+    return text
+
 
 def results_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
@@ -58,8 +92,14 @@ def results_csv(rows: list[dict]) -> str:
     writer.writerows(rows)
     return buf.getvalue()
 
+
+def _bar(y: float, lo: float | None, hi: float | None) -> tuple[float, float]:
+    """Error-bar lengths (below, above) of an interval around ``y`` (0 where there is none)."""
+    return (y - lo, hi - y) if _number(lo) and _number(hi) else (0.0, 0.0)
+
+
 def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) -> None:
-    """One line per series (mean over seeds, error bars = std), points in x order."""
+    """One line per series (mean over seeds, error bars = the 95% interval), points in x order."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 3.8), dpi=110)
     agg = aggregate(rows)
@@ -70,11 +110,13 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
         pts = [a for a in agg if a["series"] == name]
         xs = [a["x"] if spec.x == "x" else a[spec.x] for a in pts]
         ys = [a[spec.y] for a in pts]
-        if spec.x == "x" and name in unswept and isinstance(ys[0], (int, float)):  # sft, the starting model:
-            ax.axhline(ys[0], linestyle="--", linewidth=1.2, color=color, label=name)  # a line, not a point
+        if spec.x == "x" and name in unswept and _number(ys[0]):  # sft, the starting model: a line, not a point,
+            ax.axhline(ys[0], linestyle="--", linewidth=1.2, color=color, label=name)  # its interval a band
+            if _number(pts[0][f"{spec.y}_lo"]) and _number(pts[0][f"{spec.y}_hi"]):
+                ax.axhspan(pts[0][f"{spec.y}_lo"], pts[0][f"{spec.y}_hi"], color=color, alpha=0.12, linewidth=0)
             continue
-        keep = [(x, y, a[f"{spec.y}_std"], a["x"]) for x, y, a in zip(xs, ys, pts)
-                if isinstance(x, (int, float)) and isinstance(y, (int, float))]
+        keep = [(x, y, _bar(y, a[f"{spec.y}_lo"], a[f"{spec.y}_hi"]), a["x"]) for x, y, a in zip(xs, ys, pts)
+                if _number(x) and _number(y)]
         if not keep:
             continue
         if spec.x == "x":
@@ -82,7 +124,7 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
         else:  # a trajectory through metric space: label each point with its x (e.g. the step)
             for x, y, _, label in keep:
                 ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-        ax.errorbar([k[0] for k in keep], [k[1] for k in keep], yerr=[k[2] or 0.0 for k in keep],
+        ax.errorbar([k[0] for k in keep], [k[1] for k in keep], yerr=[[k[2][0] for k in keep], [k[2][1] for k in keep]],
                     marker="o", capsize=3, color=color, label=name)
     if spec.log_x:
         ax.set_xscale("log")
@@ -96,9 +138,12 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
 
 
 def write_outputs(exp: ExperimentConfig, rows: list[dict], out: Path) -> list[Path]:
-    """results.csv, results.md, experiment.json and the PNG plots; returns the plot paths."""
+    """results.csv, paired.json, results.md, experiment.json and the PNG plots; returns the plot paths."""
+    paired = paired_differences(exp, rows)
     write_text_atomic(out / "results.csv", results_csv(rows))
-    write_text_atomic(out / "results.md", results_markdown(exp, rows))
+    if paired is not None:
+        write_json_atomic(out / "paired.json", paired)
+    write_text_atomic(out / "results.md", results_markdown(exp, rows, paired))
     write_json_atomic(out / "experiment.json", asdict(exp))
     images = []
     for spec in exp.plots:
@@ -106,6 +151,7 @@ def write_outputs(exp: ExperimentConfig, rows: list[dict], out: Path) -> list[Pa
         plot(exp, rows, spec, out / name)
         images.append(out / name)
     return images
+
 
 def ordered(exp: ExperimentConfig, rows: list[dict]) -> list[dict]:
     """Rows in the experiment file's order: by series, then by the series' listed values (checkpoints by step)."""

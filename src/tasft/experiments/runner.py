@@ -43,9 +43,19 @@ def _train(cfg, run_dir: Path, progress: bool) -> dict:
     return train(cfg, resume=True, progress=progress)
 
 def _row(point: Point, x: Any, training: dict, evaluation: dict, eval_dir: Path) -> dict:
+    """One results.csv row: the point, its summary metrics with their 95% intervals (``<metric>_lo``/``_hi``),
+    its training time and where its evaluation lives."""
+    from ..evaluation.compare import ensure_intervals, interval, scored_rows
+
     summary = evaluation.get("summary", {})
+    if "intervals" not in evaluation:
+        ensure_intervals(evaluation, scored_rows(eval_dir))
+    bounds = {}
+    for k in METRICS:
+        ci = interval(evaluation, k) or [None, None]
+        bounds.update({f"{k}_lo": ci[0], f"{k}_hi": ci[1]})
     return {"series": point.series.name, "x": x, "seed": point.seed,
-            **{k: summary.get(k) for k in METRICS},
+            **{k: summary.get(k) for k in METRICS}, **bounds,
             "train_seconds": training.get("train_seconds"),
             "eval_dir": str(eval_dir)}
 

@@ -62,6 +62,8 @@ class ExperimentConfig:
     seeds: int = 1
     headline_values: list = field(default_factory=list)
     plots: list[PlotSpec] = field(default_factory=lambda: [PlotSpec("harm_suites_harmful_rate")])
+    reference: str | None = None  # the series the paired table compares with; None: the one named sft, if any
+    compare_all: bool = False  # paired.json also pairs every two points (for a verdict between methods)
 
 @dataclass(frozen=True)
 class Point:
@@ -107,6 +109,8 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
             raise TasftError(f"{path}: series '{s.name}': starting_model takes at most one x value, no vary")
         if not s.checkpoints and not s.starting_model and (s.vary is None) != (not s.values):
             raise TasftError(f"{path}: series '{s.name}': give both vary and values (or neither)")
+    if exp.reference is not None and exp.reference not in names:
+        raise TasftError(f"{path}: reference: no series named '{exp.reference}' (series: {', '.join(names)})")
     if exp.seeds < 1:
         raise TasftError(f"{path}: seeds must be >= 1")
     for spec in exp.plots:

@@ -1,0 +1,90 @@
+"""Paired differences of a study's points to its reference series (``reference:``, default the series named
+``sft``; a swept reference is taken at its first x): each point's evaluation against the reference's on the same
+prompts (:func:`tasft.evaluation.uncertainty.paired`: paired bootstrap interval, McNemar's exact p for rates). A point
+with several seeds is paired seed for seed with the reference where the reference has that seed, else on its
+lowest seed against the reference's lowest; ``paired.json`` says which seeds were paired; with ``compare_all: true`` its
+``between`` list holds every other pair of points too (a − b, lowest seeds), for verdicts that compare two methods
+directly (quadratic in the points: meant for a comparison of a few methods, not a long sweep)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .spec import ExperimentConfig
+
+PAIRED = [("harmful rate", "harm_suites_harmful_rate"), ("safe", "harm_suites_safe_rate"),
+          ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
+          ("over-refusal", "over_refusal"), ("ref. NLL", "reference_nll")]
+
+
+def reference_series(exp: ExperimentConfig) -> str | None:
+    """The series every other point is paired with: ``exp.reference``, else one named ``sft``, else none."""
+    if exp.reference is not None:
+        return exp.reference
+    return "sft" if any(s.name == "sft" for s in exp.series) else None
+
+
+def paired_differences(exp: ExperimentConfig, rows: list[dict]) -> dict[str, Any] | None:
+    """``{"reference": name, "keys": [...], "points": [{series, x, seed, reference_seed, <metric>: {...}}]}``
+    for every finished point that is not the reference (None without a reference or its evaluation)."""
+    from ..evaluation.compare import scored_rows
+    from ..evaluation.uncertainty import paired
+
+    name = reference_series(exp)
+    mine = [r for r in rows if r["series"] == name]
+    refs = {r["seed"]: r for r in mine if r["x"] == mine[0]["x"]} if mine else {}  # a swept reference: its first x
+    if name is None or not refs:
+        return None
+    cache: dict[str, Any] = {}
+
+    def scores(row: dict):
+        path = row.get("eval_dir")
+        if path and path not in cache:
+            cache[path] = scored_rows(path)
+        return cache.get(path) if path else None
+
+    keys = [k for _, k in PAIRED]
+    points = []
+    for row in rows:
+        if row in refs.values():
+            continue
+        ref = refs.get(row["seed"]) or refs[min(refs)]
+        run_rows, ref_rows = scores(row), scores(ref)
+        if run_rows is None or ref_rows is None:
+            continue
+        diffs = paired(run_rows, ref_rows, keys)
+        points.append({"series": row["series"], "x": row["x"], "seed": row["seed"], "reference_seed": ref["seed"],
+                       **diffs})
+    if not exp.compare_all:
+        return {"reference": name, "keys": keys, "points": points}
+    # every other pair of points too (lowest seed of each), for verdicts that compare two methods directly
+    first = {}
+    for row in rows:
+        first.setdefault((row["series"], row["x"]), row)
+    between = []
+    for i, (a_key, a) in enumerate(first.items()):
+        for b_key, b in list(first.items())[i + 1 :]:
+            ra, rb = scores(a), scores(b)
+            if ra is not None and rb is not None:
+                between.append({"a": list(a_key), "b": list(b_key), **paired(ra, rb, keys)})
+    return {"reference": name, "keys": keys, "points": points, "between": between}
+
+
+def _cell(d: dict | None) -> str:
+    if not d:
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]" + ("*" if d["significant"] else "")
+
+
+def paired_markdown(paired: dict[str, Any]) -> str:
+    """The paired-difference table: point − reference on the same prompts; ``*`` = the interval excludes 0."""
+    header = ["series", "x", "seed", *(label for label, _ in PAIRED), "pairs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for p in paired["points"]:
+        n = max((p[k]["n"] for k in paired["keys"] if isinstance(p.get(k), dict)), default=0)
+        lines.append("| " + " | ".join([str(p["series"]), "–" if p["x"] is None else str(p["x"]), str(p["seed"]),
+                                        *(_cell(p.get(k)) for _, k in PAIRED), str(n)]) + " |")
+    return (f"## Paired differences to `{paired['reference']}`\n\nEach point minus `{paired['reference']}` on the "
+            "same prompts, with a paired bootstrap 95% interval; `*` marks an interval that excludes 0 (McNemar's "
+            "exact p for each rate is in `paired.json`).\n\n" + "\n".join(lines) + "\n")
