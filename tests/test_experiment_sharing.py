@@ -92,6 +92,20 @@ def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_mode
     saved = json.loads((tmp_path / "out" / "evals" / "starting-model__x0__seed0" / "metrics.json").read_text())
     assert row["x"] == 0 and row["train_seconds"] is None and saved["model"] == str(tiny_model_dir)
     assert (tmp_path / "out" / "over_refusal_vs_x.png").stat().st_size > 0
+    # a sibling study with the same training config and evaluation reuses that evaluation instead of repeating it
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("the sibling's evaluation was repeated"))
+    (again,) = runner.run_experiment("stages", str(config), tmp_path / "out2", progress=False)
+    assert again["eval_dir"] == str(tmp_path / "out" / "evals" / "starting-model__x0__seed0")
+    assert again["harm_suites_harmful_rate"] == row["harm_suites_harmful_rate"]
+    lock = outputs.DirectoryLock(tmp_path / "out" / "evals" / "starting-model__x0__seed0")
+    (tmp_path / "out" / "evals" / "starting-model__x0__seed0" / "metrics.json").unlink()
+    assert lock.acquire()  # the sibling's process, alive and evaluating it: this study waits
+    try:
+        with pytest.raises(sharing.PointBusy):
+            runner.run_point(spec.load_experiment(config), spec.plan(spec.load_experiment(config), 1)[0],
+                             tmp_path / "out3", progress=False)
+    finally:
+        lock.release()
 
 
 def test_starting_model_series_takes_no_sweep(tmp_path, tiny_model_dir, tiny_data):

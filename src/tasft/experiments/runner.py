@@ -12,7 +12,7 @@ from ..errors import TasftError
 from ..io_utils import write_json_atomic
 from ..run_config import load_train_config
 from .results import ordered, write_outputs
-from .sharing import PointBusy, _finished, find_shared, prune_weights
+from .sharing import PointBusy, _finished, find_shared, find_shared_start, prune_weights
 from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan
 
 
@@ -66,6 +66,12 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
     if point.series.starting_model:
         model = load_train_config(exp.train_config, []).model
         eval_dir = out / "evals" / point.slug
+        if share and _finished(eval_dir) is None:  # a sibling study's evaluation of the same model is reused
+            state, shared_eval = find_shared_start(exp, out, point.slug)
+            if state == "running":
+                raise PointBusy(str(shared_eval))
+            if state == "done":
+                return [_row(point, point.x, {}, _finished(shared_eval), shared_eval)]
         return [_row(point, point.x, {}, _evaluate(exp, Path(model), eval_dir, progress), eval_dir)]
     cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
     if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():

@@ -53,6 +53,24 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
                 found = ("trained", run_dir, None)
     return found
 
+def find_shared_start(exp: ExperimentConfig, out: Path, slug: str) -> tuple[str, Path | None]:
+    """A sibling study's evaluation of the same starting model (same training config, same evaluation settings):
+    ("done", eval_dir), ("running", eval_dir) while a live process writes it, or ("none", None)."""
+    for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
+        meta = sibling / "experiment.json"
+        if not meta.is_file():
+            continue
+        other = json.loads(meta.read_text(encoding="utf-8"))
+        if other.get("evaluate") != asdict(exp.evaluate) or other.get("train_config") != exp.train_config:
+            continue
+        eval_dir = sibling / "evals" / slug
+        if (eval_dir / "metrics.json").is_file():
+            return "done", eval_dir
+        if outputs.in_use(eval_dir):
+            return "running", eval_dir
+    return "none", None
+
+
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 def prune_weights(run_dir: Path) -> None:
