@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import TasftError
 from ..io_utils import write_text_atomic
 from ..plotting import pyplot, save_figure
-from . import compare, samples
+from . import compare, samples, uncertainty
 
 # metric groups: (title, PNG file stem, [(label, key in metrics["summary"])])
 GROUPS = [
@@ -232,13 +232,11 @@ def experiment_section(path: Path, out: Path) -> tuple[str, list[Path]]:
     for png in sorted(path.glob("*.png")):
         (target / png.name).write_bytes(png.read_bytes())
         images.append(target / png.name)
-    body = results.read_text(encoding="utf-8").replace("# Experiment:", "## Experiment:", 1)
+    body = results.read_text(encoding="utf-8").replace("\n## ", "\n### ").replace("# Experiment:", "## Experiment:", 1)
     return body + "\n" + "\n".join(f"![{p.stem}]({path.name}/{p.name})" for p in images) + "\n", images
 
 
-PAIRED_KEYS = [("harmful rate", "harm_suites_harmful_rate"), ("safe rate", "harm_suites_safe_rate"),
-               ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
-               ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
+PAIRED_KEYS = uncertainty.PAIRED_METRICS
 
 
 def _run_dir(path: str) -> Path:

@@ -29,6 +29,11 @@ ROW_VALUES: dict[str, Callable[[dict], float | bool | None]] = {
 }
 BINARY = frozenset(ROW_VALUES) - {"mean_harmfulness"}
 
+#: the summary metrics a paired comparison reports (label, key): ``tasft report --reference`` and experiment tables
+PAIRED_METRICS = [("harmful rate", "harm_suites_harmful_rate"), ("safe rate", "harm_suites_safe_rate"),
+                  ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
+                  ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
+
 
 def row_values(rows: Rows, metric: str) -> list[float] | None:
     """The per-prompt values of ``metric`` (None if any row lacks it, e.g. no judge)."""

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..evaluation.uncertainty import PAIRED_METRICS as PAIRED
 from .spec import ExperimentConfig
-
-PAIRED = [("harmful rate", "harm_suites_harmful_rate"), ("safe", "harm_suites_safe_rate"),
-          ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
-          ("over-refusal", "over_refusal"), ("ref. NLL", "reference_nll")]
 
 
 def reference_series(exp: ExperimentConfig) -> str | None:
