@@ -5,6 +5,10 @@ evaluation sorts them), batch by batch, alternating which goes first; the table 
 each, their ratio, and how many rows came out token-identical. Writes ``bench_generate_<tag>.json`` and ``.md``.
 
     OMP_NUM_THREADS=2 python bench/bench_generate.py --prompts 128 --batch-size 64 --out docs/results/bench --tag cpu
+
+``--batch-sweep 8,32,64`` also times tasft's decoder at each batch size on the first 64 prompts (64 new tokens)
+and checks that the outputs do not depend on the batch size (``bench_generate_batch_<tag>.json``);
+``--profile-steps N`` writes torch.profiler's top operators of both decoders on the first batch.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--profile-steps", type=int, default=0,
                    help="also write profile_generate_<tag>.txt: torch.profiler's top operators of both decoders on "
                    "the first batch for this many new tokens")
+    p.add_argument("--batch-sweep", default="", help="comma-separated batch sizes to time tasft's decoder at")
     args = p.parse_args(argv)
 
     data = find_data_dir(args.data_dir)
@@ -99,6 +104,23 @@ def main(argv: list[str] | None = None) -> dict:
             parts.append(f"## {name}: {len(batches[0])} rows, {args.profile_steps} new tokens\n"
                          + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
         (out / f"profile_generate_{args.tag}.txt").write_text("\n\n".join(parts) + "\n")
+    if args.batch_sweep:
+        sizes = sorted(int(x) for x in args.batch_sweep.split(","))
+        sweep_prompts = encoded[:64]
+        runs = {}
+        for size in sizes:
+            t, rows = time.perf_counter(), []
+            for i in range(0, len(sweep_prompts), size):
+                rows += greedy_decode(model, tokenizer, sweep_prompts[i: i + size], 64)
+            runs[size] = (time.perf_counter() - t, rows)
+        largest = runs[sizes[-1]][1]
+        sweep = {"prompts": len(sweep_prompts), "max_new_tokens": 64, "threads": torch.get_num_threads(),
+                 "batches": [{"batch_size": size, "seconds": sec, "new_tokens": sum(len(r) for r in rows),
+                              "tokens_per_second": sum(len(r) for r in rows) / sec,
+                              "rows_identical_to_largest_batch": sum(a == b for a, b in zip(rows, largest))}
+                             for size, (sec, rows) in runs.items()]}
+        result["batch_sweep"] = sweep
+        (out / f"bench_generate_batch_{args.tag}.json").write_text(json.dumps(sweep, indent=2) + "\n")
     (out / f"bench_generate_{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     tps = result["tokens_per_second"]
     md = (f"# Generation: tasft greedy decoder vs `model.generate`\n\n`{args.model}`, {len(encoded)} prompts of the "

@@ -4,7 +4,7 @@ What it saves over ``generate`` (measured in ``bench/bench_generate.py``):
 
 - the KV cache is preallocated once per batch (prompt width + ``max_new_tokens`` slots per layer) and each step
   writes one slot — ``generate``'s dynamic cache concatenates the whole cache at every step of every layer
-  (a copy that grows with the answer: ~18% of a 64-row decode step on the default model);
+  (a copy that grows with the answer; ``bench/bench_generate.py --profile-steps N`` shows its share);
 - a row that has produced an end-of-turn token leaves the batch once a quarter of the rows still running have
   finished (one gather of the cache then, instead of computing padding for every later step).
 
