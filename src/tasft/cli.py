@@ -78,6 +78,19 @@ def _harvest(args: argparse.Namespace) -> None:
     print(f"wrote {counts['kept']} harvested responses to {args.out} (unsafe text: open with care)")
 
 
+def _audit(args: argparse.Namespace) -> None:
+    from .scoring.prompt_audit import run_audit
+
+    summary = run_audit(args.pool, args.out, verdicts=args.verdicts, data_dir=args.data_dir, overwrite=args.overwrite)
+    agree = summary.get("agreement")
+    line = (f"{summary['prompts']} prompts: the XSTest prompt classifier calls {summary['classifier_benign']} benign "
+            f"(its cross-validated AUROC on XSTest {summary['classifier']['cv_auroc']:.3f})")
+    if agree is not None:
+        line += (f"; the audit calls {summary['verdicts']['benign']} benign, {summary['verdicts']['borderline']} "
+                 f"borderline; both benign {agree['both_benign']}, kappa {agree['cohen_kappa']}")
+    print(line + f"; wrote {args.out}")
+
+
 def _suite_limits(pairs: list[str]) -> dict[str, int]:
     """``--suite-limit xstest-safe=50`` (repeatable) as {suite: limit}."""
     out = {}
@@ -205,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local harmfulness scorer directory (default: cache, built if missing)")
     p.add_argument("--data-dir", default=None, help="shared data directory (default: ./shared/data or ../shared/data)")
     p.set_defaults(func=_harvest)
+
+    p = sub.add_parser("audit", help="how pure is a D_h file: its prompts against an XSTest prompt classifier and "
+                       "a human verdict file")
+    p.add_argument("pool", help="D_h JSONL (e.g. a harvest's output)")
+    p.add_argument("--verdicts", default=None, help="audit CSV: prompt_id,verdict (harmful / borderline / benign)")
+    p.add_argument("--out", required=True, help="output JSON (prompt ids, scores and verdicts only: no text)")
+    p.add_argument("--data-dir", default=None, help="shared data directory (default: ./shared/data or ../shared/data)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_audit)
 
     p = sub.add_parser("evaluate",
                        help="generate on evaluation suites and score harmfulness, refusal, language, quality")
