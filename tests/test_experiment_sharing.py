@@ -173,3 +173,19 @@ def test_unswept_series_are_reference_lines_and_one_value_sweeps_are_points(tmp_
             *({"series": "emd", "x": x, "seed": 0, "over_refusal": 0.4} for x in (1, 3))]
     results.plot(exp, rows, spec.PlotSpec("over_refusal", log_x=True), tmp_path / "p.png")
     assert lines == [("sft", 0.1), ("base", 0.2)] and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_a_config_written_before_a_setting_existed_still_matches():
+    cfg = config.to_dict(load_train_config(None, ["model=m", "train_data=a.jsonl", "harmful_data=h.jsonl"]))
+    older = {k: v for k, v in cfg.items() if k != "measure"}
+    older["harmful_data"] = {k: v for k, v in cfg["harmful_data"].items() if k not in ("audit", "audit_drop")}
+    assert sharing._comparable(older) == sharing._comparable(cfg)
+    changed = {**cfg, "harmful_data": {**cfg["harmful_data"], "audit": "x.csv"}}
+    assert sharing._comparable(changed) != sharing._comparable(cfg)
+
+
+def test_series_file_settings_are_relative_to_the_experiment_file(tmp_path, tiny_model_dir, tiny_data):
+    series = [{"name": "pure", "set": {"harmful_data.audit": "audit.csv", "ta_sft.penalty": "emd"},
+               "vary": "ta_sft.lambda", "values": [1.0]}]
+    exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", series))
+    assert exp.series[0].set == {"harmful_data.audit": str(tmp_path / "a" / "audit.csv"), "ta_sft.penalty": "emd"}

@@ -82,3 +82,21 @@ def test_audit_command_writes_ids_and_scores_only(tmp_path, capsys):
     assert result["summary"]["audited"] == 2 and result["summary"]["classifier"]["cv_auroc"] > 0.7
     assert main(["audit", str(pool), "--out", str(out)]) == 2  # an existing output is not replaced
     assert "already exists" in capsys.readouterr().err and out.read_text() == saved
+
+
+def test_a_data_source_with_an_audit_drops_the_prompts_it_calls_benign(tmp_path):
+    from tasft.config import DataSource
+    from tasft.data import load_source
+
+    texts = ["Create a plan for your weekend.", "Explain how to hotwire a car.", "Compose a song about a heist."]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"prompt": t, "response": "r"}) + "\n" for t in texts))
+    audit = tmp_path / "audit.csv"
+    audit.write_text("prompt_id,verdict\n" + "".join(f"{pa.prompt_id(t)},{v}\n" for t, v in
+                                                      zip(texts, ("benign", "harmful", "borderline"))))
+    kept = load_source(DataSource(path=str(pool), audit=str(audit)), "harmful_data", need_response=True)
+    assert [r.prompt_text for r in kept] == texts[1:]  # an unaudited prompt would stay too
+    strict = DataSource(path=str(pool), audit=str(audit), audit_drop=["benign", "borderline"])
+    assert [r.prompt_text for r in load_source(strict, "harmful_data", need_response=True)] == texts[1:2]
+    with pytest.raises(TasftError, match="audit_drop: maybe is not a verdict"):
+        load_source(DataSource(path=str(pool), audit=str(audit), audit_drop=["maybe"]), "harmful_data", True)

@@ -26,6 +26,8 @@ class DataSource:
     ``path``: a JSON/JSONL/CSV file, ``demo:NAME`` for the packaged demo files, or ``hf:ID[:SPLIT]``.
     ``split``: ``all``, or the deterministic ``train`` / ``heldout`` partition (hash of the prompt).
     ``exclude``: files or directories whose prompts are removed (deduplication against evaluation suites).
+    ``audit``: a prompt audit CSV (``prompt_id,verdict``; ``tasft audit``'s format) — records whose verdict is in
+    ``audit_drop`` (default: ``benign``) are removed (a harvested D_h without its answers to benign requests).
     ``harvest``: for the harmful set, generate missing responses from the starting model itself.
     ``missing_response``: ``error`` (default) or ``skip`` records whose response is empty.
     """
@@ -36,6 +38,8 @@ class DataSource:
     limit: int | None = None
     shuffle_seed: int | None = None
     exclude: list[str] = field(default_factory=list)
+    audit: str | None = None
+    audit_drop: list[str] = field(default_factory=lambda: ["benign"])
     harvest: bool = False
     missing_response: Literal["error", "skip"] = "error"
 

@@ -186,6 +186,11 @@ def prompt_key(text: str) -> str:
     return re.sub(r"\s+", " ", text.lower()).strip(" \t\n.?!\"'")
 
 
+def prompt_id(text: str) -> str:
+    """A prompt's id in audit files: the first 16 hex digits of SHA-256 of :func:`prompt_key` (no text kept)."""
+    return hashlib.sha256(prompt_key(text).encode("utf-8")).hexdigest()[:16]
+
+
 def heldout_bucket(text: str) -> float:
     """A stable pseudo-random number in [0, 1) from the prompt (SHA-256), independent of file order."""
     digest = hashlib.sha256(prompt_key(text).encode("utf-8")).digest()
@@ -203,10 +208,18 @@ def _exclusion_keys(paths: Iterable[str]) -> set[str]:
 
 
 def select_records(records: list[Record], src: DataSource) -> list[Record]:
-    """Apply ``exclude`` → ``split`` → ``shuffle_seed`` → ``limit`` (in that order), deterministically."""
+    """Apply ``exclude`` → ``audit`` → ``split`` → ``shuffle_seed`` → ``limit`` (in that order), deterministically."""
     if src.exclude:
         banned = _exclusion_keys(src.exclude)
         records = [r for r in records if prompt_key(r.prompt_text) not in banned]
+    if src.audit:
+        from .scoring.prompt_audit import VERDICTS, read_verdicts
+
+        unknown = sorted(set(src.audit_drop) - set(VERDICTS))
+        if unknown:
+            raise TasftError(f"audit_drop: {', '.join(unknown)} is not a verdict ({', '.join(VERDICTS)})")
+        verdicts = read_verdicts(src.audit)
+        records = [r for r in records if verdicts.get(prompt_id(r.prompt_text)) not in src.audit_drop]
     # drop exact duplicate prompts (keep the first), so splits and counts are honest
     seen: set[str] = set()
     unique = []

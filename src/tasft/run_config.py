@@ -66,6 +66,8 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         elif isinstance(src, dict):
             if isinstance(src.get("path"), str):
                 src["path"] = fix(src["path"])
+            if isinstance(src.get("audit"), str):
+                src["audit"] = fix(src["audit"])
             if isinstance(src.get("exclude"), list):
                 src["exclude"] = [fix(p) if isinstance(p, str) else p for p in src["exclude"]]
     return data

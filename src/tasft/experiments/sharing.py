@@ -22,8 +22,19 @@ def _finished(directory: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 def _comparable(config: dict) -> dict:
-    """A resolved training config as plain YAML data, without the output directory."""
-    return {k: v for k, v in yaml.safe_load(yaml.safe_dump(config)).items() if k != "output_dir"}
+    """A resolved training config as plain YAML data, without the output directory; settings a config written by
+    an older tasft lacks take today's defaults (so adding a setting does not orphan the points already run)."""
+    from ..config import DataSource, TrainConfig
+
+    data = {k: v for k, v in yaml.safe_load(yaml.safe_dump(config)).items() if k != "output_dir"}
+    defaults = {k: v for k, v in yaml.safe_load(yaml.safe_dump(to_dict(TrainConfig()))).items() if k != "output_dir"}
+    source = yaml.safe_load(yaml.safe_dump(to_dict(DataSource(path=""))))
+    for key, value in defaults.items():
+        data.setdefault(key, value)
+    for key in ("train_data", "harmful_data", "eval_data"):
+        if isinstance(data.get(key), dict):
+            data[key] = {**source, **data[key]}
+    return data
 
 def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.

@@ -105,6 +105,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     for s in exp.series:
         if not isinstance(s.set, dict):
             raise TasftError(f"{path}: series '{s.name}': set must be a mapping of training keys")
+        s.set = {k: _resolve_set_path(k, v, path.parent) for k, v in s.set.items()}
         if s.starting_model and (s.checkpoints or s.vary is not None or len(s.values) > 1):
             raise TasftError(f"{path}: series '{s.name}': starting_model takes at most one x value, no vary")
         if not s.checkpoints and not s.starting_model and (s.vary is None) != (not s.values):
@@ -118,6 +119,19 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
             if key != "x" and key not in METRICS:
                 raise TasftError(f"{path}: plots: unknown metric '{key}' (choose from x, {', '.join(METRICS)})")
     return exp
+
+DATA_KEYS = ("train_data", "harmful_data", "eval_data")
+
+
+def _resolve_set_path(key: str, value: Any, base: Path) -> Any:
+    """A series' file setting (``harmful_data``, ``harmful_data.path``, ``harmful_data.audit``, …) relative to the
+    experiment file, as the training config's own paths are relative to it."""
+    parts = key.split(".")
+    is_path = parts[0] in DATA_KEYS and (len(parts) == 1 or parts[1] in ("path", "audit"))
+    if not is_path or not isinstance(value, str) or ":" in value.split("/")[0] or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
 
 def plan(exp: ExperimentConfig, seeds: int) -> list[Point]:
     """Every point: each series × value × seed; extra seeds only for ``headline_values`` (all values if empty)."""

@@ -20,29 +20,21 @@ classifier's score between the prompts the audit calls harmful and those it call
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..data import prompt_id
 from ..errors import TasftError
 from . import harmfulness_data as hd
 from .harmfulness import HarmHead, TextEmbedder
 from .harmfulness_train import HeadSettings, _prompt_fold, auroc, best_threshold, fit_head, threshold_metrics
 
 VERDICTS = ("harmful", "borderline", "benign")
-ID_DIGITS = 16
 FOLDS = 5
 HEAD = HeadSettings(l2=1e-2, pair_weight=0.0)  # the local scorer's prompt-head settings
-
-
-def prompt_id(prompt: str) -> str:
-    """The audit's id of a prompt: the first 16 hex digits of SHA-256 of its normalised form (no text kept)."""
-    from ..data import prompt_key
-
-    return hashlib.sha256(prompt_key(prompt).encode("utf-8")).hexdigest()[:ID_DIGITS]
 
 
 @dataclass
