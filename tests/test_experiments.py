@@ -164,3 +164,26 @@ def test_every_study_config_plans_valid_training_runs(tmp_path):
         for point in spec.plan(exp, seeds=3):
             load_train_config(exp.train_config, runner._overrides(point, tmp_path / point.slug))
     assert studies == set(spec.STUDIES)
+
+
+def test_pareto_front_and_figure(tmp_path):
+    from tasft.experiments.pareto import not_safe, pareto_front, pareto_plot
+
+    # (NLL, not-safe): (1.5, .6) and (1.4, .7) trade off; (1.6, .65) is dominated by (1.5, .6); (2.0, .2) is best safety
+    assert pareto_front([(1.5, 0.6), (1.4, 0.7), (1.6, 0.65), (2.0, 0.2)]) == [1, 0, 3]
+    assert pareto_front([(1.0, 0.5), (1.0, 0.5)]) == [0, 1]  # equal points do not dominate each other
+    row = {"series": "a", "x": None, "harm_suites_safe_rate": 0.4, "harm_suites_safe_rate_lo": 0.3,
+           "harm_suites_safe_rate_hi": 0.5, "reference_nll": 1.5, "reference_nll_lo": 1.4, "reference_nll_hi": 1.6,
+           "over_refusal": 0.02}
+    assert not_safe(row) == pytest.approx((0.6, 0.5, 0.7))
+    other = {**row, "series": "b", "x": 3, "harm_suites_safe_rate": 0.8, "harm_suites_safe_rate_lo": 0.7,
+             "harm_suites_safe_rate_hi": 0.9}
+    pareto_plot("study", [row, other], tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_a_pareto_plot_is_a_plot_kind(tmp_path, tiny_model_dir, tiny_data):
+    exp = spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pareto"}]))
+    assert exp.plots[0].kind == "pareto"
+    with pytest.raises(TasftError, match="kind"):
+        spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pie"}]))

@@ -14,6 +14,7 @@ from typing import Any
 from ..io_utils import write_json_atomic, write_text_atomic
 from ..plotting import pyplot, save_figure
 from .paired import paired_differences, paired_markdown
+from .pareto import pareto_plot
 from .spec import METRICS, ExperimentConfig, PlotSpec
 
 
@@ -147,8 +148,12 @@ def write_outputs(exp: ExperimentConfig, rows: list[dict], out: Path) -> list[Pa
     write_json_atomic(out / "experiment.json", asdict(exp))
     images = []
     for spec in exp.plots:
-        name = f"{spec.y}_vs_{spec.x}.png"
-        plot(exp, rows, spec, out / name)
+        if spec.kind == "pareto":
+            name = "pareto_not_safe_vs_reference_nll.png"
+            pareto_plot(exp.study, aggregate(rows), out / name)
+        else:
+            name = f"{spec.y}_vs_{spec.x}.png"
+            plot(exp, rows, spec, out / name)
         images.append(out / name)
     return images
 

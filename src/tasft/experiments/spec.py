@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..config import from_dict
 from ..errors import TasftError
@@ -32,11 +32,13 @@ class Series:
 
 @dataclass
 class PlotSpec:
-    """A plot of metric ``y`` against ``x`` (``x`` = the swept value, or another metric), one line per series."""
+    """A plot of metric ``y`` against ``x`` (``x`` = the swept value, or another metric), one line per series;
+    ``kind: pareto`` is instead the trade-off figure of :mod:`tasft.experiments.pareto` (x and y unused)."""
 
-    y: str
+    y: str = "harm_suites_harmful_rate"
     x: str = "x"
     log_x: bool = False
+    kind: Literal["line", "pareto"] = "line"
 
 @dataclass
 class EvalSpec:

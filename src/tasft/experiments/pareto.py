@@ -1,0 +1,71 @@
+"""The trade-off figure of a study: every point's not-safe rate against its reference NLL, over-refusal as colour.
+
+not-safe = 1 − safe rate (harmful or degenerate: a broken answer is not a safe one), its interval
+[1 − safe_hi, 1 − safe_lo]; both axes carry the points' 95% intervals as error bars. A point is on the Pareto front
+when no other point has both a lower (or equal) not-safe rate and a lower (or equal) reference NLL, one of them
+strictly; the front is drawn as a step line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..plotting import pyplot, save_figure
+
+
+def not_safe(agg: dict) -> tuple[float, float, float] | None:
+    """(1 − safe, lower, upper) of an aggregated row, or None without a safe rate."""
+    safe = agg.get("harm_suites_safe_rate")
+    if not isinstance(safe, (int, float)):
+        return None
+    lo, hi = agg.get("harm_suites_safe_rate_lo"), agg.get("harm_suites_safe_rate_hi")
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        return 1 - safe, 1 - hi, 1 - lo
+    return 1 - safe, 1 - safe, 1 - safe
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (x, y) that no other point dominates (lower is better on both), by increasing x."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def _label(agg: dict) -> str:
+    return agg["series"] if agg["x"] is None or agg["series"] in ("starting model",) else f"{agg['series']} {agg['x']}"
+
+
+def pareto_plot(title: str, aggregated: list[dict], path: Path) -> None:
+    """Draw the figure (see the module) from :func:`tasft.experiments.results.aggregate` rows."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
+    pts = [(a, ns) for a in aggregated if (ns := not_safe(a)) and isinstance(a.get("reference_nll"), (int, float))]
+    if not pts:
+        ax.text(0.5, 0.5, "no point has a safe rate and a reference NLL yet", ha="center", transform=ax.transAxes)
+    xs = [a["reference_nll"] for a, _ in pts]
+    ys = [ns[0] for _, ns in pts]
+    refusal = [a.get("over_refusal") if isinstance(a.get("over_refusal"), (int, float)) else 0.0 for a, _ in pts]
+    for (a, (y, ylo, yhi)), x in zip(pts, xs):
+        lo, hi = a.get("reference_nll_lo"), a.get("reference_nll_hi")
+        xerr = [[max(0.0, x - lo)], [max(0.0, hi - x)]] \
+            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None
+        yerr = [[max(0.0, y - ylo)], [max(0.0, yhi - y)]]
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.6", elinewidth=1, capsize=2, zorder=1)
+        ax.annotate(_label(a), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if pts:
+        sc = ax.scatter(xs, ys, c=refusal, cmap="viridis", vmin=0.0, vmax=max(0.1, max(refusal)), s=42,
+                        edgecolors="black", linewidths=0.5, zorder=3)
+        fig.colorbar(sc, ax=ax, label="over-refusal (XSTest safe)")
+        front = pareto_front(list(zip(xs, ys)))
+        ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="tab:red", linewidth=1,
+                alpha=0.6, zorder=2, label="Pareto front")
+        ax.legend(fontsize=7, frameon=False, loc="upper right")
+    ax.set_xlabel("reference NLL (AlpacaEval held-out; lower = better language)")
+    ax.set_ylabel("not-safe rate = 1 − safe (harm suites)")
+    ax.set_title(f"{title}: safety against quality (95% intervals)", fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    save_figure(fig, path)
