@@ -1,10 +1,10 @@
 """Paired differences of a study's points to its reference series (``reference:``, default the series named
 ``sft``; a swept reference is taken at its first x): each point's evaluation against the reference's on the same
-prompts (:func:`tasft.evaluation.uncertainty.paired`: paired bootstrap interval, McNemar's exact p for rates). A point
-with several seeds is paired seed for seed with the reference where the reference has that seed, else on its
-lowest seed against the reference's lowest; ``paired.json`` says which seeds were paired; with ``compare_all: true`` its
-``between`` list holds every other pair of points too (a − b, lowest seeds), for verdicts that compare two methods
-directly (quadratic in the points: meant for a comparison of a few methods, not a long sweep)."""
+prompts (:func:`tasft.evaluation.uncertainty.paired`: paired bootstrap interval, McNemar's exact p for rates).
+Each seed of a point is paired with the same seed of the reference where the reference has it, else with the
+reference's lowest seed; ``paired.json`` records which. With ``compare_all: true`` its ``between`` list holds
+every other pair of points too (a − b, each at its first-run seed), for verdicts that compare two methods directly
+(quadratic in the points: meant for a comparison of a few methods, not a long sweep)."""
 
 from __future__ import annotations
 
