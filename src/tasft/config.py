@@ -128,6 +128,9 @@ class TrainConfig:
     eval_batch_size: int = 8
     measure: bool = True
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # any other field of transformers.TrainingArguments (gradient_checkpointing, optim, adam_beta2, ...), passed
+    # through; a field tasft sets from its own settings (tasft.training.args.OWNED) is an error naming that setting
+    training_args: dict = field(default_factory=dict)
     lora: LoraSettings | None = None
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -304,5 +307,11 @@ def check_core(cfg: TrainConfig) -> None:
         if not 0 < src.heldout_fraction < 1:
             raise TasftError(f"{name}.heldout_fraction: must be in (0, 1), got {src.heldout_fraction}")
         positive(src, f"{name}.", "limit", allow_none=True)
+    if not isinstance(cfg.training_args, dict):
+        raise TasftError(f"training_args: expected a mapping of TrainingArguments fields, got {cfg.training_args!r}")
+    if cfg.training_args:
+        from .training.args import check_training_args
+
+        check_training_args(cfg.training_args)
     if cfg.lora is not None:
         positive(cfg.lora, "lora.", "r")
