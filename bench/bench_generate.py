@@ -8,7 +8,8 @@ each, their ratio, and how many rows came out token-identical. Writes ``bench_ge
 
 ``--batch-sweep 8,32,64`` also times tasft's decoder at each batch size on the first 64 prompts (64 new tokens)
 and checks that the outputs do not depend on the batch size (``bench_generate_batch_<tag>.json``);
-``--profile-steps N`` writes torch.profiler's top operators of both decoders on the first batch.
+``--profile-steps N`` writes torch.profiler's top operators of both decoders on the first batch; ``--matmul``
+times one decode-step-shaped fp32 product (the machine's multiply rate: the floor of a compute-bound decode).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="also write profile_generate_<tag>.txt: torch.profiler's top operators of both decoders on "
                    "the first batch for this many new tokens")
     p.add_argument("--batch-sweep", default="", help="comma-separated batch sizes to time tasft's decoder at")
+    p.add_argument("--matmul", action="store_true",
+                   help="also time one decode-step-shaped fp32 product (batch x hidden · hidden x intermediate): "
+                   "the machine's matrix-multiply rate, the floor of a compute-bound decode")
     args = p.parse_args(argv)
 
     data = find_data_dir(args.data_dir)
@@ -104,6 +108,19 @@ def main(argv: list[str] | None = None) -> dict:
             parts.append(f"## {name}: {len(batches[0])} rows, {args.profile_steps} new tokens\n"
                          + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
         (out / f"profile_generate_{args.tag}.txt").write_text("\n\n".join(parts) + "\n")
+    if args.matmul:
+        cfg = model.config
+        a = torch.randn(args.batch_size, cfg.hidden_size)
+        b = torch.randn(cfg.hidden_size, cfg.intermediate_size)
+        for _ in range(20):
+            a @ b
+        reps, t = 2000, time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sec = time.perf_counter() - t
+        result["matmul"] = {"shape": [args.batch_size, cfg.hidden_size, cfg.intermediate_size], "repeats": reps,
+                            "gflops": 2 * args.batch_size * cfg.hidden_size * cfg.intermediate_size * reps / sec / 1e9,
+                            "params": sum(p.numel() for p in model.parameters())}
     if args.batch_sweep:
         sizes = sorted(int(x) for x in args.batch_sweep.split(","))
         sweep_prompts = encoded[:64]
@@ -129,6 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
           f"| model.generate | {seconds['generate']:.1f} | {tokens['generate']} | {tps['generate']:.1f} |\n"
           f"| tasft | {seconds['tasft']:.1f} | {tokens['tasft']} | {tps['tasft']:.1f} |\n\n"
           f"Speed-up {result['speedup']:.2f}×; token-identical rows {identical} of {len(encoded)}.\n")
+    if "matmul" in result:
+        m = result["matmul"]
+        rows, hidden, inner = m["shape"]
+        md += (f"\nOne decode-step-shaped fp32 product {rows}×{hidden} · {hidden}×{inner}: "
+               f"{m['gflops']:.0f} GFLOPS (a generated token costs ≈ 2 × {m['params'] / 1e6:.0f} M FLOPs).\n")
+    if "batch_sweep" in result:
+        sw = result["batch_sweep"]
+        md += (f"\ntasft's decoder by batch size ({sw['prompts']} prompts, {sw['max_new_tokens']} new tokens):\n\n"
+               "| batch | seconds | tokens/s | rows identical to the largest batch's |\n|---|---|---|---|\n"
+               + "".join(f"| {b['batch_size']} | {b['seconds']:.1f} | {b['tokens_per_second']:.1f} | "
+                         f"{b['rows_identical_to_largest_batch']} of {sw['prompts']} |\n" for b in sw["batches"]))
     (out / f"bench_generate_{args.tag}.md").write_text(md)
     print(md)
     return result

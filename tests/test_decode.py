@@ -71,10 +71,12 @@ def test_bench_generate_runs_and_reports_identity(tiny_model_dir, tmp_path):
     if not (SHARED / "data").exists():
         pytest.skip("needs ../shared/data")
     result = _bench().main(["--model", str(tiny_model_dir), "--prompts", "12", "--batch-size", "4",
-                            "--max-new-tokens", "6", "--out", str(tmp_path), "--tag", "tiny", "--batch-sweep", "3,12"])
+                            "--max-new-tokens", "6", "--out", str(tmp_path), "--tag", "tiny", "--batch-sweep", "3,12",
+                            "--matmul"])
     saved = json.loads((tmp_path / "bench_generate_tiny.json").read_text())
     assert saved["token_identical_rows"] == result["prompts"] == 12
     assert saved["new_tokens"]["tasft"] == saved["new_tokens"]["generate"] > 0
+    assert saved["matmul"]["gflops"] > 0
     sweep = json.loads((tmp_path / "bench_generate_batch_tiny.json").read_text())
     assert [b["batch_size"] for b in sweep["batches"]] == [3, 12]
     assert all(b["rows_identical_to_largest_batch"] == 12 for b in sweep["batches"])
