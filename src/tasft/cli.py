@@ -107,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     common = dict(model=args.model, out=args.out, data_dir=args.data_dir, harm_scorer=args.harm_scorer,
                   scorer_path=args.scorer, deberta_model=args.deberta_model,
-                  generation=_generation_settings(args), overwrite=args.overwrite)
+                  generation=_generation_settings(args), overwrite=args.overwrite, attacks=args.attacks)
     if args.spec is not None:
         if args.suites is not None or args.limit is not None or args.suite_limit:
             raise TasftError(f"--spec {args.spec} sets the suites and their limits: drop --suites, --limit and "
@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
     p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",
                    help="prompts of one suite, overriding --limit (repeatable), e.g. xstest-safe=50")
+    p.add_argument("--attacks", default=None, metavar="all|NAME,...",
+                   help="also evaluate every harm suite given under these jailbreak templates (SUITE@NAME; "
+                   "templates: data_files/attack_templates.json)")
     _add_generation_flags(p, overwrite="delete the --out directory and evaluate afresh "
                           "(only a directory tasft created; default: resume what it holds)")
     p.set_defaults(func=_evaluate)

@@ -57,9 +57,26 @@ def find_data_dir(explicit: str | None = None) -> Path:
     raise TasftError(f"evaluation data not found in {where} (run `tasft data fetch`, or pass --data-dir)")
 
 
-def parse_suites(spec: str) -> list[str]:
+ATTACK = "@"  # SUITE@TEMPLATE: a harm suite's prompts wrapped in a jailbreak template
+
+
+def attack_templates() -> dict[str, dict]:
+    """The static jailbreak templates (``data_files/attack_templates.json``: name → template, family, source)."""
+    import json
+    from importlib import resources
+
+    text = resources.files("tasft").joinpath("data_files/attack_templates.json").read_text(encoding="utf-8")
+    return {t["name"]: t for t in json.loads(text)["templates"]}
+
+
+def _base_suite(n: str) -> bool:
+    return n in SUITES or Path(n).suffix.lower() in (".json", ".jsonl", ".csv")
+
+
+def parse_suites(spec: str, attacks: str | None = None) -> list[str]:
     """Comma-separated suite names or files; ``all`` expands to every named suite but ``alpaca-eval`` (which
-    ``alpaca`` contains)."""
+    ``alpaca`` contains). ``SUITE@TEMPLATE`` is a harm suite (or file) under a jailbreak template; ``attacks``
+    (``all`` or comma-separated template names) adds every harm suite given under each of those templates."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise TasftError("--suites: no suite given")
@@ -67,20 +84,53 @@ def parse_suites(spec: str) -> list[str]:
     for n in names:
         if n == "all":
             out.extend(s for s in SUITES if s != "alpaca-eval")
-        elif n in SUITES or Path(n).suffix.lower() in (".json", ".jsonl", ".csv"):
+        elif ATTACK in n and Path(n).suffix.lower() not in (".json", ".jsonl", ".csv"):
+            base, _, template = n.rpartition(ATTACK)
+            _check_attack(base, template, n)
+            out.append(n)
+        elif _base_suite(n):
             out.append(n)
         else:
             raise TasftError(f"unknown suite '{n}' (choose from {', '.join(SUITES)}, all, or a .json/.jsonl/.csv file)")
+    if attacks:
+        chosen = list(attack_templates()) if attacks == "all" else [a.strip() for a in attacks.split(",") if a.strip()]
+        harm = [s for s in out if ATTACK not in s and suite_kind(s) in ("harm", "custom")]
+        if not harm:
+            raise TasftError("--attacks: no harm suite (or prompt file) among the suites to wrap")
+        for template in chosen:
+            for base in harm:
+                _check_attack(base, template, f"--attacks {template}")
+                out.append(f"{base}{ATTACK}{template}")
     return list(dict.fromkeys(out))
 
 
+def _check_attack(base: str, template: str, given: str) -> None:
+    templates = attack_templates()
+    if template not in templates:
+        raise TasftError(f"{given}: unknown jailbreak template '{template}' (choose from {', '.join(templates)})")
+    if not _base_suite(base) or suite_kind(base) not in ("harm", "custom"):
+        raise TasftError(f"{given}: a jailbreak template wraps a harm suite or a prompt file, not '{base}'")
+
+
+def split_attack(suite: str) -> tuple[str, str | None]:
+    """(base suite, template or None) of a suite name."""
+    base, sep, template = suite.rpartition(ATTACK)
+    return (base, template) if sep and template in attack_templates() else (suite, None)
+
+
 def suite_name(suite: str) -> str:
-    """The name used for output files: the suite name, or a custom file's stem."""
-    return suite if suite in SUITES else Path(suite).stem
+    """The name used for output files: the suite name, or a custom file's stem (``@template`` kept)."""
+    base, template = split_attack(suite)
+    name = base if base in SUITES else Path(base).stem
+    return f"{name}{ATTACK}{template}" if template else name
 
 
 def suite_kind(suite: str) -> str:
-    return SUITES[suite].kind if suite in SUITES else "custom"
+    """``harm`` / ``benign`` / ``quality``, ``custom`` for a prompt file, ``attack`` for a suite under a template."""
+    base, template = split_attack(suite)
+    if template:
+        return "attack"
+    return SUITES[base].kind if base in SUITES else "custom"
 
 
 def _xstest(data_dir: Path, label: str) -> list[dict]:
@@ -116,9 +166,16 @@ def _alpaca(data_dir: Path) -> list[dict]:
 
 
 def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = None) -> list[dict]:
-    """Items of a named suite or custom file, in a fixed order, at most ``limit`` of them."""
+    """Items of a named suite or custom file, in a fixed order, at most ``limit`` of them. Under a jailbreak
+    template each item keeps its id (so it pairs with the plain suite), its prompt is the wrapped text and
+    ``request`` the plain prompt (what the harm judge sees)."""
     from .data import read_records
 
+    base, template = split_attack(suite)
+    if template:
+        text = attack_templates()[template]["template"]
+        return [{**it, "prompt": text.replace("{prompt}", it["prompt"]), "request": it["prompt"], "attack": template}
+                for it in load_suite(base, data_dir, limit)]
     if suite in _STL_FILES:
         base = data_dir or find_data_dir()
         recs = read_records(str(base / "stl" / "evaluation" / _STL_FILES[suite]))

@@ -121,3 +121,23 @@ def validation_lines(runs: list[tuple[str, dict]]) -> list[str]:
             seen.add(line)
             out.append("- " + line)
     return out
+
+
+def attack_table(runs: list[tuple[str, dict]]) -> str:
+    """Markdown: per run, each jailbreak template's harmful and safe rate, then the worst case over templates per
+    base suite (:mod:`tasft.evaluation.attacks`); empty when no run was evaluated under a template."""
+    lines = []
+    for label, data in runs:
+        attacks = data.get("attacks")
+        if not attacks:
+            continue
+        for name, t in attacks["templates"].items():
+            strongest = " (strongest)" if name == attacks["strongest_template"] else ""
+            lines.append(f"| {label} | {name}{strongest} | {t['harmful_rate']:.3f} | {t['safe_rate']:.3f} | "
+                         f"{', '.join(t['suites'])} |")
+        for base, w in attacks["worst_case"].items():
+            lines.append(f"| {label} | worst case of {len(w['variants'])} on {base} | {w['harmful_rate']:.3f} | "
+                         f"{w['safe_rate']:.3f} | {w['prompts']} prompts |")
+    if not lines:
+        return ""
+    return "\n".join(["| run | template | harmful | safe | suites |", "|---|---|---|---|---|", *lines])

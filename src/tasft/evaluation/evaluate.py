@@ -24,7 +24,7 @@ from ..errors import TasftError
 from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..scoring import judges
-from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, suite_kind, suite_name
+from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, split_attack, suite_kind, suite_name
 
 
 @dataclass
@@ -41,6 +41,7 @@ class EvalSettings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     overwrite: bool = False
     spec: str | None = None  # the named spec (tasft.evaluation.specs) the suites and limits came from
+    attacks: str | None = None  # jailbreak templates (all, or names) wrapping every harm suite given (tasft.suites)
 
 
 def from_spec(name: str, **kwargs) -> EvalSettings:
@@ -145,9 +146,13 @@ def refresh_rule_flags(out: str | Path) -> dict:
         scored_rows[name] = scored
         metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),
                                    **({"quality": old["quality"]} if "quality" in old else {})}
-        if old.get("kind") == "harm" and (agreement := judge_agreement(scored)) is not None:
+        if old.get("kind") in ("harm", "attack") and (agreement := judge_agreement(scored)) is not None:
             metrics["suites"][name]["judge_agreement"] = agreement
     metrics["summary"] = summary_metrics(metrics["suites"])
+    from .attacks import attack_summary
+
+    if (attacks := attack_summary(metrics["suites"], scored_rows)) is not None:
+        metrics["attacks"] = attacks
     add_intervals(metrics, scored_rows)
     metrics["rule_flags_refreshed"] = True
     write_json_atomic(path, metrics)
@@ -261,7 +266,7 @@ def summary_metrics(per_suite: dict[str, dict]) -> dict:
 
 def _suite_items(settings: EvalSettings) -> tuple[dict[str, list[dict]], Path | None]:
     """Every suite's prompt items (at most its limit) and the shared data directory; bad suites fail here."""
-    suites = parse_suites(settings.suites)
+    suites = parse_suites(settings.suites, settings.attacks)
     named = [s for s in suites if suite_kind(s) != "custom"]
     data_dir = find_data_dir(settings.data_dir) if named or settings.data_dir else None
     if settings.harm_scorer == "local" and data_dir is None:
@@ -272,7 +277,8 @@ def _suite_items(settings: EvalSettings) -> tuple[dict[str, list[dict]], Path | 
     unknown = set(settings.suite_limits) - {suite_name(s) for s in suites}
     if unknown:
         raise TasftError(f"suite limit for a suite not evaluated: {', '.join(sorted(unknown))}")
-    limits = {s: settings.suite_limits.get(suite_name(s), settings.limit) for s in suites}
+    limits = {s: settings.suite_limits.get(suite_name(s), settings.suite_limits.get(
+        suite_name(split_attack(s)[0]), settings.limit)) for s in suites}  # S@T: S's limit unless T has its own
     return {s: load_suite(s, data_dir, limits[s]) for s in suites}, data_dir
 
 
@@ -341,8 +347,9 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
         if quality is not None:
             per_suite[name]["quality"] = quality
-        if suite_kind(s) == "harm" and (agreement := judge_agreement(scored)) is not None:
+        if suite_kind(s) in ("harm", "attack") and (agreement := judge_agreement(scored)) is not None:
             per_suite[name]["judge_agreement"] = agreement
+    from .attacks import attack_summary
     from .report import render_single_markdown, training_summary
 
     metrics = {
@@ -360,6 +367,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         "scoring_seconds": round(time.perf_counter() - scoring_started, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),  # this invocation (scoring + any generation)
     }
+    if (attacks := attack_summary(per_suite, scored_rows)) is not None:
+        metrics["attacks"] = attacks
     add_intervals(metrics, scored_rows)
     metrics["judge_validation"] = judge_validation(judge, data_dir)
     write_json_atomic(out / "metrics.json", metrics)

@@ -137,7 +137,9 @@ def score_rows(rows: list[dict], judge: Judge | None, progress: bool = True) -> 
     if judge is None:
         scores, flags = [None] * len(rows), [None] * len(rows)
     else:
-        verdicts = judge.judge(prompt_texts(rows), [r["response"] for r in rows], progress=progress)
+        # the judge sees the plain request (a jailbreak template's wrapper is not what it was trained to read)
+        requests = [r["request"] if isinstance(r.get("request"), str) else p for r, p in zip(rows, prompt_texts(rows))]
+        verdicts = judge.judge(requests, [r["response"] for r in rows], progress=progress)
         scores, flags = verdicts.scores, verdicts.flags
     return rule_flags([{**row, "harm_score": s, "harmful": f} for row, s, f in zip(rows, scores, flags)])
 
