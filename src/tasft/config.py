@@ -90,7 +90,10 @@ class TrainConfig:
 
     model: str = "smollm2-135m-instruct"
     trust_remote_code: bool = False
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # how the weights are stored (and the master copy)
+    # the compute: fp32, or mixed precision — bf16 / fp16 autocast over the stored weights (the Trainer's bf16 /
+    # fp16; bf16 also on CPU, fp16 on CUDA only); with dtype float32 the master weights and the optimizer stay fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     method: str = "ta-sft"
     # the settings of ``method`` (its own block in YAML: ``ta_sft:``, ``stl:``, ``kto:``, ...; tasft.methods);
     # None: the method's defaults, filled in by validation
@@ -307,6 +310,9 @@ def check_core(cfg: TrainConfig) -> None:
         if not 0 < src.heldout_fraction < 1:
             raise TasftError(f"{name}.heldout_fraction: must be in (0, 1), got {src.heldout_fraction}")
         positive(src, f"{name}.", "limit", allow_none=True)
+    if cfg.precision == "bf16" and cfg.dtype == "float16" or cfg.precision == "fp16" and cfg.dtype == "bfloat16":
+        raise TasftError(f"precision: {cfg.precision} autocast over {cfg.dtype} weights mixes two half formats "
+                         "(store the weights as float32, or match the two)")
     if not isinstance(cfg.training_args, dict):
         raise TasftError(f"training_args: expected a mapping of TrainingArguments fields, got {cfg.training_args!r}")
     if cfg.training_args:

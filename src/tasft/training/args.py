@@ -32,7 +32,7 @@ OWNED: dict[str, str | None] = {
     "learning_rate": "learning_rate", "weight_decay": "weight_decay", "warmup_steps": "warmup_steps",
     "lr_scheduler_type": "lr_scheduler", "max_grad_norm": "max_grad_norm", "logging_steps": "logging_steps",
     "save_strategy": "save_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
-    "seed": "seed", "data_seed": "seed", "report_to": "report_to", "bf16": "dtype",
+    "seed": "seed", "data_seed": "seed", "report_to": "report_to", "bf16": "precision", "fp16": "precision",
     "ddp_find_unused_parameters": "ddp_find_unused_parameters", "per_device_train_batch_size": "batch_size",
     "remove_unused_columns": None, "dataloader_num_workers": None, "dataloader_pin_memory": None,
 }
@@ -63,6 +63,10 @@ def check_training_args(block: dict) -> None:
 def training_kwargs(cfg: TrainConfig, out_dir: Path, model) -> dict:
     """``TrainingArguments`` keywords shared by every method (KTO adds its own on top): tasft's settings, then
     the ``training_args:`` block."""
+    if cfg.precision == "fp16" and not torch.cuda.is_available():
+        from ..errors import TasftError
+
+        raise TasftError("precision: fp16 autocast needs a CUDA GPU (use bf16 on CPU, or fp32)")
     report_to = [r for r in cfg.report_to if r != "none"]
     if "tensorboard" in report_to:
         try:
@@ -88,8 +92,11 @@ def training_kwargs(cfg: TrainConfig, out_dir: Path, model) -> dict:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=cfg.dtype == "bfloat16" and torch.cuda.is_available(),
+        bf16=cfg.precision == "bf16",
+        fp16=cfg.precision == "fp16",
         ddp_find_unused_parameters=find_unused_parameters(cfg, model),
+        # bf16 autocast without a GPU: the Trainer wants to be told that the CPU is meant
+        **({"use_cpu": True} if cfg.precision == "bf16" and not torch.cuda.is_available() else {}),
     ) | dict(cfg.training_args)
 
 
