@@ -344,12 +344,21 @@ def tokenize_records(
 
 
 # ----------------------------------------------------------------------------------------- collation
+def position_weights(length: int, decay: float) -> torch.Tensor:
+    """w_t = exp(−t / τ) for the response positions t = 0 … length−1 (τ = ``decay`` tokens): the first tokens of
+    an answer weigh most (after Qi et al. 2024, "Safety alignment should be made more than just a few tokens
+    deep": a refusal is decided in the first few tokens)."""
+    return torch.exp(-torch.arange(length, dtype=torch.float32) / decay)
+
+
 def collate(
-    batch: list[Tokenized], pad_id: int, mask: str = "response", first_tokens: int | None = None
+    batch: list[Tokenized], pad_id: int, mask: str = "response", first_tokens: int | None = None,
+    position_decay: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-pad a batch. ``loss_mask`` marks target tokens: the response plus template suffix
     (``mask="response"``, for SFT) or the response text only (``mask="content"``, for harmful sets),
-    optionally only its first ``first_tokens`` tokens."""
+    optionally only its first ``first_tokens`` tokens; with ``position_decay`` also ``loss_weight`` (B, T), the
+    :func:`position_weights` of each marked token (0 elsewhere)."""
     width = max(len(t.input_ids) for t in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
@@ -362,4 +371,11 @@ def collate(
         if first_tokens is not None:
             span = min(span, first_tokens)
         loss[i, t.prompt_len : t.prompt_len + span] = True
-    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
+    out = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
+    if position_decay is not None:
+        weight = torch.zeros((len(batch), width), dtype=torch.float32)
+        for i, row in enumerate(loss):
+            where = row.nonzero().flatten()
+            weight[i, where] = position_weights(len(where), position_decay)
+        out["loss_weight"] = weight
+    return out

@@ -21,7 +21,9 @@ class TaSftSettings:
     """``ta_sft:`` — ``penalty`` (a registered one), its weight ``lambda`` ≥ 0, ``bound_constant`` of ``emd_lb``
     (``tight`` ½ or the paper's 1/(2|V|²)), ``target`` (``onehot`` / ``soft``), ``soft_top_k`` (support of the soft
     transport), ``embedding_source`` of the cost (the starting model's ``input`` or ``output`` embeddings) and
-    ``penalty_first_tokens`` (penalise only the first N tokens of each harmful answer; null: all)."""
+    ``penalty_first_tokens`` (penalise only the first N tokens of each harmful answer; null: all) and
+    ``penalty_position_decay`` τ (weigh the t-th penalised token by w_t = exp(−t/τ), the penalty then the weighted
+    mean Σ w_t m_t / Σ w_t — heavier on an answer's first tokens, after Qi et al. 2024; null: every token alike)."""
 
     BLOCK: ClassVar[str] = "ta_sft"
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -33,6 +35,7 @@ class TaSftSettings:
     soft_top_k: int = 64
     embedding_source: Literal["input", "output"] = "input"
     penalty_first_tokens: int | None = None
+    penalty_position_decay: float | None = None
 
 
 class PenaltyTerm(HarmfulTerm):
@@ -45,6 +48,7 @@ class PenaltyTerm(HarmfulTerm):
         self.settings, self.spec = settings, objectives.penalty(settings.penalty)
         self.log_key = f"penalty_{settings.penalty}"
         self.first_tokens = settings.penalty_first_tokens
+        self.position_decay = settings.penalty_position_decay
         self.constant = settings.bound_constant
         self._table_cpu, self._table = normalized, None
 
@@ -58,13 +62,13 @@ class PenaltyTerm(HarmfulTerm):
             return None
         return self.spec.fused, self.spec.sign * self.settings.lambda_, self._on(device)
 
-    def loss(self, logits, targets, mask, ref_logits):
+    def loss(self, logits, targets, mask, ref_logits, weights=None):
         from .. import objectives
 
         s = self.settings
         measure = objectives.penalty_from_logits(s.penalty, logits, targets, mask, self._on(logits.device),
                                                  constant=s.bound_constant, ref_logits=ref_logits,
-                                                 soft_top_k=s.soft_top_k)
+                                                 soft_top_k=s.soft_top_k, weights=weights)
         return self.spec.sign * s.lambda_ * measure, measure
 
 
@@ -84,7 +88,7 @@ class TaSft(Method):
                              f"(choose from {', '.join(objectives.PENALTIES)})")
         positive(s, "ta_sft.", "lambda_", zero=True)
         positive(s, "ta_sft.", "soft_top_k")
-        positive(s, "ta_sft.", "penalty_first_tokens", allow_none=True)
+        positive(s, "ta_sft.", "penalty_first_tokens", "penalty_position_decay", allow_none=True)
         if s.target == "soft" and not objectives.PENALTIES[s.penalty].soft_targets:
             soft = ", ".join(n for n, p in objectives.PENALTIES.items() if p.soft_targets)
             raise TasftError(f"ta_sft.target: soft targets apply to {soft}, not to penalty '{s.penalty}'")
@@ -106,7 +110,7 @@ class TaSft(Method):
     def summary(self, cfg) -> dict:
         s = cfg.method_settings
         return {"penalty": s.penalty, "lambda": s.lambda_, "bound_constant": s.bound_constant, "target": s.target,
-                "penalty_first_tokens": s.penalty_first_tokens}
+                "penalty_first_tokens": s.penalty_first_tokens, "penalty_position_decay": s.penalty_position_decay}
 
     def label(self, cfg) -> str:
         return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"
@@ -117,4 +121,5 @@ class TaSft(Method):
         s = cfg.method_settings
         sign = "+" if objectives.PENALTIES[s.penalty].sign > 0 else "−"
         text = f"TA-SFT: NLL(D_u) {sign} λ·{s.penalty}(D_h), λ = {s.lambda_}, target = {s.target}"
-        return text + (f", bound constant = {s.bound_constant}" if s.penalty == "emd_lb" else "")
+        text += f", bound constant = {s.bound_constant}" if s.penalty == "emd_lb" else ""
+        return text + (f", position weights exp(−t/{s.penalty_position_decay:g})" if s.penalty_position_decay else "")

@@ -27,6 +27,7 @@ class PenaltyInputs:
     constant: str = "tight"  # emd_lb's bound constant
     ref_logits: torch.Tensor | None = None  # soft targets: the frozen starting model's logits
     soft_top_k: int = 64
+    weights: torch.Tensor | None = None  # per-position weights (B, T): the measure is their weighted mean
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,16 @@ class Penalty:
 
 PENALTIES: dict[str, Penalty] = {p.name: p for p in (
     Penalty("emd", -1.0, True, True,
-            lambda lg, y, m, x: losses.emd_from_logits(lg, y, m, x.normalized, x.ref_logits, x.soft_top_k),
+            lambda lg, y, m, x: losses.emd_from_logits(lg, y, m, x.normalized, x.ref_logits, x.soft_top_k,
+                                                       x.weights),
             fused.emd_chunk, "exact EMD(P_t, Q_t; d_c); one-hot: 1 − m_P·ê_y"),
     Penalty("emd_lb", -1.0, True, True,
-            lambda lg, y, m, x: losses.emd_lb_from_logits(lg, y, m, x.normalized, x.constant, x.ref_logits),
+            lambda lg, y, m, x: losses.emd_lb_from_logits(lg, y, m, x.normalized, x.constant, x.ref_logits,
+                                                          x.weights),
             fused.emd_lb_chunk, "c·‖m_P − m_Q‖², c = ½ (tight) or 1/(2|V|²) (paper)"),
-    Penalty("nlcl", 1.0, False, False, lambda lg, y, m, x: losses.nlcl_from_logits(lg, y, m),
+    Penalty("nlcl", 1.0, False, False, lambda lg, y, m, x: losses.nlcl_from_logits(lg, y, m, x.weights),
             fused.nlcl_chunk, "−log(1 − P_t(y)), as logsumexp over w ≠ y minus logsumexp"),
-    Penalty("ga", -1.0, False, False, lambda lg, y, m, x: losses.nll_from_logits(lg, y, m),
+    Penalty("ga", -1.0, False, False, lambda lg, y, m, x: losses.nll_from_logits(lg, y, m, x.weights),
             fused.nll_chunk, "−log P_t(y), the harmful NLL (unbounded: a known-bad baseline)"),
 )}
 
@@ -66,12 +69,14 @@ def penalty(name: str) -> Penalty:
 
 def penalty_from_logits(name: str, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                         normalized: torch.Tensor | None = None, *, constant: str = "tight",
-                        ref_logits: torch.Tensor | None = None, soft_top_k: int = 64) -> torch.Tensor:
-    """The measure of penalty ``name`` over the masked positions (plain, full-logits path)."""
+                        ref_logits: torch.Tensor | None = None, soft_top_k: int = 64,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The measure of penalty ``name`` over the masked positions (plain, full-logits path); with ``weights``
+    (B, T) their weighted mean."""
     spec = penalty(name)
     if spec.needs_embeddings and normalized is None:
         raise ValueError(f"penalty {name!r} needs the normalised embedding table")
-    return spec.plain(logits, targets, mask, PenaltyInputs(normalized, constant, ref_logits, soft_top_k))
+    return spec.plain(logits, targets, mask, PenaltyInputs(normalized, constant, ref_logits, soft_top_k, weights))
 
 
 def objective(nll: torch.Tensor, measure: torch.Tensor, name: str, lam: float) -> torch.Tensor:

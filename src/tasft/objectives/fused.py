@@ -38,7 +38,8 @@ from .losses import bound_constant
 DEFAULT_CHUNK_SIZE = 256
 
 #: A chunk function: (z (n, V) fp32 logits, y (n,) targets, ê table or None, bound constant c, need_grad) →
-#: (Σ over the n rows of the measure, ∂Σ/∂z (n, V) or None). It may overwrite ``z``.
+#: (the measure of each of the n rows (n,), ∂(Σ rows)/∂z (n, V) — row i's gradient in row i — or None).
+#: It may overwrite ``z``.
 ChunkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", float, bool],
                    tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -51,7 +52,7 @@ def nll_chunk(z, y, normalized, c, need_grad):
     """nll: value = lse(z) − z_y, ∂z = p − δ_y (also ``ga``'s measure, the harmful NLL)."""
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
     rows = _rows(z)
-    value = (lse.squeeze(-1) - z[rows, y]).sum()
+    value = lse.squeeze(-1) - z[rows, y]
     if not need_grad:
         return value, None
     p = z.sub_(lse).exp_()  # z is not needed any more: p takes its memory
@@ -65,7 +66,7 @@ def nlcl_chunk(z, y, normalized, c, need_grad):
     others = z.clone()
     others[_rows(z), y] = float("-inf")
     lse_others = torch.logsumexp(others, dim=-1, keepdim=True)
-    value = (lse - lse_others).sum()
+    value = (lse - lse_others).squeeze(-1)
     if not need_grad:
         return value, None
     q = others.sub_(lse_others).exp_()
@@ -84,7 +85,7 @@ def emd_chunk(z, y, normalized, c, need_grad):
     p = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True)).exp_()
     s = normalized[y] @ normalized.T  # (n, V): ê_w·ê_y
     ps = torch.bmm(p.unsqueeze(1), s.unsqueeze(2)).squeeze(-1)  # (n, 1) = p·s, no (n, V) product
-    value = (1.0 - ps).clamp(0.0, 2.0).sum()
+    value = (1.0 - ps).clamp(0.0, 2.0).squeeze(-1)
     if not need_grad:
         return value, None
     return value, s.sub_(ps).mul_(p).neg_()
@@ -96,7 +97,7 @@ def emd_lb_chunk(z, y, normalized, c, need_grad):
     p = z.sub_(torch.logsumexp(z, dim=-1, keepdim=True)).exp_()
     m = p @ normalized  # (n, d)
     r = m - normalized[y]
-    value = c * r.pow(2).sum()
+    value = c * r.pow(2).sum(-1)
     if not need_grad:
         return value, None
     g_m = (2.0 * c) * r  # (n, d)
@@ -105,11 +106,13 @@ def emd_lb_chunk(z, y, normalized, c, need_grad):
     return value, g.sub_(pg).mul_(p)
 
 
-Segment = tuple[ChunkFn, int, float]  # (chunk function, rows, coefficient)
+#: (chunk function, rows, coefficient) or (chunk function, rows, coefficient, row weights (rows,)): a segment's
+#: measure is the mean of its rows' values, or with weights Σ_i w_i v_i / Σ_i w_i
+Segment = tuple
 
 
 class _FusedLinearObjective(torch.autograd.Function):
-    """Σ_k coef_k · mean_{i ∈ segment k} measure_k(softmax(h_i Wᵀ), y_i), chunk by chunk, gradients computed in
+    """Σ_k coef_k · (weighted) mean_{i ∈ segment k} measure_k(softmax(h_i Wᵀ), y_i), chunk by chunk, gradients in
     the forward pass into ONE ∂W buffer for all segments; the per-segment means are returned detached."""
 
     @staticmethod
@@ -120,24 +123,28 @@ class _FusedLinearObjective(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         means, first = [], 0
-        for measure, rows, coef in segments:
+        for segment in segments:
+            measure, rows, coef = segment[:3]
+            w = segment[3].to(device=hidden.device, dtype=torch.float32) if len(segment) > 3 else None
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            scale = coef / rows if rows else 0.0
+            norm = float(w.sum()) if w is not None else float(rows)
+            scale = coef / norm if rows and norm > 0 else 0.0
             for start in range(first, first + rows, chunk_size):
                 stop = min(start + chunk_size, first + rows)
                 h = hidden[start:stop]
                 z = (h @ weight.T).float()
                 value, dz = measure(z, targets[start:stop], normalized, c, need_h or need_w)
                 del z
-                total += value
+                row_w = None if w is None else w[start - first : stop - first]
+                total += value.sum() if row_w is None else (value * row_w).sum()
                 if dz is not None:
-                    dz = dz.mul_(scale)
+                    dz = dz.mul_(scale) if row_w is None else dz.mul_(row_w[:, None] * scale)
                     if need_h:
                         grad_h[start:stop] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
                     if need_w:
                         grad_w.addmm_(dz.T, h.float())
                     del dz
-            mean = total / max(rows, 1)
+            mean = total / norm if norm > 0 else total
             loss += coef * mean
             means.append(mean)
             first += rows
@@ -166,7 +173,8 @@ def fused_linear_objective(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     constant: str = "tight",
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """L = Σ_k coef_k · M_k, M_k = mean over the rows of segment k of measure_k at P_i = softmax(hidden_i Wᵀ).
+    """L = Σ_k coef_k · M_k, M_k = mean over the rows of segment k of measure_k at P_i = softmax(hidden_i Wᵀ)
+    (a segment with row weights w: M_k = Σ_i w_i measure_k(P_i) / Σ_i w_i).
 
     ``segments`` [(chunk function, rows, coef), ...] — :func:`nll_chunk` or a penalty's
     ``tasft.objectives.PENALTIES[name].fused`` — split the N rows of ``hidden`` / ``targets`` in order (rows sum to
@@ -176,8 +184,9 @@ def fused_linear_objective(
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
-    if sum(rows for _, rows, _ in segments) != hidden.shape[0]:
-        raise ValueError(f"segments cover {sum(r for _, r, _ in segments)} rows, hidden has {hidden.shape[0]}")
+    covered = sum(seg[1] for seg in segments)
+    if covered != hidden.shape[0]:
+        raise ValueError(f"segments cover {covered} rows, hidden has {hidden.shape[0]}")
     if normalized is not None:
         normalized = normalized.to(device=hidden.device, dtype=torch.float32)
     c = bound_constant(constant, weight.shape[0])

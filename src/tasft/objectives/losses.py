@@ -156,6 +156,15 @@ def _select(logits: torch.Tensor, mask: torch.Tensor, *others: torch.Tensor) -> 
     return [logits[mask].float(), *[o[mask] for o in others]]
 
 
+def _reduce(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the per-position ``values`` (the masked positions, in order): plain, or with ``weights`` (B, T)
+    the weighted mean Σ_t w_t v_t / Σ_t w_t (e.g. :func:`tasft.data.position_weights`)."""
+    if weights is None:
+        return values.mean()
+    w = weights[mask.to(torch.bool)].to(values.dtype)
+    return (values * w).sum() / w.sum().clamp_min(torch.finfo(values.dtype).tiny)
+
+
 def emd_from_logits(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -163,8 +172,9 @@ def emd_from_logits(
     normalized: torch.Tensor,
     ref_logits: torch.Tensor | None = None,
     soft_top_k: int = 64,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over masked positions t of EMD(P_t, Q_t; d_c), P_t = softmax(logits_t).
+    """Mean over masked positions t of EMD(P_t, Q_t; d_c), P_t = softmax(logits_t) (``weights``: weighted mean).
 
     One-hot target (default): EMD = 1 − m_{P_t}·ê_{y_t}. Soft target (``ref_logits`` given): Q_t =
     softmax(ref_logits_t), EMD solved exactly on the top-k support (:func:`emd_topk`).
@@ -173,11 +183,11 @@ def emd_from_logits(
         sel, y = _select(logits, mask, targets)
         if sel.shape[0] == 0:
             return logits.sum() * 0.0
-        return emd_onehot(sel.softmax(-1), y, normalized).mean()
+        return _reduce(emd_onehot(sel.softmax(-1), y, normalized), mask, weights)
     sel, ref = _select(logits, mask, ref_logits)
     if sel.shape[0] == 0:
         return logits.sum() * 0.0
-    return emd_topk(sel.softmax(-1), ref.float().softmax(-1), normalized, soft_top_k).mean()
+    return _reduce(emd_topk(sel.softmax(-1), ref.float().softmax(-1), normalized, soft_top_k), mask, weights)
 
 
 def emd_lb_from_logits(
@@ -187,8 +197,10 @@ def emd_lb_from_logits(
     normalized: torch.Tensor,
     constant: Constant = "tight",
     ref_logits: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over masked t of c·‖m_{P_t} − m_{Q_t}‖², m_{Q_t} = ê_{y_t} (one-hot) or Σ_w Q_t(w) ê_w (soft)."""
+    """Mean over masked t of c·‖m_{P_t} − m_{Q_t}‖², m_{Q_t} = ê_{y_t} (one-hot) or Σ_w Q_t(w) ê_w (soft)
+    (``weights``: weighted mean)."""
     sel, y = _select(logits, mask, targets)
     if sel.shape[0] == 0:
         return logits.sum() * 0.0
@@ -198,7 +210,7 @@ def emd_lb_from_logits(
     else:
         m_q = mean_embedding(ref_logits[mask.to(torch.bool)].float().softmax(-1), normalized)
     c = bound_constant(constant, normalized.shape[0])
-    return c * (m_p - m_q).pow(2).sum(-1).mean()
+    return _reduce(c * (m_p - m_q).pow(2).sum(-1), mask, weights)
 
 
 def log_one_minus_prob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -207,20 +219,24 @@ def log_one_minus_prob(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return torch.logsumexp(others, dim=-1) - torch.logsumexp(logits, dim=-1)
 
 
-def nlcl_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def nlcl_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """Unlikelihood: mean over masked t of −log(1 − P_t(y_t)) (computed by :func:`log_one_minus_prob`)."""
     sel, y = _select(logits, mask, targets)
     if sel.shape[0] == 0:
         return logits.sum() * 0.0
-    return -log_one_minus_prob(sel, y).mean()
+    return _reduce(-log_one_minus_prob(sel, y), mask, weights)
 
 
-def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over masked t of −log P_t(y_t) (the SFT loss; for ``ga`` it is pushed up, unbounded)."""
     sel, y = _select(logits, mask, targets)
     if sel.shape[0] == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(sel, y)
+    if weights is None:
+        return F.cross_entropy(sel, y)
+    return _reduce(F.cross_entropy(sel, y, reduction="none"), mask, weights)
 
 
 def shift_for_causal_lm(

@@ -23,6 +23,8 @@ class HarmfulTerm:
     log_key: str = "harmful_term"
     #: penalise only the first N response tokens of each D_h answer (None: all of them)
     first_tokens: int | None = None
+    #: weigh the t-th penalised token by exp(−t/τ) (τ = this, in tokens; None: every token alike)
+    position_decay: float | None = None
 
     def __init__(self, reference: torch.nn.Module | None = None) -> None:
         #: a frozen copy of the starting model whose logits the term needs, or None
@@ -44,7 +46,8 @@ class HarmfulTerm:
             return self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-             ref_logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+             ref_logits: torch.Tensor | None, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(contribution to L, logged measure) from next-token-aligned ``logits`` (B, T, V), ``targets`` (B, T),
-        ``mask`` (B, T) of the penalised tokens and the reference's aligned logits."""
+        ``mask`` (B, T) of the penalised tokens, the reference's aligned logits and, when the term sets
+        ``position_decay``, the aligned per-token ``weights`` (B, T)."""
         raise NotImplementedError

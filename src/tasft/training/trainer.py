@@ -120,7 +120,7 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
     def harmful_batch(self, micro_step: int) -> dict[str, torch.Tensor]:
         idx = self.sampler.indices(micro_step, self.args.process_index, self.args.world_size)
         return collate([self.harmful[i] for i in idx], self.pad_id, mask="content",
-                       first_tokens=self.term.first_tokens)
+                       first_tokens=self.term.first_tokens, position_decay=self.term.position_decay)
 
     def _fused(self, model) -> bool:
         """Whether training losses go through :mod:`tasft.objectives.fused` (``loss_chunk_size`` set and a
@@ -153,7 +153,11 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         hidden = chunked_penalty.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, joint["input_ids"], joint["loss_mask"])
         benign_rows = int(mk[:rows].sum())  # mask order is row-major: the D_u positions come first
-        segments = [(chunked_penalty.nll_chunk, benign_rows, 1.0), (measure_fn, int(mk.sum()) - benign_rows, coef)]
+        penalty = (measure_fn, int(mk.sum()) - benign_rows, coef)
+        if "loss_weight" in harmful:  # the D_h rows' per-token weights, aligned and selected like their positions
+            w = _pad_right(harmful["loss_weight"], width, 0.0)[:, 1:]
+            penalty = (*penalty, w[mk[rows:]])
+        segments = [(chunked_penalty.nll_chunk, benign_rows, 1.0), penalty]
         loss, (nll, measure) = chunked_penalty.fused_linear_objective(
             h[mk], chunked_penalty.lm_head_weight(model), tg[mk], segments, table, chunk_size=self.chunk_size,
             constant=getattr(self.term, "constant", "tight"))
@@ -199,7 +203,10 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         lg, tg, mk = losses.shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
         ref = self.term.reference_logits(model, batch)
-        return self.term.loss(lg, tg, mk, None if ref is None else ref[:, :-1])
+        weights = batch["loss_weight"][:, 1:] if "loss_weight" in batch else None
+        if weights is None:
+            return self.term.loss(lg, tg, mk, None if ref is None else ref[:, :-1])
+        return self.term.loss(lg, tg, mk, None if ref is None else ref[:, :-1], weights=weights)
 
     @property
     def tokens_processed(self) -> int:
