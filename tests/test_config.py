@@ -112,3 +112,14 @@ def test_every_method_config_loads():
     contrastive = load_train_config(str(configs[0].parent / "ta-sft-emd-contrastive.yaml"))
     assert contrastive.contrastive.enabled and contrastive.method_settings.penalty == "emd"
     assert contrastive.max_steps == 100
+
+
+def test_the_gpu_recipe_is_a_valid_lora_bf16_config(tmp_path):
+    from tasft.training.args import training_kwargs
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "gpu" / "llama2-7b-lora-bf16.yaml"
+    cfg = load_train_config(str(path))
+    assert cfg.precision == "bf16" and cfg.dtype == "bfloat16" and cfg.lora.target_modules == "all-linear"
+    assert cfg.method == "ta-sft" and cfg.method_settings.penalty == "emd" and cfg.harmful_data.limit == 100
+    kwargs = training_kwargs(cfg, tmp_path, model=None)
+    assert kwargs["bf16"] and kwargs["activation_checkpointing"] and kwargs["optim"] == "adamw_torch_fused"
