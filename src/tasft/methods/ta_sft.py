@@ -1,7 +1,8 @@
 """``method: ta-sft`` — Toxicity-Avoiding SFT: L = NLL(D_u) + sign·λ·penalty(D_h), the penalty one of
 :data:`tasft.objectives.PENALTIES` averaged over the harmful response tokens (sign −1 for the distances and
 gradient ascent, +1 for unlikelihood), with the one-hot target of the harmful token or, ``target: soft``, the
-frozen starting model's distribution at that position."""
+frozen starting model's distribution at that position; optionally position-weighted and with a trust region
+(μ·KL to the starting model without the harmful token: :class:`TaSftSettings`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ class TaSftSettings:
     transport), ``embedding_source`` of the cost (the starting model's ``input`` or ``output`` embeddings) and
     ``penalty_first_tokens`` (penalise only the first N tokens of each harmful answer; null: all) and
     ``penalty_position_decay`` τ (weigh the t-th penalised token by w_t = exp(−t/τ), the penalty then the weighted
-    mean Σ w_t m_t / Σ w_t — heavier on an answer's first tokens, after Qi et al. 2024; null: every token alike)."""
+    mean Σ w_t m_t / Σ w_t — heavier on an answer's first tokens, after Qi et al. 2024; null: every token alike) and
+    ``trust_region`` μ ≥ 0 (adds μ·KL(Q̃ ‖ P̃) on the D_h positions, the frozen starting model's and the model's
+    distributions without the harmful token — :func:`tasft.objectives.losses.kl_excluding_target` — so the mass
+    pushed off a harmful token goes where the starting model already found the text plausible; 0: off)."""
 
     BLOCK: ClassVar[str] = "ta_sft"
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -36,6 +40,7 @@ class TaSftSettings:
     embedding_source: Literal["input", "output"] = "input"
     penalty_first_tokens: int | None = None
     penalty_position_decay: float | None = None
+    trust_region: float = 0.0
 
 
 class PenaltyTerm(HarmfulTerm):
@@ -64,19 +69,26 @@ class PenaltyTerm(HarmfulTerm):
 
     def loss(self, logits, targets, mask, ref_logits, weights=None):
         from .. import objectives
+        from ..objectives import losses
 
         s = self.settings
         measure = objectives.penalty_from_logits(s.penalty, logits, targets, mask, self._on(logits.device),
-                                                 constant=s.bound_constant, ref_logits=ref_logits,
+                                                 constant=s.bound_constant,
+                                                 ref_logits=ref_logits if s.target == "soft" else None,
                                                  soft_top_k=s.soft_top_k, weights=weights)
-        return self.spec.sign * s.lambda_ * measure, measure
+        contribution = self.spec.sign * s.lambda_ * measure
+        if s.trust_region > 0:
+            contribution = contribution + s.trust_region * losses.kl_excluding_target(
+                logits, ref_logits, targets, mask, weights)
+        return contribution, measure
 
 
 class TaSft(Method):
     name = "ta-sft"
     Settings = TaSftSettings
     needs_harmful = True
-    objective = "NLL(D_u) + sign·λ·penalty(D_h) (penalty: emd, emd_lb, nlcl, ga)"
+    objective = ("NLL(D_u) + sign·λ·penalty(D_h) [+ μ·KL(Q̃‖P̃) off the harmful token] "
+                 "(penalty: emd, emd_lb, nlcl, ga)")
 
     def check(self, cfg) -> None:
         from .. import objectives
@@ -86,7 +98,7 @@ class TaSft(Method):
         if s.penalty not in objectives.PENALTIES:
             raise TasftError(f"ta_sft.penalty: unknown penalty '{s.penalty}' "
                              f"(choose from {', '.join(objectives.PENALTIES)})")
-        positive(s, "ta_sft.", "lambda_", zero=True)
+        positive(s, "ta_sft.", "lambda_", "trust_region", zero=True)
         positive(s, "ta_sft.", "soft_top_k")
         positive(s, "ta_sft.", "penalty_first_tokens", "penalty_position_decay", allow_none=True)
         if s.target == "soft" and not objectives.PENALTIES[s.penalty].soft_targets:
@@ -104,13 +116,15 @@ class TaSft(Method):
         spec = objectives.penalty(s.penalty)
         table = losses.normalize_embeddings(token_embeddings(inputs.model, s.embedding_source)) \
             if spec.needs_embeddings else None
-        reference = copy.deepcopy(inputs.model).eval().requires_grad_(False) if s.target == "soft" else None
+        needs_reference = s.target == "soft" or s.trust_region > 0  # a frozen copy of the starting model
+        reference = copy.deepcopy(inputs.model).eval().requires_grad_(False) if needs_reference else None
         return PenaltyTerm(s, table, reference)
 
     def summary(self, cfg) -> dict:
         s = cfg.method_settings
         return {"penalty": s.penalty, "lambda": s.lambda_, "bound_constant": s.bound_constant, "target": s.target,
-                "penalty_first_tokens": s.penalty_first_tokens, "penalty_position_decay": s.penalty_position_decay}
+                "penalty_first_tokens": s.penalty_first_tokens, "penalty_position_decay": s.penalty_position_decay,
+                "trust_region": s.trust_region}
 
     def label(self, cfg) -> str:
         return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"
@@ -122,4 +136,5 @@ class TaSft(Method):
         sign = "+" if objectives.PENALTIES[s.penalty].sign > 0 else "−"
         text = f"TA-SFT: NLL(D_u) {sign} λ·{s.penalty}(D_h), λ = {s.lambda_}, target = {s.target}"
         text += f", bound constant = {s.bound_constant}" if s.penalty == "emd_lb" else ""
-        return text + (f", position weights exp(−t/{s.penalty_position_decay:g})" if s.penalty_position_decay else "")
+        text += f", position weights exp(−t/{s.penalty_position_decay:g})" if s.penalty_position_decay else ""
+        return text + (f", trust region μ = {s.trust_region:g}" if s.trust_region else "")

@@ -228,6 +228,26 @@ def nlcl_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Te
     return _reduce(-log_one_minus_prob(sel, y), mask, weights)
 
 
+def kl_excluding_target(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Trust region: mean over masked t of KL(Q̃_t ‖ P̃_t), the reference's and the model's next-token distributions
+    with the harmful token's own mass removed and renormalised,
+
+        P̃_t(w) = P_t(w) / (1 − P_t(y_t)) for w ≠ y_t,   KL(Q̃ ‖ P̃) = Σ_{w≠y} Q̃(w) (log Q̃(w) − log P̃(w)),
+
+    so the mass the penalty pushes off y_t goes where the frozen starting model already found the text plausible
+    (log P̃ = log-softmax of the logits with z_y = −∞)."""
+    sel, ref, y = _select(logits, mask, ref_logits, targets)
+    if sel.shape[0] == 0:
+        return logits.sum() * 0.0
+    rows = torch.arange(sel.shape[0], device=sel.device)
+    log_p = sel.index_put((rows, y), torch.tensor(float("-inf"), device=sel.device)).log_softmax(-1)
+    log_q = ref.float().index_put((rows, y), torch.tensor(float("-inf"), device=sel.device)).log_softmax(-1)
+    q = log_q.exp()
+    terms = torch.where(q > 0, q * (log_q - log_p), torch.zeros_like(q))  # the excluded token contributes 0
+    return _reduce(terms.sum(-1), mask, weights)
+
+
 def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over masked t of −log P_t(y_t) (the SFT loss; for ``ga`` it is pushed up, unbounded)."""
