@@ -85,3 +85,30 @@ def test_a_run_with_position_decay_is_the_same_on_both_paths(tiny_model_dir, tin
     assert curves[("2.0", "256")][0] != pytest.approx(curves[("null", "256")][0], abs=1e-4)  # the weights act
     with pytest.raises(Exception, match="penalty_position_decay: must be > 0"):
         load_train_config(None, ["ta_sft.penalty_position_decay=0"])
+
+
+def test_log_odds_selectivity_weights():
+    from tasft.objectives.selectivity import log_odds_weights, token_counts
+
+    v = 6
+    harmful = token_counts([[0, 1, 2, 2], [0, 2, 3]], v)  # 0 and 1 ordinary, 2 and 3 harmful-specific
+    benign = token_counts([[0, 1, 0, 1], [0, 1, 4, 4]], v)
+    assert harmful.tolist() == [2, 1, 3, 1, 0, 0] and benign.tolist() == [3, 3, 0, 0, 2, 0]
+    w = log_odds_weights(harmful, benign)
+    assert w[2] == 1.0 and 0 < w[3] < 1  # the most D_h-specific token weighs 1, a rarer one less
+    assert w[0] == 0 and w[1] == 0 and w[4] == 0  # as frequent (or more) in D_u: weight 0
+    assert float(w.min()) >= 0 and float(w.max()) == 1.0
+
+
+def test_a_run_with_selectivity_is_the_same_on_both_paths(tiny_model_dir, tiny_data, tmp_path):
+    curves = {}
+    for chunk, rule in (("256", "log-odds"), ("null", "log-odds"), ("256", "none")):
+        out = tmp_path / f"sel-{chunk}-{rule}"
+        metrics = train(load_train_config(None, tiny_overrides(
+            tiny_model_dir, tiny_data, out, measure="false", loss_chunk_size=chunk,
+            **{"ta_sft.penalty": "emd", "ta_sft.penalty_selectivity": rule,
+               "ta_sft.penalty_position_decay": "3.0"})), progress=False)
+        curves[(chunk, rule)] = _penalties(out)
+    assert metrics["penalty_selectivity"] == "none" and len(curves[("256", "log-odds")]) == 4
+    assert curves[("256", "log-odds")] == pytest.approx(curves[("null", "log-odds")], abs=1e-5)  # fused = plain
+    assert curves[("256", "log-odds")][0] != pytest.approx(curves[("256", "none")][0], abs=1e-4)  # weights act

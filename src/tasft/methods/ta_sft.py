@@ -25,6 +25,8 @@ class TaSftSettings:
     ``penalty_first_tokens`` (penalise only the first N tokens of each harmful answer; null: all) and
     ``penalty_position_decay`` τ (weigh the t-th penalised token by w_t = exp(−t/τ), the penalty then the weighted
     mean Σ w_t m_t / Σ w_t — heavier on an answer's first tokens, after Qi et al. 2024; null: every token alike) and
+    ``penalty_selectivity`` (``log-odds``: weigh each harmful token by how much more frequent it is in D_h than
+    in D_u, :mod:`tasft.objectives.selectivity`, so ordinary tokens get ~0 weight; ``none``: all alike) and
     ``trust_region`` μ ≥ 0 (adds μ·KL(Q̃ ‖ P̃) on the D_h positions, the frozen starting model's and the model's
     distributions without the harmful token — :func:`tasft.objectives.losses.kl_excluding_target` — so the mass
     pushed off a harmful token goes where the starting model already found the text plausible; 0: off)."""
@@ -40,13 +42,15 @@ class TaSftSettings:
     embedding_source: Literal["input", "output"] = "input"
     penalty_first_tokens: int | None = None
     penalty_position_decay: float | None = None
+    penalty_selectivity: Literal["none", "log-odds"] = "none"
     trust_region: float = 0.0
 
 
 class PenaltyTerm(HarmfulTerm):
     """λ·sign·penalty(D_h): the registered penalty's plain function, or its chunk function on the fused path."""
 
-    def __init__(self, settings: TaSftSettings, normalized: torch.Tensor | None, reference=None) -> None:
+    def __init__(self, settings: TaSftSettings, normalized: torch.Tensor | None, reference=None,
+                 token_weights: torch.Tensor | None = None) -> None:
         from .. import objectives
 
         super().__init__(reference)
@@ -54,6 +58,7 @@ class PenaltyTerm(HarmfulTerm):
         self.log_key = f"penalty_{settings.penalty}"
         self.first_tokens = settings.penalty_first_tokens
         self.position_decay = settings.penalty_position_decay
+        self.token_weights = token_weights
         self.constant = settings.bound_constant
         self._table_cpu, self._table = normalized, None
 
@@ -118,13 +123,23 @@ class TaSft(Method):
             if spec.needs_embeddings else None
         needs_reference = s.target == "soft" or s.trust_region > 0  # a frozen copy of the starting model
         reference = copy.deepcopy(inputs.model).eval().requires_grad_(False) if needs_reference else None
-        return PenaltyTerm(s, table, reference)
+        weights = None
+        if s.penalty_selectivity == "log-odds":
+            from ..objectives.selectivity import log_odds_weights, token_counts
+
+            vocab = inputs.model.get_output_embeddings().weight.shape[0]
+            harmful = token_counts((t.input_ids[t.prompt_len:t.prompt_len + t.response_len]
+                                    for t in inputs.data.harmful), vocab)
+            benign = token_counts((t.input_ids[t.prompt_len:t.prompt_len + t.response_len]
+                                   for t in inputs.data.train), vocab)
+            weights = log_odds_weights(harmful, benign)
+        return PenaltyTerm(s, table, reference, weights)
 
     def summary(self, cfg) -> dict:
         s = cfg.method_settings
         return {"penalty": s.penalty, "lambda": s.lambda_, "bound_constant": s.bound_constant, "target": s.target,
                 "penalty_first_tokens": s.penalty_first_tokens, "penalty_position_decay": s.penalty_position_decay,
-                "trust_region": s.trust_region}
+                "penalty_selectivity": s.penalty_selectivity, "trust_region": s.trust_region}
 
     def label(self, cfg) -> str:
         return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"
@@ -137,4 +152,5 @@ class TaSft(Method):
         text = f"TA-SFT: NLL(D_u) {sign} λ·{s.penalty}(D_h), λ = {s.lambda_}, target = {s.target}"
         text += f", bound constant = {s.bound_constant}" if s.penalty == "emd_lb" else ""
         text += f", position weights exp(−t/{s.penalty_position_decay:g})" if s.penalty_position_decay else ""
+        text += ", token weights by log-odds selectivity" if s.penalty_selectivity != "none" else ""
         return text + (f", trust region μ = {s.trust_region:g}" if s.trust_region else "")

@@ -25,6 +25,8 @@ class HarmfulTerm:
     first_tokens: int | None = None
     #: weigh the t-th penalised token by exp(−t/τ) (τ = this, in tokens; None: every token alike)
     position_decay: float | None = None
+    #: (V,) weight of each token id at the penalised positions (None: every token alike)
+    token_weights: torch.Tensor | None = None
 
     def __init__(self, reference: torch.nn.Module | None = None) -> None:
         #: a frozen copy of the starting model whose logits the term needs, or None
