@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("experiment", help="a study's grid of train + evaluate points (resumable), table and plots")
-    p.add_argument("study", choices=["data-efficiency", "lambda", "stages", "contrastive"])
+    p.add_argument("study", choices=["data-efficiency", "lambda", "stages", "contrastive", "variants"])
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes: finished points are skipped)")
     p.add_argument("--seeds", type=int, default=None, help="seeds for the headline points (default: the file's)")

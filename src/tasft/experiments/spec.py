@@ -13,7 +13,7 @@ from ..errors import TasftError
 from ..generation.generate import GenerationSettings
 from ..run_config import _read_yaml
 
-STUDIES = ("data-efficiency", "lambda", "stages", "contrastive")
+STUDIES = ("data-efficiency", "lambda", "stages", "contrastive", "variants")
 
 METRICS = ("harm_suites_harmful_rate", "harm_suites_mean_harmfulness", "harm_suites_safe_rate",
            "harm_suites_degenerate_rate", "harm_suites_refusal_rate", "over_refusal", "reference_nll",
