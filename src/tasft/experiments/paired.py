@@ -76,10 +76,12 @@ def _cell(d: dict | None) -> str:
 
 def paired_markdown(paired: dict[str, Any]) -> str:
     """The paired-difference table: point − reference on the same prompts; ``*`` = the interval excludes 0."""
-    header = ["series", "x", "seed", *(label for label, _ in PAIRED), "pairs"]
+    header = ["series", "x", "seed", *(label for label, _ in PAIRED), "harm-suite pairs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in paired["points"]:
-        n = max((p[k]["n"] for k in paired["keys"] if isinstance(p.get(k), dict)), default=0)
+        first = p.get("harm_suites_harmful_rate") or next((p[k] for k in paired["keys"] if isinstance(p.get(k), dict)),
+                                                          {"n": 0})
+        n = first["n"]
         lines.append("| " + " | ".join([str(p["series"]), "–" if p["x"] is None else str(p["x"]), str(p["seed"]),
                                         *(_cell(p.get(k)) for _, k in PAIRED), str(n)]) + " |")
     return (f"## Paired differences to `{paired['reference']}`\n\nEach point minus `{paired['reference']}` on the "

@@ -75,7 +75,8 @@ def results_markdown(exp: ExperimentConfig, rows: list[dict], paired: dict | Non
                  "–" if a["train_seconds"] is None else f"{a['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     ev = exp.evaluate
-    limits = f"limit {ev.limit}" + (f", per suite {ev.suite_limits}" if ev.suite_limits else "")
+    limits = ("every prompt" if ev.limit is None else f"{ev.limit} prompts per suite") + "".join(
+        f", {name}: {n}" for name, n in ev.suite_limits.items())
     named = f"spec `{ev.spec}`, " if ev.spec else ""
     text = (f"# Experiment: {exp.study}\n\nTraining config `{Path(exp.train_config).name}`; evaluation {named}"
             f"suites `{ev.suites}` ({limits}); harm-suite means over the suites present. Each cell: the mean over "
