@@ -80,3 +80,52 @@ def test_bench_generate_runs_and_reports_identity(tiny_model_dir, tmp_path):
     sweep = json.loads((tmp_path / "bench_generate_batch_tiny.json").read_text())
     assert [b["batch_size"] for b in sweep["batches"]] == [3, 12]
     assert all(b["rows_identical_to_largest_batch"] == 12 for b in sweep["batches"])
+
+
+def test_workers_give_the_same_answers_as_one_process(tiny_model_dir, tmp_path):
+    """Two forked 1-thread workers share the batches: the same texts, in the same order, as one process."""
+    from tasft.generation.generate import GenerationSettings, generate_jsonl
+
+    model, tokenizer = load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+    items = [{"id": str(i), "prompt": f"Question number {i}: " + "why " * (i % 5)} for i in range(11)]
+    outs = {}
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}.jsonl"
+        generate_jsonl(model, tokenizer, items, out, GenerationSettings(max_new_tokens=5, batch_size=2,
+                                                                        workers=workers), progress=False)
+        outs[workers] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in outs[2]] == [it["id"] for it in items]
+    assert outs[2] == outs[1] == outs[3]
+
+
+def test_a_failing_worker_is_one_error(tiny_model_dir, tmp_path, monkeypatch):
+    from tasft.errors import TasftError
+    from tasft.generation import generate
+    from tasft.generation.generate import GenerationSettings, generate_jsonl
+
+    model, tokenizer = load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory in the worker")
+
+    monkeypatch.setattr(generate, "generate_batch", broken)
+    items = [{"id": str(i), "prompt": f"q {i}"} for i in range(4)]
+    with pytest.raises(TasftError, match="a generation worker failed: RuntimeError: out of memory in the worker"):
+        generate_jsonl(model, tokenizer, items, tmp_path / "x.jsonl",
+                       GenerationSettings(max_new_tokens=3, batch_size=1, workers=2), progress=False)
+
+
+def test_a_worker_that_dies_is_one_error(tiny_model_dir, tmp_path, monkeypatch):
+    import os
+
+    from tasft.errors import TasftError
+    from tasft.generation import generate, workers
+    from tasft.generation.generate import GenerationSettings, generate_jsonl
+
+    model, tokenizer = load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+    monkeypatch.setattr(generate, "generate_batch", lambda *a, **k: os._exit(9))  # as the OOM killer would
+    monkeypatch.setattr(workers, "POLL_S", 0.2)
+    items = [{"id": str(i), "prompt": f"q {i}"} for i in range(4)]
+    with pytest.raises(TasftError, match="a generation worker died \\(exit code 9"):
+        generate_jsonl(model, tokenizer, items, tmp_path / "x.jsonl",
+                       GenerationSettings(max_new_tokens=3, batch_size=1, workers=2), progress=False)

@@ -27,16 +27,19 @@ class GenerationSettings:
     """Decoding settings; ``do_sample=False`` is greedy, and sampling is reproducible for a ``seed``."""
 
     max_new_tokens: int = 128
-    batch_size: int = 64  # prompts per batch; 8 → 32 → 64 gave 63 → 138 → 179 tokens/s on 2 CPU cores
+    batch_size: int = 64  # prompts per batch (bench/bench_generate.py --batch-sweep measures the choice)
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
     max_prompt_tokens: int = 1024
+    # processes sharing the batches on CPU, one torch thread each (Linux; the same outputs as 1): on 2 cores,
+    # 2 workers do ~1.7x the work of one 2-thread process (tasft.generation.workers); 1 = this process only
+    workers: int = 1
 
     def check(self) -> GenerationSettings:
         """One-line errors for values no decoder accepts (before a model is loaded or a file is written)."""
-        for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):
+        for name in ("max_new_tokens", "batch_size", "max_prompt_tokens", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TasftError(f"--{name.replace('_', '-')}: must be an integer >= 1, got {value!r}")
@@ -113,13 +116,22 @@ def _generate_in_order(
     model, tokenizer, encoded: list[list[int]], settings: GenerationSettings, ids: list[str], bar
 ):
     """Yield (index, text) batch by batch, shortest prompts first (less padding); seeds depend on the ids."""
+    from . import workers
+
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    batches = [order[start : start + settings.batch_size] for start in range(0, len(order), settings.batch_size)]
+    seeds = [settings.seed + hash_id(ids[idx[0]]) for idx in batches]
     was_training = model.training
     model.eval()
+    n_workers = min(settings.workers, len(batches))
+    on_cpu = next(model.parameters()).device.type == "cpu"
     try:
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            seed = settings.seed + hash_id(ids[idx[0]])
+        if n_workers > 1 and on_cpu and workers.available():
+            for batch in workers.generate_parallel(model, tokenizer, encoded, settings, batches, seeds, n_workers):
+                yield batch
+                bar.update(len(batch))
+            return
+        for idx, seed in zip(batches, seeds):
             texts = generate_batch(model, tokenizer, [encoded[i] for i in idx], settings, seed)
             yield list(zip(idx, texts))
             bar.update(len(idx))
