@@ -142,6 +142,11 @@ def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data
     monkeypatch.setattr("tasft.training.pipeline.train", fail)
     monkeypatch.setattr(ev, "evaluate", fail)
     assert main(["experiment", "lambda", "--config", str(config), "--out", str(out)]) == 0  # resumes: no work
+    (out / "results.md").unlink()
+    assert main(["experiment", "lambda", "--config", str(config), "--out", str(out), "--tables-only"]) == 0
+    assert (out / "results.md").read_text() == md and json.loads((out / "paired.json").read_text()) == paired
+    assert main(["experiment", "lambda", "--config", str(config), "--out", str(tmp_path / "none"),
+                 "--tables-only"]) == 2
     assert main(["experiment", "stages", "--config", str(config), "--out", str(out)]) == 2
     assert "describes study 'lambda', not 'stages'" in capsys.readouterr().err
 

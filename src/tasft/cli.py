@@ -143,7 +143,8 @@ def _rescore(args: argparse.Namespace) -> None:
 def _experiment(args: argparse.Namespace) -> None:
     from .experiments.runner import run_experiment
 
-    rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune)
+    rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune,
+                          tables_only=args.tables_only)
     print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")
 
 
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="seeds for the headline points (default: the file's)")
     p.add_argument("--prune", action="store_true",
                    help="delete each point's checkpoints and weights once evaluated (keeps metrics and logs)")
+    p.add_argument("--tables-only", action="store_true",
+                   help="run nothing: rewrite the tables and plots from the points already finished")
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("data", help="the public evaluation and training data sets")

@@ -104,16 +104,48 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
         prune_weights(run_dir)
     return rows
 
+def finished_rows(exp: ExperimentConfig, point: Point, out: Path) -> list[dict]:
+    """The rows of a point that is finished here or in a sibling study (nothing is trained or evaluated)."""
+    eval_dir = out / "evals" / point.slug
+    if point.series.starting_model:
+        if _finished(eval_dir) is None:
+            state, eval_dir = find_shared_start(exp, out, point.slug)
+            if state != "done":
+                return []
+        return [_row(point, point.x, {}, _finished(eval_dir), eval_dir)]
+    run_dir = out / "runs" / point.slug
+    if point.series.checkpoints:
+        evals = sorted(out.glob(f"evals/{point.slug}__step*/metrics.json"))
+        training = _finished(run_dir) or {}
+        return [_row(point, int(e.parent.name.rsplit("__step", 1)[1]), training, _finished(e.parent), e.parent)
+                for e in evals]
+    if _finished(run_dir) is not None and _finished(eval_dir) is not None:
+        return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
+    cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
+    state, shared_run, shared_eval = find_shared(exp, cfg, out)
+    return [_row(point, point.x, _finished(shared_run), _finished(shared_eval), shared_eval)] if state == "done" else []
+
+
 def run_experiment(study: str, config: str, out: str | Path, seeds: int | None = None,
-                   progress: bool = True, prune: bool = False) -> list[dict]:
+                   progress: bool = True, prune: bool = False, tables_only: bool = False) -> list[dict]:
     """Run (or resume) every point of the study and write its tables and plots after each point.
 
     ``prune`` deletes each point's checkpoints and weights once it is evaluated (a grid of full models fills a disk).
+    ``tables_only`` runs nothing: it rewrites the tables and plots from the points already finished (here or in a
+    sibling study), e.g. after an upgrade of tasft or while a sibling is still running.
     """
     exp = load_experiment(config)
     if exp.study != study:
         raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
     out = Path(out)
+    if tables_only:
+        if not out.is_dir():
+            raise TasftError(f"{out}: no such study directory (run the experiment first)")
+        rows = ordered(exp, [r for point in plan(exp, seeds or exp.seeds) for r in finished_rows(exp, point, out)])
+        if not rows:
+            raise TasftError(f"{out}: no finished point yet")
+        write_outputs(exp, rows, out)
+        return rows
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "experiment.json", asdict(exp))  # siblings see this study's runs from the start
     rows: list[dict] = []
