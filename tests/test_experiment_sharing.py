@@ -182,6 +182,20 @@ def test_a_config_written_before_a_setting_existed_still_matches():
     assert sharing._comparable(older) == sharing._comparable(cfg)
     changed = {**cfg, "harmful_data": {**cfg["harmful_data"], "audit": "x.csv"}}
     assert sharing._comparable(changed) != sharing._comparable(cfg)
+    older["ta_sft"] = {k: v for k, v in cfg["ta_sft"].items() if k not in ("trust_region", "penalty_selectivity")}
+    assert sharing._comparable(older) == sharing._comparable(cfg)  # a method setting added later: its default
+    assert sharing._comparable({**cfg, "ta_sft": {**cfg["ta_sft"], "trust_region": 1.0}}) != sharing._comparable(cfg)
+
+
+def test_an_evaluation_written_before_a_setting_existed_still_matches(tmp_path, tiny_model_dir, tiny_data):
+    exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
+    block = dataclasses.asdict(exp.evaluate)
+    older = {**block, "generation": {k: v for k, v in block["generation"].items() if k != "workers"}}
+    assert sharing.same_evaluation(exp, {"evaluate": older})
+    more_workers = {**block, "generation": {**block["generation"], "workers": 2}}  # cannot change an answer
+    assert sharing.same_evaluation(exp, {"evaluate": more_workers})
+    assert not sharing.same_evaluation(exp, {"evaluate": {**block, "limit": 3}})
+    assert not sharing.same_evaluation(exp, {"evaluate": {**block, "nonsense": 1}})
 
 
 def test_series_file_settings_are_relative_to_the_experiment_file(tmp_path, tiny_model_dir, tiny_data):

@@ -34,7 +34,34 @@ def _comparable(config: dict) -> dict:
     for key in ("train_data", "harmful_data", "eval_data"):
         if isinstance(data.get(key), dict):
             data[key] = {**source, **data[key]}
+    from ..methods import METHODS
+
+    for method in METHODS.values():  # a method's block: its settings' defaults under what was written
+        block = method.Settings.BLOCK if method.Settings is not None else None
+        if block is not None and isinstance(data.get(block), dict):
+            data[block] = {**yaml.safe_load(yaml.safe_dump(to_dict(method.Settings()))), **data[block]}
     return data
+
+def _evaluation(block: dict | None) -> dict | None:
+    """An ``evaluate:`` block as comparable data: today's defaults for what an older tasft did not write, without
+    the settings that cannot change an answer (``generation.workers``); None if it does not read as one."""
+    from ..config import from_dict
+    from ..errors import TasftError
+    from .spec import EvalSpec
+
+    try:
+        data = asdict(from_dict(EvalSpec, block or {}, where="evaluate"))
+    except (TasftError, TypeError):
+        return None
+    data["generation"].pop("workers", None)
+    return data
+
+
+def same_evaluation(exp: ExperimentConfig, other: dict) -> bool:
+    """Whether a sibling's ``experiment.json`` evaluates as ``exp`` does."""
+    mine = _evaluation(asdict(exp.evaluate))
+    return mine is not None and mine == _evaluation(other.get("evaluate"))
+
 
 def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.
@@ -48,7 +75,7 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
     for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
         meta = sibling / "experiment.json"
-        if not meta.is_file() or json.loads(meta.read_text(encoding="utf-8")).get("evaluate") != asdict(exp.evaluate):
+        if not meta.is_file() or not same_evaluation(exp, json.loads(meta.read_text(encoding="utf-8"))):
             continue
         for config_file in sorted(sibling.glob("runs/*/config.yaml")):
             if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
@@ -72,7 +99,7 @@ def find_shared_start(exp: ExperimentConfig, out: Path, slug: str) -> tuple[str,
         if not meta.is_file():
             continue
         other = json.loads(meta.read_text(encoding="utf-8"))
-        if other.get("evaluate") != asdict(exp.evaluate) or other.get("train_config") != exp.train_config:
+        if not same_evaluation(exp, other) or other.get("train_config") != exp.train_config:
             continue
         eval_dir = sibling / "evals" / slug
         if (eval_dir / "metrics.json").is_file():
