@@ -129,8 +129,11 @@ def render() -> str:
             out.append(f"| {label} | {rlabel} | {cell(pair and pair.get(H))} | {cell(pair and pair.get(S))} | "
                        + ("not run" if verdict is None else "**yes**" if verdict else "no") + " |")
     out += ["", "## The 80-prompt readings, re-tested", "", "| reading | survives |", "|---|---|"]
+    needs = {"kto": "kto", "emd_lb": "ta-sft emd_lb", "nlcl": "ta-sft nlcl", "STL": "stl", "λ=3": "ta-sft emd lambda 3",
+             "starting model": "starting model"}
     for text, test in READINGS:
-        out.append(f"| {text} | {'yes' if test(vs_sft, between) else '**no**'} |")
+        missing = [series for word, series in needs.items() if word in text and series not in vs_sft]
+        out.append(f"| {text} | {'not re-run' if missing else 'yes' if test(vs_sft, between) else '**no**'} |")
     safer = [label for series, label in TA_SFT if series in vs_sft and all(criteria(vs_sft[series], sft_nll).values())]
     out += ["", f"A TA-SFT point that makes answers safer without breaking them: **{', '.join(safer) or 'none'}**.", ""]
     return "\n".join(out)
