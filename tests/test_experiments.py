@@ -192,3 +192,14 @@ def test_a_pareto_plot_is_a_plot_kind(tmp_path, tiny_model_dir, tiny_data):
     assert exp.plots[0].kind == "pareto"
     with pytest.raises(TasftError, match="kind"):
         spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pie"}]))
+
+
+def test_the_committed_full_spec_verdict_follows_from_its_result_files():
+    """docs/results/methods_full/verdict.md is what verdict.py computes from the committed paired.json and CSV."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / "methods_full"
+    spec_ = importlib.util.spec_from_file_location("verdict_full", folder / "verdict.py")
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    assert module.render() == (folder / "verdict.md").read_text(encoding="utf-8")
