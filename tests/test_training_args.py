@@ -5,9 +5,10 @@ import re
 
 import pytest
 
+from tasft.config import OWNED_TRAINING_ARGS as OWNED
 from tasft.errors import TasftError
 from tasft.run_config import load_train_config
-from tasft.training.args import OWNED, training_kwargs
+from tasft.training.args import training_kwargs
 from tasft.training.pipeline import train
 
 from .conftest import tiny_overrides

@@ -132,7 +132,7 @@ class TrainConfig:
     measure: bool = True
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     # any other field of transformers.TrainingArguments (gradient_checkpointing, optim, adam_beta2, ...), passed
-    # through; a field tasft sets from its own settings (tasft.training.args.OWNED) is an error naming that setting
+    # through; a field tasft sets from its own settings (OWNED_TRAINING_ARGS) is an error naming that setting
     training_args: dict = field(default_factory=dict)
     lora: LoraSettings | None = None
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
@@ -274,6 +274,39 @@ def check_finite(node: Any, where: str = "") -> None:
             raise TasftError(f"{key}: must be a finite number, got {value}")
 
 
+#: TrainingArguments fields tasft sets itself → the tasft setting that decides them (None: its loop needs its own
+#: value); ``training_args:`` may not set them
+OWNED_TRAINING_ARGS: dict[str, str | None] = {
+    "output_dir": "output_dir", "max_steps": "max_steps", "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "warmup_steps": "warmup_steps",
+    "lr_scheduler_type": "lr_scheduler", "max_grad_norm": "max_grad_norm", "logging_steps": "logging_steps",
+    "save_strategy": "save_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
+    "seed": "seed", "data_seed": "seed", "report_to": "report_to", "bf16": "precision", "fp16": "precision",
+    "ddp_find_unused_parameters": "ddp_find_unused_parameters", "per_device_train_batch_size": "batch_size",
+    "remove_unused_columns": None, "dataloader_num_workers": None, "dataloader_pin_memory": None,
+}
+
+
+def check_training_args(block: dict) -> None:
+    """``training_args:`` keys must be ``TrainingArguments`` fields that tasft does not set itself (one-line errors
+    naming the closest field, or the tasft setting to use instead)."""
+    import dataclasses
+    import difflib
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    for key in block:
+        if key in OWNED_TRAINING_ARGS:
+            owner = OWNED_TRAINING_ARGS[key]
+            raise TasftError(f"training_args.{key}: tasft sets it " + (
+                f"from its own setting — set {owner} instead" if owner else "itself (its training loop needs it)"))
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            raise TasftError(f"training_args.{key}: not a TrainingArguments field"
+                             + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def positive(node: Any, where: str, *names: str, allow_none: bool = False, zero: bool = False) -> None:
     """One-line errors for settings of ``node`` that must be > 0 (``zero``: >= 0; ``allow_none``: or null)."""
     for name in names:
@@ -316,8 +349,6 @@ def check_core(cfg: TrainConfig) -> None:
     if not isinstance(cfg.training_args, dict):
         raise TasftError(f"training_args: expected a mapping of TrainingArguments fields, got {cfg.training_args!r}")
     if cfg.training_args:
-        from .training.args import check_training_args
-
         check_training_args(cfg.training_args)
     if cfg.lora is not None:
         positive(cfg.lora, "lora.", "r")

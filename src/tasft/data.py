@@ -191,6 +191,27 @@ def prompt_id(text: str) -> str:
     return hashlib.sha256(prompt_key(text).encode("utf-8")).hexdigest()[:16]
 
 
+#: verdicts of a prompt audit (``tasft audit``; a data source's ``audit:`` file)
+VERDICTS = ("harmful", "borderline", "benign")
+
+
+def read_verdicts(path: str | Path) -> dict[str, str]:
+    """``{prompt_id: verdict}`` from an audit CSV (columns ``prompt_id``, ``verdict``; others are kept for people)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TasftError(f"audit: {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"prompt_id", "verdict"} <= set(rows[0]):
+        raise TasftError(f"audit: {path} needs the columns prompt_id and verdict")
+    out = {}
+    for i, row in enumerate(rows, start=2):
+        if row["verdict"] not in VERDICTS:
+            raise TasftError(f"audit: {path} line {i}: verdict {row['verdict']!r} is not one of {', '.join(VERDICTS)}")
+        out[row["prompt_id"]] = row["verdict"]
+    return out
+
+
 def heldout_bucket(text: str) -> float:
     """A stable pseudo-random number in [0, 1) from the prompt (SHA-256), independent of file order."""
     digest = hashlib.sha256(prompt_key(text).encode("utf-8")).digest()
@@ -213,8 +234,6 @@ def select_records(records: list[Record], src: DataSource) -> list[Record]:
         banned = _exclusion_keys(src.exclude)
         records = [r for r in records if prompt_key(r.prompt_text) not in banned]
     if src.audit:
-        from .scoring.prompt_audit import VERDICTS, read_verdicts
-
         unknown = sorted(set(src.audit_drop) - set(VERDICTS))
         if unknown:
             raise TasftError(f"audit_drop: {', '.join(unknown)} is not a verdict ({', '.join(VERDICTS)})")

@@ -127,7 +127,8 @@ def _generate_in_order(
     on_cpu = next(model.parameters()).device.type == "cpu"
     try:
         if n_workers > 1 and on_cpu and workers.available():
-            for batch in workers.generate_parallel(model, tokenizer, encoded, settings, batches, seeds, n_workers):
+            for batch in workers.generate_parallel(generate_batch, model, tokenizer, encoded, settings, batches, seeds,
+                                                   n_workers):
                 yield batch
                 bar.update(len(batch))
             return

@@ -25,9 +25,7 @@ from ..errors import TasftError
 POLL_S = 5.0  # seconds between checks that the workers are alive
 
 
-def _worker(model, tokenizer, encoded, settings, batches, seeds, queue, rank) -> None:
-    from .generate import generate_batch
-
+def _worker(generate_batch, model, tokenizer, encoded, settings, batches, seeds, queue, rank) -> None:
     torch.set_num_threads(1)
     try:
         for idx, seed in zip(batches, seeds):
@@ -43,12 +41,13 @@ def available() -> bool:
     return sys.platform.startswith("linux")
 
 
-def generate_parallel(model, tokenizer, encoded: list[list[int]], settings, batches: list[list[int]],
+def generate_parallel(generate_batch, model, tokenizer, encoded: list[list[int]], settings, batches: list[list[int]],
                       seeds: list[int], workers: int) -> Iterator[list[tuple[int, str]]]:
-    """Yield each batch's (index, text) pairs as the workers finish them (in no fixed order)."""
+    """Yield each batch's (index, text) pairs as the workers finish them (in no fixed order); ``generate_batch``
+    is :func:`tasft.generation.generate.generate_batch` (passed in: this module does not import its caller)."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(model, tokenizer, encoded, settings, batches[k::workers],
+    procs = [ctx.Process(target=_worker, args=(generate_batch, model, tokenizer, encoded, settings, batches[k::workers],
                                                 seeds[k::workers], queue, k), daemon=True) for k in range(workers)]
     for p in procs:
         p.start()

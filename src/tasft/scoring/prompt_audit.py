@@ -19,20 +19,18 @@ classifier's score between the prompts the audit calls harmful and those it call
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data import prompt_id
+from ..data import VERDICTS, prompt_id, read_verdicts
 from ..errors import TasftError
 from . import harmfulness_data as hd
 from .harmfulness import HarmHead, TextEmbedder
 from .harmfulness_train import HeadSettings, _prompt_fold, auroc, best_threshold, fit_head, threshold_metrics
 
-VERDICTS = ("harmful", "borderline", "benign")
 FOLDS = 5
 HEAD = HeadSettings(l2=1e-2, pair_weight=0.0)  # the local scorer's prompt-head settings
 
@@ -70,23 +68,6 @@ def train_prompt_classifier(data_dir: str | Path, embedder: TextEmbedder) -> Pro
                   "cv_auroc": round(auroc(cv, y), 4), "cv_balanced_accuracy": round(metrics["balanced_accuracy"], 4),
                   "threshold": threshold}
     return PromptClassifier(fit_head(x, y, settings=HEAD), threshold, validation)
-
-
-def read_verdicts(path: str | Path) -> dict[str, str]:
-    """``{prompt_id: verdict}`` from an audit CSV (columns ``prompt_id``, ``verdict``; others are kept for people)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TasftError(f"audit: {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"prompt_id", "verdict"} <= set(rows[0]):
-        raise TasftError(f"audit: {path} needs the columns prompt_id and verdict")
-    out = {}
-    for i, row in enumerate(rows, start=2):
-        if row["verdict"] not in VERDICTS:
-            raise TasftError(f"audit: {path} line {i}: verdict {row['verdict']!r} is not one of {', '.join(VERDICTS)}")
-        out[row["prompt_id"]] = row["verdict"]
-    return out
 
 
 def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:

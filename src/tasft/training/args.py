@@ -25,41 +25,6 @@ def find_unused_parameters(cfg: TrainConfig, model) -> bool | None:
     return get_method(cfg.method).find_unused_parameters
 
 
-#: TrainingArguments fields tasft sets itself → the tasft setting that decides them (None: its loop needs its own
-#: value); ``training_args:`` may not set them
-OWNED: dict[str, str | None] = {
-    "output_dir": "output_dir", "max_steps": "max_steps", "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "learning_rate": "learning_rate", "weight_decay": "weight_decay", "warmup_steps": "warmup_steps",
-    "lr_scheduler_type": "lr_scheduler", "max_grad_norm": "max_grad_norm", "logging_steps": "logging_steps",
-    "save_strategy": "save_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
-    "seed": "seed", "data_seed": "seed", "report_to": "report_to", "bf16": "precision", "fp16": "precision",
-    "ddp_find_unused_parameters": "ddp_find_unused_parameters", "per_device_train_batch_size": "batch_size",
-    "remove_unused_columns": None, "dataloader_num_workers": None, "dataloader_pin_memory": None,
-}
-
-
-def check_training_args(block: dict) -> None:
-    """``training_args:`` keys must be ``TrainingArguments`` fields that tasft does not set itself (one-line errors
-    naming the closest field, or the tasft setting to use instead)."""
-    import dataclasses
-    import difflib
-
-    from transformers import TrainingArguments
-
-    from ..errors import TasftError
-
-    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    for key in block:
-        if key in OWNED:
-            owner = OWNED[key]
-            raise TasftError(f"training_args.{key}: tasft sets it " + (
-                f"from its own setting — set {owner} instead" if owner else "itself (its training loop needs it)"))
-        if key not in fields:
-            close = difflib.get_close_matches(key, sorted(fields), n=1)
-            raise TasftError(f"training_args.{key}: not a TrainingArguments field"
-                             + (f" (did you mean {close[0]}?)" if close else ""))
-
-
 def training_kwargs(cfg: TrainConfig, out_dir: Path, model) -> dict:
     """``TrainingArguments`` keywords shared by every method (KTO adds its own on top): tasft's settings, then
     the ``training_args:`` block."""
