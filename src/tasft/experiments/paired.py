@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..evaluation import uncertainty
 from ..evaluation.uncertainty import PAIRED_METRICS as PAIRED
 from .spec import ExperimentConfig
 
@@ -25,7 +26,6 @@ def paired_differences(exp: ExperimentConfig, rows: list[dict]) -> dict[str, Any
     """``{"reference": name, "keys": [...], "points": [{series, x, seed, reference_seed, <metric>: {...}}]}``
     for every finished point that is not the reference (None without a reference or its evaluation)."""
     from ..evaluation.compare import scored_rows
-    from ..evaluation.uncertainty import paired
 
     name = reference_series(exp)
     mine = [r for r in rows if r["series"] == name]
@@ -49,7 +49,7 @@ def paired_differences(exp: ExperimentConfig, rows: list[dict]) -> dict[str, Any
         run_rows, ref_rows = scores(row), scores(ref)
         if run_rows is None or ref_rows is None:
             continue
-        diffs = paired(run_rows, ref_rows, keys)
+        diffs = uncertainty.paired(run_rows, ref_rows, keys)
         points.append({"series": row["series"], "x": row["x"], "seed": row["seed"], "reference_seed": ref["seed"],
                        **diffs})
     if not exp.compare_all:
@@ -63,7 +63,7 @@ def paired_differences(exp: ExperimentConfig, rows: list[dict]) -> dict[str, Any
         for b_key, b in list(first.items())[i + 1 :]:
             ra, rb = scores(a), scores(b)
             if ra is not None and rb is not None:
-                between.append({"a": list(a_key), "b": list(b_key), **paired(ra, rb, keys)})
+                between.append({"a": list(a_key), "b": list(b_key), **uncertainty.paired(ra, rb, keys)})
     return {"reference": name, "keys": keys, "points": points, "between": between}
 
 

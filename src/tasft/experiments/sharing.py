@@ -21,14 +21,19 @@ def _finished(directory: Path) -> dict | None:
     path = directory / "metrics.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
+def _plain(data):
+    """Config data as YAML would read it back (tuples → lists, …): what two configs are compared as."""
+    return yaml.safe_load(yaml.safe_dump(data))
+
+
 def _comparable(config: dict) -> dict:
     """A resolved training config as plain YAML data, without the output directory; settings a config written by
     an older tasft lacks take today's defaults (so adding a setting does not orphan the points already run)."""
     from ..config import DataSource, TrainConfig
 
-    data = {k: v for k, v in yaml.safe_load(yaml.safe_dump(config)).items() if k != "output_dir"}
-    defaults = {k: v for k, v in yaml.safe_load(yaml.safe_dump(to_dict(TrainConfig()))).items() if k != "output_dir"}
-    source = yaml.safe_load(yaml.safe_dump(to_dict(DataSource(path=""))))
+    data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
+    defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
+    source = _plain(to_dict(DataSource(path="")))
     for key, value in defaults.items():
         data.setdefault(key, value)
     for key in ("train_data", "harmful_data", "eval_data"):
@@ -39,7 +44,7 @@ def _comparable(config: dict) -> dict:
     for method in METHODS.values():  # a method's block: its settings' defaults under what was written
         block = method.Settings.BLOCK if method.Settings is not None else None
         if block is not None and isinstance(data.get(block), dict):
-            data[block] = {**yaml.safe_load(yaml.safe_dump(to_dict(method.Settings()))), **data[block]}
+            data[block] = {**_plain(to_dict(method.Settings())), **data[block]}
     return data
 
 def _evaluation(block: dict | None) -> dict | None:
@@ -63,6 +68,14 @@ def same_evaluation(exp: ExperimentConfig, other: dict) -> bool:
     return mine is not None and mine == _evaluation(other.get("evaluate"))
 
 
+def _siblings(exp: ExperimentConfig, out: Path):
+    """(directory, experiment.json data) of each sibling study of ``out`` that evaluates as ``exp`` does."""
+    for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
+        meta = sibling / "experiment.json"
+        if meta.is_file() and same_evaluation(exp, other := json.loads(meta.read_text(encoding="utf-8"))):
+            yield sibling, other
+
+
 def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.
 
@@ -73,10 +86,7 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
     """
     want = _comparable(to_dict(cfg))
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
-    for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
-        meta = sibling / "experiment.json"
-        if not meta.is_file() or not same_evaluation(exp, json.loads(meta.read_text(encoding="utf-8"))):
-            continue
+    for sibling, _ in _siblings(exp, out):
         for config_file in sorted(sibling.glob("runs/*/config.yaml")):
             if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
                 continue
@@ -94,12 +104,8 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
 def find_shared_start(exp: ExperimentConfig, out: Path, slug: str) -> tuple[str, Path | None]:
     """A sibling study's evaluation of the same starting model (same training config, same evaluation settings):
     ("done", eval_dir), ("running", eval_dir) while a live process writes it, or ("none", None)."""
-    for sibling in sorted(p for p in out.resolve().parent.iterdir() if p.is_dir() and p != out.resolve()):
-        meta = sibling / "experiment.json"
-        if not meta.is_file():
-            continue
-        other = json.loads(meta.read_text(encoding="utf-8"))
-        if not same_evaluation(exp, other) or other.get("train_config") != exp.train_config:
+    for sibling, other in _siblings(exp, out):
+        if other.get("train_config") != exp.train_config:
             continue
         eval_dir = sibling / "evals" / slug
         if (eval_dir / "metrics.json").is_file():

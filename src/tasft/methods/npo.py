@@ -41,7 +41,7 @@ class NpoTerm(HarmfulTerm):
         with torch.no_grad(), self._adapter_model.disable_adapter():  # LoRA: the base model is the reference
             return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
-    def loss(self, logits, targets, mask, ref_logits):
+    def loss(self, logits, targets, mask, ref_logits, weights=None):  # sequence-level: no per-token weights
         from ..objectives.sequence import npo_loss, sequence_logprob
 
         logp, _ = sequence_logprob(logits, targets, mask)

@@ -28,7 +28,7 @@ class SimNpoTerm(HarmfulTerm):
         super().__init__(None)
         self.beta, self.gamma = beta, gamma
 
-    def loss(self, logits, targets, mask, ref_logits):
+    def loss(self, logits, targets, mask, ref_logits, weights=None):  # sequence-level: no per-token weights
         from ..objectives.sequence import sequence_logprob, simnpo_loss
 
         logp, lengths = sequence_logprob(logits, targets, mask)

@@ -128,11 +128,12 @@ class TaSft(Method):
             from ..objectives.selectivity import log_odds_weights, token_counts
 
             vocab = inputs.model.get_output_embeddings().weight.shape[0]
-            harmful = token_counts((t.input_ids[t.prompt_len:t.prompt_len + t.response_len]
-                                    for t in inputs.data.harmful), vocab)
-            benign = token_counts((t.input_ids[t.prompt_len:t.prompt_len + t.response_len]
-                                   for t in inputs.data.train), vocab)
-            weights = log_odds_weights(harmful, benign)
+
+            def responses(rows):
+                return (t.input_ids[t.prompt_len : t.prompt_len + t.response_len] for t in rows)
+
+            weights = log_odds_weights(token_counts(responses(inputs.data.harmful), vocab),
+                                       token_counts(responses(inputs.data.train), vocab))
         return PenaltyTerm(s, table, reference, weights)
 
     def summary(self, cfg) -> dict:

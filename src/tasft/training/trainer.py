@@ -119,12 +119,9 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
 
     def harmful_batch(self, micro_step: int) -> dict[str, torch.Tensor]:
         idx = self.sampler.indices(micro_step, self.args.process_index, self.args.world_size)
-        batch = collate([self.harmful[i] for i in idx], self.pad_id, mask="content",
-                        first_tokens=self.term.first_tokens, position_decay=self.term.position_decay)
-        if self.term.token_weights is not None:  # the weight of the token each penalised position predicts
-            base = batch.get("loss_weight", batch["loss_mask"].float())
-            batch["loss_weight"] = base * self.term.token_weights[batch["input_ids"]] * batch["loss_mask"]
-        return batch
+        return collate([self.harmful[i] for i in idx], self.pad_id, mask="content",
+                       first_tokens=self.term.first_tokens, position_decay=self.term.position_decay,
+                       token_weights=self.term.token_weights)
 
     def _fused(self, model) -> bool:
         """Whether training losses go through :mod:`tasft.objectives.fused` (``loss_chunk_size`` set and a
@@ -208,8 +205,6 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         lg, tg, mk = losses.shift_for_causal_lm(logits, batch["input_ids"], batch["loss_mask"])
         ref = self.term.reference_logits(model, batch)
         weights = batch["loss_weight"][:, 1:] if "loss_weight" in batch else None
-        if weights is None:
-            return self.term.loss(lg, tg, mk, None if ref is None else ref[:, :-1])
         return self.term.loss(lg, tg, mk, None if ref is None else ref[:, :-1], weights=weights)
 
     @property
