@@ -10,7 +10,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), fl
 
 
 def test_readme_has_the_api_examples():
-    assert len(BLOCKS) == 2 and "losses.emd" in BLOCKS[0] and "tasft.train" in BLOCKS[1]
+    assert len(BLOCKS) == 3 and "losses.emd" in BLOCKS[0] and "tasft.train" in BLOCKS[1]
+    assert "TASFTTrainer(" in BLOCKS[2]
 
 
 def test_losses_example_runs():
@@ -24,6 +25,22 @@ def test_train_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md:train", "exec"), scope)
     assert scope["metrics"]["steps"] == 2 and (tmp_path / "api-demo" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_trl_style_example_runs(tmp_path, monkeypatch):
+    """The TRL-style example on the default model, its D_h a stand-in file (the example reads `tasft harvest`'s)."""
+    import json
+
+    from tests.conftest import HARMFUL
+
+    monkeypatch.chdir(ROOT)
+    harmful = tmp_path / "harmful.jsonl"
+    harmful.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in HARMFUL))
+    code = BLOCKS[2].replace('"harmful.jsonl"', repr(str(harmful))).replace("runs/trl-style", str(tmp_path / "out"))
+    scope: dict = {}
+    exec(compile(code, "README.md:trl-style", "exec"), scope)
+    assert scope["trainer"].state.global_step == 2 and (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_every_train_command_in_the_readme_is_a_valid_config(monkeypatch):

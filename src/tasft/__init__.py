@@ -1,7 +1,8 @@
 """tasft — Toxicity-Avoiding SFT: data-efficient safety fine-tuning of causal LMs.
 
-Public API: :func:`train` (one run from a :class:`TrainConfig`), :mod:`tasft.losses` (the penalties),
-:func:`load_train_config`, :func:`harvest`, :func:`generate_texts`.
+Public API: :func:`train` (one run from a :class:`TrainConfig`), :func:`load_train_config`, the TRL-style
+:class:`TASFTConfig` / :class:`TASFTTrainer` (:mod:`tasft.training.api`), :func:`harvest`,
+:func:`generate_texts`, and :mod:`tasft.objectives.losses` (the penalties).
 """
 
 from .config import DataSource, LoraSettings, TrainConfig
@@ -29,6 +30,10 @@ def __getattr__(name: str):
         from .generation import harvest as _h
 
         return getattr(_h, name)
+    if name in ("TASFTConfig", "TASFTTrainer"):
+        from .training import api as _api
+
+        return getattr(_api, name)
     if name in ("generate_texts", "GenerationSettings"):
         from .generation import generate as _g
 
@@ -36,5 +41,6 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["DataSource", "GenerationSettings", "HarvestSettings", "LoraSettings", "TasftError", "TrainConfig",
+__all__ = ["DataSource", "GenerationSettings", "HarvestSettings", "LoraSettings", "TASFTConfig", "TASFTTrainer",
+           "TasftError", "TrainConfig",
            "generate_texts", "harvest", "load_train_config", "train"]

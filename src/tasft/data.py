@@ -60,7 +60,10 @@ def resolve_path(path: str) -> Path:
     return Path(path).expanduser()
 
 
-def _parse_record(obj: Any, origin: str) -> Record:
+def parse_record(obj: Any, origin: str) -> Record:
+    """One example from a row: prompt/response (or completion, output, answer), instruction/input/output, chat
+    ``messages`` (the last assistant turn the response), or TRL's conversational prompt/completion message lists;
+    a bad row is a one-line error naming ``origin``."""
     if isinstance(obj, str):
         if not obj.strip():
             raise TasftError(f"{origin}: empty prompt")
@@ -80,6 +83,13 @@ def _parse_record(obj: Any, origin: str) -> Record:
         if isinstance(extra, str) and extra.strip():
             prompt = f"{prompt}\n\n{extra}"
         return Record(prompt, _optional_text(obj.get("output"), origin), origin)
+    if isinstance(obj.get("prompt"), list):  # TRL's conversational prompt/completion: lists of messages
+        msgs, completion = obj["prompt"], obj.get("completion")
+        if not msgs or not all(isinstance(m, dict) for m in msgs):
+            raise TasftError(f"{origin}: 'prompt' must be text or a non-empty list of {{role, content}} objects")
+        if isinstance(completion, list):
+            completion = completion[-1].get("content") if completion and isinstance(completion[-1], dict) else None
+        return Record(msgs, _optional_text(completion, origin), origin)
     for key in ("prompt", "question", "query"):
         if key in obj:
             prompt = _text(obj[key], origin)
@@ -124,7 +134,7 @@ def _read_json(path: Path, text: str) -> list[Record]:
             data = [{"instruction": i, "input": x} for i, x in zip(data, inputs)]
     if not isinstance(data, list):
         raise TasftError(f"{path}: expected a list of records")
-    return [_parse_record(obj, f"{path}:record {i + 1}") for i, obj in enumerate(data)]
+    return [parse_record(obj, f"{path}:record {i + 1}") for i, obj in enumerate(data)]
 
 
 def _read_jsonl(path: Path, text: str) -> list[Record]:
@@ -136,7 +146,7 @@ def _read_jsonl(path: Path, text: str) -> list[Record]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TasftError(f"{path}:{lineno}: malformed JSON line ({exc.msg})") from None
-        records.append(_parse_record(obj, f"{path}:{lineno}"))
+        records.append(parse_record(obj, f"{path}:{lineno}"))
     return records
 
 
@@ -144,7 +154,7 @@ def _read_csv(path: Path, text: str) -> list[Record]:
     rows = csv.DictReader(text.splitlines())
     if not rows.fieldnames:
         raise TasftError(f"{path}: CSV file has no header row")
-    return [_parse_record(dict(row), f"{path}:{i + 2}") for i, row in enumerate(rows)]
+    return [parse_record(dict(row), f"{path}:{i + 2}") for i, row in enumerate(rows)]
 
 
 def _read_hf(spec: str) -> list[Record]:
@@ -156,7 +166,7 @@ def _read_hf(spec: str) -> list[Record]:
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one line
         first = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
         raise TasftError(f"hf:{spec}: cannot load Hugging Face dataset ({first})") from None
-    return [_parse_record(dict(row), f"hf:{spec}:row {i + 1}") for i, row in enumerate(ds)]
+    return [parse_record(dict(row), f"hf:{spec}:row {i + 1}") for i, row in enumerate(ds)]
 
 
 def read_records(path: str) -> list[Record]:
@@ -372,12 +382,13 @@ def position_weights(length: int, decay: float) -> torch.Tensor:
 
 def collate(
     batch: list[Tokenized], pad_id: int, mask: str = "response", first_tokens: int | None = None,
-    position_decay: float | None = None,
+    position_decay: float | None = None, token_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-pad a batch. ``loss_mask`` marks target tokens: the response plus template suffix
     (``mask="response"``, for SFT) or the response text only (``mask="content"``, for harmful sets),
-    optionally only its first ``first_tokens`` tokens; with ``position_decay`` also ``loss_weight`` (B, T), the
-    :func:`position_weights` of each marked token (0 elsewhere)."""
+    optionally only its first ``first_tokens`` tokens. With ``position_decay`` and/or ``token_weights`` (V,) also
+    ``loss_weight`` (B, T): each marked token's :func:`position_weights` times the weight of its token id (0 on
+    unmarked positions)."""
     width = max(len(t.input_ids) for t in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
@@ -391,10 +402,13 @@ def collate(
             span = min(span, first_tokens)
         loss[i, t.prompt_len : t.prompt_len + span] = True
     out = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
-    if position_decay is not None:
-        weight = torch.zeros((len(batch), width), dtype=torch.float32)
-        for i, row in enumerate(loss):
-            where = row.nonzero().flatten()
-            weight[i, where] = position_weights(len(where), position_decay)
+    if position_decay is not None or token_weights is not None:
+        weight = loss.float()
+        if position_decay is not None:
+            for i, row in enumerate(loss):
+                where = row.nonzero().flatten()
+                weight[i, where] = position_weights(len(where), position_decay)
+        if token_weights is not None:  # the weight of the token each marked position predicts
+            weight = weight * token_weights[ids]
         out["loss_weight"] = weight
     return out

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +24,8 @@ class TrainerInputs:
     args: dict  # TrainingArguments keywords shared by every method (tasft.training.args)
     callbacks: list
     out_dir: Path
+    #: builds tasft's own loop from these inputs (the pipeline passes :func:`tasft.training.api.loop_trainer`)
+    loop_trainer: Callable[[TrainerInputs], Any] | None = None
 
 
 class Method:
@@ -36,6 +39,8 @@ class Method:
     needs_harmful: ClassVar[bool] = False
     #: the objective in one line (README method table, ``tasft train --help``)
     objective: ClassVar[str] = ""
+    #: whether the method brings a trainer of its own (KTO: TRL's) instead of tasft's loop
+    own_trainer: ClassVar[bool] = False
     #: DDP's search for parameters without a gradient (None: transformers' default); see training.args
     find_unused_parameters: ClassVar[bool | None] = False
 
@@ -47,22 +52,11 @@ class Method:
         return [], {}
 
     def build_trainer(self, inputs: TrainerInputs):
-        """A ``transformers.Trainer`` for the run: by default tasft's own loop with the method's D_h term."""
-        from transformers import TrainingArguments
-
-        from ..training.trainer import TasftTrainer, collate_train
-
-        cfg, tok = inputs.cfg, inputs.tokenizer
-        pad_id = tok.pad_token_id
-        term = self.harmful_term(inputs)
-        args = TrainingArguments(**inputs.args, per_device_train_batch_size=cfg.batch_size)
-        return TasftTrainer(
-            model=inputs.model, args=args, train_dataset=inputs.data.train,
-            data_collator=lambda batch: collate_train(batch, pad_id), processing_class=tok,
-            callbacks=inputs.callbacks, term=term, harmful=inputs.data.harmful if term else None,
-            harmful_batch_size=cfg.harmful_batch_size, pad_id=pad_id, harmful_seed=cfg.seed,
-            loss_chunk_size=cfg.loss_chunk_size,
-        )
+        """A ``transformers.Trainer`` for the run: by default tasft's own loop with the method's D_h term — the
+        TRL-style :class:`tasft.training.api.TASFTTrainer` the Python API gives, on the pipeline's data."""
+        if inputs.loop_trainer is None:
+            raise TypeError("TrainerInputs.loop_trainer is not set (tasft.training.api.loop_trainer builds the loop)")
+        return inputs.loop_trainer(inputs)
 
     def harmful_term(self, inputs: TrainerInputs):
         """The D_h term of the loss (:class:`tasft.training.terms.HarmfulTerm`), or None."""

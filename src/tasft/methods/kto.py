@@ -115,6 +115,7 @@ def tokens_seen(trainer) -> int | None:
 
 class Kto(Method):
     name = "kto"
+    own_trainer = True  # TRL's KTOTrainer
     Settings = KtoSettings
     needs_harmful = True
     objective = "TRL's KTO loss: D_u desirable, D_h undesirable, reference = the starting model"

@@ -18,6 +18,7 @@ from ..errors import TasftError
 from ..io_utils import ordinary_permissions, write_json_atomic, write_text_atomic, write_yaml_atomic
 from ..methods import TrainerInputs, get_method
 from ..run_config import validate
+from .api import loop_trainer
 from .args import training_kwargs
 from .checkpoints import last_checkpoint, run_training
 from .datasets import Sources, check_sources, load_datasets, measure_all, read_sources
@@ -85,7 +86,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     callbacks = [JsonlLogCallback(out_dir / "log.jsonl")]
     method = get_method(cfg.method)
     trainer = method.build_trainer(TrainerInputs(cfg, model, tokenizer, data, training_kwargs(cfg, out_dir, model),
-                                                 callbacks, out_dir))
+                                                 callbacks, out_dir, loop_trainer))
     if not progress:
         trainer.args.disable_tqdm = True
     trainer.set_guard(cfg.guard.collapse_steps, cfg.guard.min_grad_norm)
