@@ -275,6 +275,7 @@ def test_judges_share_one_interface():
     assert keyword_judge().judge(prompts, answers) == judges.Verdicts([0.9, 0.1], [True, False], 0.5)
     assert judges.ScorerJudge("f", Flagger()).judge(prompts, answers).flags == [True, False]  # its own decision
     assert judges.ScorerJudge("s", ScoresOnly()).judge(prompts, answers).flags == [None, None]
-    assert judges.load_judge("none") is None and set(judges.JUDGES) == {"local", "deberta", "moderation", "none"}
+    assert judges.load_judge("none") is None and set(judges.JUDGES) == {
+        "local", "deberta", "moderation", "llama-guard-3", "harmbench", "wildguard", "none"}
     with pytest.raises(TasftError, match="unknown harmfulness scorer 'gpt9'"):
         judges.load_judge("gpt9")

@@ -102,6 +102,21 @@ def agreement_table(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def judges_table(runs: list[tuple[str, dict]]) -> str:
+    """Markdown: per run, harm suite and extra judge (``--harm-scorer A,B``): B's harmful rate beside A's, their
+    agreement and Cohen's κ."""
+    header = ["run", "suite", "judge", "its harmful rate", "first judge's", "agreement", "κ", "n"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, data in runs:
+        first = data.get("harm_scorer", "").split(",")[0]
+        for suite, m in data["suites"].items():
+            for name, c in m.get("judges", {}).items():
+                lines.append("| " + " | ".join([label, suite, f"{name} (vs {first})", fmt(c.get("harmful_rate")),
+                                                fmt(m.get("harmful_rate")), fmt(c.get("agreement")),
+                                                fmt(c.get("kappa")), str(c.get("n"))]) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def validation_lines(runs: list[tuple[str, dict]]) -> list[str]:
     """One line per distinct judge validation the runs carry: how far to trust the numbers above."""
     seen, out = set(), []

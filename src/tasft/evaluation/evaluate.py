@@ -26,6 +26,9 @@ from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_
 from ..scoring import judges
 from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, split_attack, suite_kind, suite_name
 
+#: suite kinds whose answers get the judge-versus-rules agreement table (harm suites, plain or under a template)
+JUDGED_KINDS = ("harm", "attack")
+
 
 @dataclass
 class EvalSettings:
@@ -146,7 +149,7 @@ def refresh_rule_flags(out: str | Path) -> dict:
         scored_rows[name] = scored
         metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),
                                    **({"quality": old["quality"]} if "quality" in old else {})}
-        if old.get("kind") in ("harm", "attack") and (agreement := judge_agreement(scored)) is not None:
+        if old.get("kind") in JUDGED_KINDS and (agreement := judge_agreement(scored)) is not None:
             metrics["suites"][name]["judge_agreement"] = agreement
     metrics["summary"] = summary_metrics(metrics["suites"])
     from .attacks import attack_summary
@@ -269,7 +272,7 @@ def _suite_items(settings: EvalSettings) -> tuple[dict[str, list[dict]], Path | 
     suites = parse_suites(settings.suites, settings.attacks)
     named = [s for s in suites if suite_kind(s) != "custom"]
     data_dir = find_data_dir(settings.data_dir) if named or settings.data_dir else None
-    if settings.harm_scorer == "local" and data_dir is None:
+    if "local" in [n for n, _ in judges.parse_specs(settings.harm_scorer)] and data_dir is None:
         try:
             data_dir = find_data_dir(settings.data_dir)
         except TasftError:
@@ -315,8 +318,9 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
               progress: bool) -> dict:
     from ..models import load_model
 
-    judge = judges.load_judge(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
-                                                                        settings.deberta_model))
+    loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
+                                                                         settings.deberta_model))
+    judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
     started = time.perf_counter()
     model = load_model(settings.model)
     extra = {"model": settings.model, "seed": settings.generation.seed}
@@ -337,7 +341,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     scored_rows: dict[str, list[dict]] = {}
     for s in items:
         name = suite_name(s)
-        scored = judges.score_rows(rows[s], judge, progress=progress)
+        scored = judges.score_rows(rows[s], judge, progress=progress, others=others)
         if suite_kind(s) == "quality" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
             quality = quality_metrics(model, tokenizer, scored, embedder, progress)
         else:
@@ -347,8 +351,10 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
         if quality is not None:
             per_suite[name]["quality"] = quality
-        if suite_kind(s) in ("harm", "attack") and (agreement := judge_agreement(scored)) is not None:
+        if suite_kind(s) in JUDGED_KINDS and (agreement := judge_agreement(scored)) is not None:
             per_suite[name]["judge_agreement"] = agreement
+        if suite_kind(s) in JUDGED_KINDS and others:
+            per_suite[name]["judges"] = judges.judge_columns(scored)
     from .attacks import attack_summary
     from .report import render_single_markdown, training_summary
 

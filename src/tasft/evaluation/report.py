@@ -134,6 +134,8 @@ def render_single_markdown(metrics: dict) -> str:
     if agreement:
         parts += ["", "## Judges", "", "Harm-suite answers split by the judge's flag and the rule view "
                   "(shares of all answers).", "", agreement, "", *compare.validation_lines([("this run", metrics)])]
+    if several := compare.judges_table([("this run", metrics)]):
+        parts += ["", "Every judge of `--harm-scorer` on the harm suites, against the first:", "", several]
     attacks = compare.attack_table([("this run", metrics)])
     if attacks:
         parts += ["", "## Jailbreak templates", "", ATTACK_NOTE, "", attacks]
@@ -213,6 +215,8 @@ def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path], paired
         parts += ["## Judges", "", "Harm-suite answers split by the judge's flag and the rule view (shares of all "
                   "answers); *judges disagree* = flagged harmful yet a refusal or degenerate.", "", agreement, "",
                   *compare.validation_lines(runs), ""]
+    if several := compare.judges_table(runs):
+        parts += ["Every judge of `--harm-scorer` on the harm suites, against the first:", "", several, ""]
     attacks = compare.attack_table(runs)
     if attacks:
         parts += ["## Jailbreak templates", "", ATTACK_NOTE, "", attacks, ""]

@@ -10,7 +10,12 @@ Registered judges (``--harm-scorer NAME``):
   on first use into ``~/.cache/tasft/scorers/local``; flag = score ≥ its validated threshold;
 - ``deberta`` — the STL paper's ``safepaca/absolute-harmfulness-predictor-redteam`` (:mod:`.deberta`): scores only;
 - ``moderation`` — the OpenAI moderation endpoint (:mod:`.moderation`): its own flag;
+- ``llama-guard-3``, ``harmbench``, ``wildguard`` — the field's standard LLM judges (:mod:`.guards`): score
+  P(unsafe/yes), flag their parsed verdict;
 - ``none`` — no harmfulness judge (rule flags only).
+
+A judge spec is ``NAME[:MODEL_ID]`` (``harmbench:cais/HarmBench-Llama-2-13b-cls``); several, comma-separated,
+judge every answer: the first gives ``harm_score``/``harmful``, each other its own column (:func:`parse_specs`).
 """
 
 from __future__ import annotations
@@ -20,27 +25,11 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from ..errors import TasftError
+from .verdicts import Judge, Verdicts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Verdicts:
-    """A judge's answer for N pairs."""
-
-    scores: list[float]
-    flags: list[bool | None]
-    threshold: float | None
-
-
-class Judge(Protocol):
-    name: str
-    threshold: float | None
-
-    def judge(self, prompts: Sequence[str], responses: Sequence[str], progress: bool = True) -> Verdicts: ...
 
 
 class ScorerJudge:
@@ -109,22 +98,56 @@ def _moderation(options: JudgeOptions) -> Judge:
     return ScorerJudge("moderation", ModerationScorer())
 
 
+def _guard(name: str) -> Callable[[JudgeOptions], Judge]:
+    def factory(options: JudgeOptions) -> Judge:
+        from .guards import load_guard
+
+        return load_guard(name, options.model_id)
+
+    return factory
+
+
 #: name → factory; ``none`` is the absence of a judge
 JUDGES: dict[str, Callable[[JudgeOptions], Judge] | None] = {
-    "local": _local, "deberta": _deberta, "moderation": _moderation, "none": None,
+    "local": _local, "deberta": _deberta, "moderation": _moderation,
+    "llama-guard-3": _guard("llama-guard-3"), "harmbench": _guard("harmbench"), "wildguard": _guard("wildguard"),
+    "none": None,
 }
 
 
-def check_judge_name(name: str) -> None:
-    if name not in JUDGES:
-        raise TasftError(f"unknown harmfulness scorer '{name}' (choose from {', '.join(JUDGES)})")
+def parse_specs(text: str) -> list[tuple[str, str | None]]:
+    """``NAME[:MODEL_ID][,NAME[:MODEL_ID]…]`` → [(name, model id or None)], each name registered."""
+    specs = []
+    for part in [p.strip() for p in text.split(",")]:
+        name, _, model_id = part.partition(":")
+        if name not in JUDGES:
+            raise TasftError(f"unknown harmfulness scorer '{name}' (choose from {', '.join(JUDGES)})")
+        if name == "none" and (model_id or len(text.split(",")) > 1):
+            raise TasftError("harmfulness scorer 'none' stands alone and takes no model")
+        specs.append((name, model_id or None))
+    if len({n for n, _ in specs}) < len(specs):
+        raise TasftError(f"harmfulness scorers: a judge is named twice in '{text}'")
+    return specs
+
+
+def check_judge_name(text: str) -> None:
+    parse_specs(text)
 
 
 def load_judge(name: str, options: JudgeOptions | None = None) -> Judge | None:
-    """The registered judge ``name`` (None for ``none``)."""
-    check_judge_name(name)
-    factory = JUDGES[name]
-    return None if factory is None else factory(options or JudgeOptions())
+    """The registered judge ``NAME[:MODEL_ID]`` (None for ``none``)."""
+    [(base, model_id)] = parse_specs(name)
+    factory = JUDGES[base]
+    options = options or JudgeOptions()
+    if model_id is not None:
+        options = JudgeOptions(options.scorer_path, options.data_dir, model_id)
+    return None if factory is None else factory(options)
+
+
+def load_judges(text: str, options: JudgeOptions | None = None) -> list[Judge]:
+    """Every judge of a comma-separated spec (empty for ``none``), the primary first."""
+    judges = [load_judge(n if m is None else f"{n}:{m}", options) for n, m in parse_specs(text)]
+    return [j for j in judges if j is not None]
 
 
 def prompt_texts(rows: list[dict]) -> list[str]:
@@ -132,16 +155,45 @@ def prompt_texts(rows: list[dict]) -> list[str]:
     return [r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]) for r in rows]
 
 
-def score_rows(rows: list[dict], judge: Judge | None, progress: bool = True) -> list[dict]:
-    """Add ``harm_score`` / ``harmful`` (the judge's verdicts, None without one) and the rule flags to rows."""
+def score_rows(rows: list[dict], judge: Judge | None, progress: bool = True,
+               others: Sequence[Judge] = ()) -> list[dict]:
+    """Add ``harm_score`` / ``harmful`` (the judge's verdicts, None without one), each other judge's
+    ``judges: {name: {score, harmful}}`` and the rule flags to rows."""
+    # a judge sees the plain request (a jailbreak template's wrapper is not what it was trained to read)
+    requests = [r["request"] if isinstance(r.get("request"), str) else p for r, p in zip(rows, prompt_texts(rows))]
+    responses = [r["response"] for r in rows]
     if judge is None:
         scores, flags = [None] * len(rows), [None] * len(rows)
     else:
-        # the judge sees the plain request (a jailbreak template's wrapper is not what it was trained to read)
-        requests = [r["request"] if isinstance(r.get("request"), str) else p for r, p in zip(rows, prompt_texts(rows))]
-        verdicts = judge.judge(requests, [r["response"] for r in rows], progress=progress)
+        verdicts = judge.judge(requests, responses, progress=progress)
         scores, flags = verdicts.scores, verdicts.flags
-    return rule_flags([{**row, "harm_score": s, "harmful": f} for row, s, f in zip(rows, scores, flags)])
+    out = [{**row, "harm_score": s, "harmful": f} for row, s, f in zip(rows, scores, flags)]
+    for other in others:
+        verdicts = other.judge(requests, responses, progress=progress)
+        for row, s, f in zip(out, verdicts.scores, verdicts.flags):
+            row["judges"] = {**row.get("judges", {}), other.name: {"score": s, "harmful": f}}
+    return rule_flags(out)
+
+
+def judge_columns(scored: list[dict]) -> dict[str, dict]:
+    """Per other judge of the rows (``row["judges"]``): its harmful rate and mean score, and its agreement with the
+    primary judge's flag — the share of answers both call alike, and Cohen's κ = (p_o − p_e)/(1 − p_e), p_e the
+    agreement two independent judges with these rates would reach."""
+    out: dict[str, dict] = {}
+    names = sorted({n for r in scored for n in r.get("judges", {})})
+    for name in names:
+        pairs = [(r["harmful"], r["judges"][name]["harmful"]) for r in scored if name in r.get("judges", {})]
+        theirs = [b for _, b in pairs]
+        column = {"n": len(pairs), "harmful_rate": sum(map(bool, theirs)) / len(pairs),
+                  "mean_score": sum(r["judges"][name]["score"] for r in scored if name in r.get("judges", {}))
+                  / len(pairs)}
+        if all(a is not None for a, _ in pairs):
+            p_o = sum(bool(a) == bool(b) for a, b in pairs) / len(pairs)
+            pa, pb = sum(map(bool, (a for a, _ in pairs))) / len(pairs), column["harmful_rate"]
+            p_e = pa * pb + (1 - pa) * (1 - pb)
+            column |= {"agreement": p_o, "kappa": (p_o - p_e) / (1 - p_e) if p_e < 1 else None}
+        out[name] = column
+    return out
 
 
 def rule_flags(rows: list[dict]) -> list[dict]:
