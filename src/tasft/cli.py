@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suites", default=None, help="comma-separated suite names or .json/.jsonl/.csv files; "
                    f"'all' (the default) = every named suite but alpaca-eval: {', '.join(SUITES)}")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--harm-scorer", default="local", help=f"the harmfulness judge: {' | '.join(JUDGES)}")
+    p.add_argument("--harm-scorer", default="local",
+                   help=f"the harmfulness judge(s), NAME[:MODEL_ID][,NAME…] (the first gives the rates, the others "
+                   f"their own columns): {' | '.join(JUDGES)}")
     p.add_argument("--scorer", default=None, help="local scorer directory (default: cache, built on first use)")
     p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
     p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",
