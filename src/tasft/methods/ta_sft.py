@@ -29,7 +29,10 @@ class TaSftSettings:
     in D_u, :mod:`tasft.objectives.selectivity`, so ordinary tokens get ~0 weight; ``none``: all alike) and
     ``trust_region`` μ ≥ 0 (adds μ·KL(Q̃ ‖ P̃) on the D_h positions, the frozen starting model's and the model's
     distributions without the harmful token — :func:`tasft.objectives.losses.kl_excluding_target` — so the mass
-    pushed off a harmful token goes where the starting model already found the text plausible; 0: off)."""
+    pushed off a harmful token goes where the starting model already found the text plausible; 0: off) and
+    ``lambda_budget`` ε (λ by constraint: ``lambda`` is only where λ starts, then dual ascent keeps the held-out
+    D_u NLL within (1 + ε)· ``lambda_reference_nll`` — plain SFT's, say; null: the starting model's — with step
+    ``lambda_step`` η, :mod:`tasft.training.dual`; needs ``eval_data``; null: λ fixed)."""
 
     BLOCK: ClassVar[str] = "ta_sft"
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -44,6 +47,9 @@ class TaSftSettings:
     penalty_position_decay: float | None = None
     penalty_selectivity: Literal["none", "log-odds"] = "none"
     trust_region: float = 0.0
+    lambda_budget: float | None = None
+    lambda_reference_nll: float | None = None
+    lambda_step: float = 20.0
 
 
 class PenaltyTerm(HarmfulTerm):
@@ -60,6 +66,8 @@ class PenaltyTerm(HarmfulTerm):
         self.position_decay = settings.penalty_position_decay
         self.token_weights = token_weights
         self.constant = settings.bound_constant
+        self.lam = settings.lambda_  # the weight now (moved by a λ controller when the run has one)
+        self.controller = None
         self._table_cpu, self._table = normalized, None
 
     def _on(self, device) -> torch.Tensor | None:
@@ -70,7 +78,7 @@ class PenaltyTerm(HarmfulTerm):
     def fused(self, device):
         if self.spec.fused is None or self.reference is not None:
             return None
-        return self.spec.fused, self.spec.sign * self.settings.lambda_, self._on(device)
+        return self.spec.fused, self.spec.sign * self.lam, self._on(device)
 
     def loss(self, logits, targets, mask, ref_logits, weights=None):
         from .. import objectives
@@ -81,7 +89,7 @@ class PenaltyTerm(HarmfulTerm):
                                                  constant=s.bound_constant,
                                                  ref_logits=ref_logits if s.target == "soft" else None,
                                                  soft_top_k=s.soft_top_k, weights=weights)
-        contribution = self.spec.sign * s.lambda_ * measure
+        contribution = self.spec.sign * self.lam * measure
         if s.trust_region > 0:
             contribution = contribution + s.trust_region * losses.kl_excluding_target(
                 logits, ref_logits, targets, mask, weights)
@@ -106,6 +114,11 @@ class TaSft(Method):
         positive(s, "ta_sft.", "lambda_", "trust_region", zero=True)
         positive(s, "ta_sft.", "soft_top_k")
         positive(s, "ta_sft.", "penalty_first_tokens", "penalty_position_decay", allow_none=True)
+        positive(s, "ta_sft.", "lambda_budget", allow_none=True, zero=True)
+        positive(s, "ta_sft.", "lambda_reference_nll", allow_none=True)
+        positive(s, "ta_sft.", "lambda_step")
+        if s.lambda_budget is not None and s.lambda_ == 0:
+            raise TasftError("ta_sft.lambda_budget: λ starts at ta_sft.lambda, which must then be > 0")
         if s.target == "soft" and not objectives.PENALTIES[s.penalty].soft_targets:
             soft = ", ".join(n for n, p in objectives.PENALTIES.items() if p.soft_targets)
             raise TasftError(f"ta_sft.target: soft targets apply to {soft}, not to penalty '{s.penalty}'")
@@ -134,13 +147,22 @@ class TaSft(Method):
 
             weights = log_odds_weights(token_counts(responses(inputs.data.harmful), vocab),
                                        token_counts(responses(inputs.data.train), vocab))
-        return PenaltyTerm(s, table, reference, weights)
+        term = PenaltyTerm(s, table, reference, weights)
+        if s.lambda_budget is not None:
+            from ..training.dual import LambdaController
+
+            if not inputs.data.eval:
+                raise TasftError("ta_sft.lambda_budget needs held-out D_u rows to measure (set eval_data)")
+            term.controller = LambdaController(term, inputs.data.eval, inputs.tokenizer.pad_token_id,
+                                               s.lambda_budget, s.lambda_step, s.lambda_reference_nll)
+        return term
 
     def summary(self, cfg) -> dict:
         s = cfg.method_settings
         return {"penalty": s.penalty, "lambda": s.lambda_, "bound_constant": s.bound_constant, "target": s.target,
                 "penalty_first_tokens": s.penalty_first_tokens, "penalty_position_decay": s.penalty_position_decay,
-                "penalty_selectivity": s.penalty_selectivity, "trust_region": s.trust_region}
+                "penalty_selectivity": s.penalty_selectivity, "trust_region": s.trust_region,
+                "lambda_budget": s.lambda_budget}
 
     def label(self, cfg) -> str:
         return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"
@@ -154,4 +176,8 @@ class TaSft(Method):
         text += f", bound constant = {s.bound_constant}" if s.penalty == "emd_lb" else ""
         text += f", position weights exp(−t/{s.penalty_position_decay:g})" if s.penalty_position_decay else ""
         text += ", token weights by log-odds selectivity" if s.penalty_selectivity != "none" else ""
-        return text + (f", trust region μ = {s.trust_region:g}" if s.trust_region else "")
+        text += f", trust region μ = {s.trust_region:g}" if s.trust_region else ""
+        if s.lambda_budget is not None:
+            text += (f", λ by dual ascent (start {s.lambda_:g}, held-out NLL within +{s.lambda_budget:.0%}; "
+                     f"final λ = {metrics.get('lambda_final', float('nan')):.3g})")
+        return text

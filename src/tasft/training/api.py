@@ -116,12 +116,13 @@ class TASFTTrainer(TasftTrainer):
 
     ``model`` is a model or a name (an alias such as ``smollm2-135m-instruct``, a hub id or a path);
     ``processing_class`` its tokenizer (loaded from the name when omitted); ``peft_config`` a PEFT config to wrap
-    the model with (as TRL's trainers take it); other keywords go to ``transformers.Trainer``.
+    the model with (as TRL's trainers take it); ``eval_dataset`` held-out D_u pairs (what ``ta_sft.lambda_budget``
+    measures); other keywords go to ``transformers.Trainer``.
     """
 
     def __init__(self, model: Any, args: TASFTConfig | None = None, train_dataset: Iterable | None = None,
                  harmful_dataset: Iterable | None = None, processing_class: Any = None, callbacks: list | None = None,
-                 peft_config: Any = None, **kwargs) -> None:
+                 peft_config: Any = None, eval_dataset: Iterable | None = None, **kwargs) -> None:
         from ..models import load_model, load_tokenizer
 
         name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
@@ -146,6 +147,7 @@ class TASFTTrainer(TasftTrainer):
             extra, _ = method.extra_records(cfg)  # e.g. STL's refusal examples
             train += tokenize_records(processing_class, extra, args.max_length)[0] if extra else []
         harmful = as_tokenized(harmful_dataset, processing_class, args.max_length, "harmful_dataset")
+        heldout = as_tokenized(eval_dataset, processing_class, args.max_length, "eval_dataset")
         if method.needs_harmful and harmful is None:
             raise TasftError(f"TASFTTrainer: method {args.method} needs harmful_dataset (D_h, harmful responses)")
         if peft_config is not None:
@@ -154,13 +156,16 @@ class TASFTTrainer(TasftTrainer):
             model = get_peft_model(model, peft_config)
         from .datasets import Datasets
 
-        data = Datasets(train=train, harmful=harmful, eval=None, stats={}, train_records=[], harmful_records=None)
+        data = Datasets(train=train, harmful=harmful, eval=heldout, stats={}, train_records=[], harmful_records=None)
         term = method.harmful_term(TrainerInputs(cfg, model, processing_class, data, {}, callbacks or [], None))
         pad_id = processing_class.pad_token_id
         super().__init__(model=model, args=args, train_dataset=train, processing_class=processing_class,
                          data_collator=lambda batch: collate_train(batch, pad_id), callbacks=callbacks,
                          term=term, harmful=harmful if term else None, harmful_batch_size=args.harmful_batch_size,
-                         pad_id=pad_id, harmful_seed=args.seed, loss_chunk_size=args.loss_chunk_size, **kwargs)
+                         pad_id=pad_id, harmful_seed=args.seed, loss_chunk_size=args.loss_chunk_size,
+                         eval_dataset=heldout, **kwargs)
+        if getattr(term, "controller", None) is not None:
+            self.add_callback(term.controller)
 
 
 def loop_trainer(inputs: TrainerInputs) -> TASFTTrainer:
@@ -169,7 +174,7 @@ def loop_trainer(inputs: TrainerInputs) -> TASFTTrainer:
     method = get_method(inputs.cfg.method)
     return TASFTTrainer(inputs.model, config_from(inputs.cfg, inputs.args), train_dataset=inputs.data.train,
                         harmful_dataset=inputs.data.harmful if method.needs_harmful else None,
-                        processing_class=inputs.tokenizer, callbacks=inputs.callbacks)
+                        processing_class=inputs.tokenizer, callbacks=inputs.callbacks, eval_dataset=inputs.data.eval)
 
 
 def config_from(cfg: TrainConfig, training_kwargs: dict) -> TASFTConfig:

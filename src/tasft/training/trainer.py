@@ -233,7 +233,16 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         if self.is_world_process_zero():
             write_json_atomic(Path(output_dir) / TOTALS_FILE, self.run_totals())
 
+    @property
+    def tasft_summary(self) -> dict:
+        """What ``metrics.json`` adds about this run's loop: the final λ when a controller moved it."""
+        controller = getattr(self.term, "controller", None)
+        return {"lambda_final": self.term.lam} if controller is not None else {}
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        controller = getattr(self.term, "controller", None)
+        if controller is not None and "loss" in logs:
+            logs.update(controller.last)  # λ and the held-out NLL it was set from
         if self._count and "loss" in logs:
             for key, value in self._sums.items():
                 logs[key] = round(float(value) / self._count, 6)

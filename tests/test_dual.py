@@ -1,0 +1,50 @@
+"""λ by constraint (ta_sft.lambda_budget): the dual update's formula, and a run whose logged λ follows it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tasft.training.dual import dual_update
+
+
+def test_dual_update_moves_lambda_against_the_constraint():
+    # held-out NLL 10 % over the reference with a 2 % budget: g = 0.08, λ shrinks by exp(−η g)
+    assert dual_update(1.0, 2.2, 2.0, 0.02, 20.0, 1.0) == pytest.approx(math.exp(-20 * 0.08))
+    assert dual_update(1.0, 1.9, 2.0, 0.02, 20.0, 1.0) > 1.0  # under budget: more penalty
+    assert dual_update(1.0, 2.04, 2.0, 0.02, 20.0, 1.0) == pytest.approx(1.0)  # on the boundary: unchanged
+    assert dual_update(1e-3, 100.0, 1.0, 0.0, 20.0, 1.0) == pytest.approx(1e-3)  # clipped at λ0 / 1000
+
+
+def test_a_run_logs_lambda_and_follows_the_update(tiny_model_dir, tiny_data, tmp_path):
+    from tasft import load_train_config, train
+    from tests.conftest import tiny_overrides
+
+    out = tmp_path / "run"
+    cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=4, measure="false",
+                                                 **{"ta_sft.lambda_budget": 0.0, "ta_sft.lambda_reference_nll": 5.5,
+                                                    "ta_sft.lambda_step": 5.0}))
+    metrics = train(cfg, progress=False)
+    logged = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "lambda" in r]
+    assert len(logged) == 4
+    lam = 1.0
+    for r in logged:  # each step's λ is the update from the previous one at the held-out NLL measured then
+        lam = dual_update(lam, r["heldout_nll"], 5.5, 0.0, 5.0, 1.0)
+        assert r["lambda"] == pytest.approx(lam, rel=1e-6)
+    assert len({r["lambda"] for r in logged}) == 4 and metrics["lambda_final"] == pytest.approx(lam, rel=1e-6)
+    assert metrics["lambda_budget"] == 0.0
+
+
+def test_a_budget_without_heldout_rows_is_one_line_error(tiny_model_dir, tiny_data, tmp_path, capfd):
+    from tasft.cli import main
+    from tests.conftest import tiny_overrides
+
+    argv = ["train"]
+    for o in tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "run", eval_data="null",
+                            **{"ta_sft.lambda_budget": 0.02}):
+        argv += ["--set", o]
+    assert main(argv) != 0
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("ta_sft.lambda_budget needs held-out D_u rows to measure (set eval_data)")
