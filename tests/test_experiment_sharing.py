@@ -203,3 +203,36 @@ def test_series_file_settings_are_relative_to_the_experiment_file(tmp_path, tiny
                "vary": "ta_sft.lambda", "values": [1.0]}]
     exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", series))
     assert exp.series[0].set == {"harmful_data.audit": str(tmp_path / "a" / "audit.csv"), "ta_sft.penalty": "emd"}
+
+
+@needs_data
+def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    import shutil
+
+    from tasft.experiments.publish import export_points
+
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    study = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
+    out = tmp_path / "results" / "lambda"
+    (row,) = runner.run_experiment("lambda", str(study), out, progress=False, prune=True)
+    pub = tmp_path / "published"
+    assert export_points(out, pub) == 2  # one run, one evaluation
+    texts = [r[k] for f in (out / "evals").glob("*/generations/*.jsonl") for r in map(json.loads, f.read_text(
+        ).splitlines()) for k in ("prompt", "response") if len(r[k].strip()) > 3]  # the tiny model answers little
+    assert len(texts) >= 4
+    exported = "".join(p.read_text() for p in pub.rglob("*") if p.is_file())
+    assert not any(t in exported for t in texts) and '"response"' not in exported and '"prompt"' not in exported
+    assert not list(pub.rglob("generations"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a restored point was run again")
+
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
+    monkeypatch.setattr(ev, "evaluate", fail)
+    restored = tmp_path / "elsewhere" / "lambda"
+    shutil.copytree(pub, restored)
+    (again,) = runner.run_experiment("lambda", str(study), restored, progress=False)
+    keys = [k for k in row if k != "eval_dir"]
+    assert {k: again[k] for k in keys} == {k: row[k] for k in keys}
+    with pytest.raises(TasftError, match="outside the study directory"):
+        export_points(out, out / "pub")

@@ -146,6 +146,11 @@ def _experiment(args: argparse.Namespace) -> None:
     rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune,
                           tables_only=args.tables_only)
     print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")
+    if args.export:
+        from .experiments.publish import export_points
+
+        count = export_points(Path(args.out), Path(args.export))
+        print(f"exported {count} finished runs and evaluations of {args.out} without generated text to {args.export}")
 
 
 def _scorer_train(args: argparse.Namespace) -> None:
@@ -281,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete each point's checkpoints and weights once evaluated (keeps metrics and logs)")
     p.add_argument("--tables-only", action="store_true",
                    help="run nothing: rewrite the tables and plots from the points already finished")
+    p.add_argument("--export", metavar="DIR", default=None,
+                   help="then write the finished points without generated text (configs, metrics, per-answer flags) "
+                   "to DIR, to commit or share; `cp -r DIR/. OUT/` restores them as finished points")
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("data", help="the public evaluation and training data sets")
