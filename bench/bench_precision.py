@@ -4,7 +4,7 @@
 
 Variants (ta-sft ``emd`` λ = 1 on the fused path, the default training step): ``fp32``; ``bf16`` (``precision:
 bf16``: the Trainer's bf16 autocast over fp32 weights); ``fp32 + checkpointing`` (``training_args:
-{gradient_checkpointing: true}``). Each variant runs in a fresh process (so its peak RSS, ``ru_maxrss``, is its own):
+{activation_checkpointing: true}``). Each variant runs in a fresh process (so its peak RSS, ``ru_maxrss``, is its own):
 ``--steps`` optimizer steps of :class:`tasft.TASFTTrainer` on the packaged benign pairs (D_u) and ``--harmful``
 (D_h), seeded alike; rounds alternate the variants (``--rounds``), and each ratio is the median over rounds of the
 ratio within a round. Per variant: median step time (the first ``--warmup`` steps left out), peak RSS, the logged
@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = {"fp32": {}, "bf16": {"bf16": True, "use_cpu": True},
-            "fp32 + checkpointing": {"gradient_checkpointing": True}}
+VARIANTS = {"fp32": {"use_cpu": True}, "bf16": {"bf16": True, "use_cpu": True},
+            "fp32 + checkpointing": {"activation_checkpointing": True, "use_cpu": True}}  # all on the CPU
 
 
 def one(variant: str, args) -> dict:

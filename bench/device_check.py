@@ -17,6 +17,7 @@ Random weights: no checkpoint has to be carried to the machine; speed and memory
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import random
@@ -84,6 +85,7 @@ def run_one(config: str, precision: str, method: str, args, device: str) -> dict
             times.append(time.perf_counter() - self.t0)
 
     if device == "cuda":
+        gc.collect()  # the previous run's model and trainer, before the peak is reset
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as out:

@@ -3,6 +3,7 @@ numbers as the YAML route (which is built on it)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -48,7 +49,7 @@ def test_trainer_trains_on_trl_formats_and_logs_the_penalty(tiny_model_dir, tmp_
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
-def test_conversational_prompt_completion_is_read(tiny_model_dir, tmp_path):
+def test_conversational_prompt_completion_is_read():
     from tasft.data import parse_record
 
     row = {"prompt": [{"role": "user", "content": "Hi?"}], "completion": [{"role": "assistant", "content": "Hello."}]}
@@ -56,20 +57,22 @@ def test_conversational_prompt_completion_is_read(tiny_model_dir, tmp_path):
     assert record.prompt == row["prompt"] and record.response == "Hello."
 
 
-def test_api_and_yaml_route_give_the_same_losses(tiny_model_dir, tiny_data, tmp_path):
-    """`tasft train` builds a TASFTTrainer from its config: same data, same seed → the same logged losses."""
+@pytest.mark.parametrize("chunk", [None, 256])  # the plain and the fused loss path
+def test_api_and_yaml_route_give_the_same_losses(tiny_model_dir, tiny_data, tmp_path, chunk):
+    """`tasft train` builds a TASFTTrainer from its YAML config and files; the API from HF datasets in TRL's
+    formats: the same pairs, seed and settings → the same logged losses."""
     from tasft import TASFTTrainer, load_train_config, train
     from tests.conftest import tiny_overrides
 
     cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "yaml", max_steps=3,
-                                                 measure="false", loss_chunk_size="null"))
+                                                 measure="false", loss_chunk_size=json.dumps(chunk)))
     metrics = train(cfg, progress=False)
-    yaml_losses = [r["loss"] for r in map(__import__("json").loads,
+    yaml_losses = [r["loss"] for r in map(json.loads,
                                           (tmp_path / "yaml" / "log.jsonl").read_text().splitlines()) if "loss" in r]
 
     model, tok = _model(tiny_model_dir)
     benign, harmful = _datasets()
-    args = _args(tmp_path / "api", learning_rate=cfg.learning_rate, max_length=cfg.max_length, loss_chunk_size=None,
+    args = _args(tmp_path / "api", learning_rate=cfg.learning_rate, max_length=cfg.max_length, loss_chunk_size=chunk,
                  lr_scheduler_type=cfg.lr_scheduler,
                  method_args={"penalty": "emd", "lambda": 1.0})
     trainer = TASFTTrainer(model, args, train_dataset=benign, harmful_dataset=harmful, processing_class=tok)
@@ -85,6 +88,9 @@ def test_api_and_yaml_route_give_the_same_losses(tiny_model_dir, tiny_data, tmp_
     ({"method_args": {"lambada": 1.0}}, "unknown key 'lambada' (did you mean 'lambda'?)"),
     ({"method_args": {"penalty": "emd", "lambda": -1.0}}, "lambda"),
     ({"method": "sft", "method_args": {"penalty": "emd"}}, "has no settings"),
+    ({"method_args": "emd"}, "a mapping of the method's settings"),
+    ({"loss_chunk_size": 0}, "TASFTConfig.loss_chunk_size: an integer ≥ 1, got 0"),
+    ({"harmful_batch_size": None}, "TASFTConfig.harmful_batch_size: an integer ≥ 1, got None"),
 ])
 def test_bad_config_is_one_line_error(kwargs, message, tmp_path):
     from tasft import TasftError

@@ -48,3 +48,21 @@ def test_a_budget_without_heldout_rows_is_one_line_error(tiny_model_dir, tiny_da
     assert main(argv) != 0
     err = capfd.readouterr().err.strip().splitlines()
     assert err[-1].endswith("ta_sft.lambda_budget needs held-out D_u rows to measure (set eval_data)")
+
+
+def test_a_resumed_run_goes_on_from_the_saved_lambda(tiny_model_dir, tiny_data, tmp_path):
+    from tasft import load_train_config, train
+    from tests.conftest import tiny_overrides
+
+    out = tmp_path / "run"
+    settings = {"ta_sft.lambda_budget": 0.0, "ta_sft.lambda_step": 5.0, "measure": "false", "save_steps": 2}
+    train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, **settings)),
+          progress=False)
+    saved = json.loads((out / "checkpoint-2" / "tasft_lambda.json").read_text())
+    metrics = train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=4, **settings)),
+                    resume=True, progress=False)
+    logged = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "lambda" in r]
+    step3 = next(r for r in logged if r["step"] == 3)
+    assert step3["lambda"] == pytest.approx(dual_update(saved["lambda"], step3["heldout_nll"], saved["reference_nll"],
+                                                        0.0, 5.0, 1.0), rel=1e-6)
+    assert metrics["steps"] == 4

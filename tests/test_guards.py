@@ -142,6 +142,7 @@ def test_several_judges_give_columns_and_agreement(tmp_path):
 
 @pytest.mark.parametrize("spec, message", [
     ("llamaguard", "unknown harmfulness scorer 'llamaguard'"),
+    ("local:some/model", "'local' takes no model id"),
     ("local,local", "named twice"),
     ("none,local", "stands alone"),
 ])
@@ -167,3 +168,25 @@ def test_report_shows_each_extra_judge_beside_the_first():
         "harmful_rate": 0.5, "judges": {"wildguard": {"n": 4, "harmful_rate": 0.25, "agreement": 0.75, "kappa": 0.5}}}}}
     table = judges_table([("run", metrics)])
     assert "| run | malicious | wildguard (vs local) | 0.250 | 0.500 | 0.750 | 0.500 | 4 |" in table
+
+
+def test_a_guard_gets_its_own_default_checkpoint_from_evaluate_options(monkeypatch):
+    """evaluate passes --deberta-model in the options; a guard named without :MODEL_ID still loads its own."""
+    import tasft.scoring.guards as guards
+    from tasft.scoring import judges
+
+    asked = []
+    monkeypatch.setattr(guards, "load_guard", lambda name, model_id=None: asked.append((name, model_id)) or name)
+    options = judges.JudgeOptions(deberta_model="safepaca/absolute-harmfulness-predictor-redteam")
+    assert judges.load_judges("harmbench,wildguard:allenai/wildguard", options) == ["harmbench", "wildguard"]
+    assert asked == [("harmbench", None), ("wildguard", "allenai/wildguard")]
+    assert guards.GUARDS["harmbench"].models[0] == "cais/HarmBench-Mistral-7b-val-cls"  # what None resolves to
+
+
+def test_a_scores_only_extra_judge_gets_no_rates():
+    from tasft.scoring.judges import judge_columns
+
+    rows = [{"harmful": True, "judges": {"deberta": {"score": 2.5, "harmful": None}}},
+            {"harmful": False, "judges": {"deberta": {"score": 0.5, "harmful": None}}}]
+    column = judge_columns(rows)["deberta"]
+    assert column["mean_score"] == 1.5 and column["harmful_rate"] is column["agreement"] is column["kappa"] is None

@@ -151,6 +151,8 @@ def refresh_rule_flags(out: str | Path) -> dict:
                                    **({"quality": old["quality"]} if "quality" in old else {})}
         if old.get("kind") in JUDGED_KINDS and (agreement := judge_agreement(scored)) is not None:
             metrics["suites"][name]["judge_agreement"] = agreement
+        if any("judges" in r for r in scored):
+            metrics["suites"][name]["judges"] = judges.judge_columns(scored)
     metrics["summary"] = summary_metrics(metrics["suites"])
     from .attacks import attack_summary
 
@@ -319,7 +321,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     from ..models import load_model
 
     loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
-                                                                         settings.deberta_model))
+                                                                         deberta_model=settings.deberta_model))
     judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
     started = time.perf_counter()
     model = load_model(settings.model)
@@ -341,7 +343,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     scored_rows: dict[str, list[dict]] = {}
     for s in items:
         name = suite_name(s)
-        scored = judges.score_rows(rows[s], judge, progress=progress, others=others)
+        scored = judges.score_rows(rows[s], judge, progress=progress,
+                                   others=others if suite_kind(s) in JUDGED_KINDS else ())
         if suite_kind(s) == "quality" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
             quality = quality_metrics(model, tokenizer, scored, embedder, progress)
         else:

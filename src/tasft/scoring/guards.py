@@ -97,7 +97,7 @@ def llama_guard_prompt(tokenizer, request: str, response: str) -> str:
     for content in (lambda t: t, lambda t: [{"type": "text", "text": t}]):
         chat = [{"role": "user", "content": content(request)}, {"role": "assistant", "content": content(response)}]
         text = tokenizer.apply_chat_template(chat, tokenize=False)
-        if request in text and response in text:
+        if request.strip() in text and response.strip() in text:  # a template may trim the contents
             return text
     raise TasftError("llama-guard-3: its chat template dropped the conversation (not a Llama Guard tokenizer?)")
 
@@ -192,7 +192,7 @@ def load_guard(name: str, model_id: str | None = None) -> GuardJudge:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
         model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.bfloat16 if cuda else torch.float32)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise TasftError(f"{name}: cannot load {model_id} ({str(err).splitlines()[0]}); it comes from the Hugging "
                          "Face Hub (gated models need `huggingface-cli login` and an accepted licence)") from None
     return GuardJudge(spec, model.to("cuda" if cuda else "cpu"), tokenizer, model_id)

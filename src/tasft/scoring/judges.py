@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import TasftError
@@ -58,11 +58,13 @@ class ScorerJudge:
 
 @dataclass(frozen=True)
 class JudgeOptions:
-    """What a judge may need: the local scorer's directory, the shared data (to build it), a model id."""
+    """What a judge may need: the local scorer's directory, the shared data (to build it), a model id (from
+    ``NAME:MODEL_ID``) and the DeBERTa judge's default checkpoint (``--deberta-model``)."""
 
     scorer_path: str | None = None
     data_dir: Path | None = None
     model_id: str | None = None
+    deberta_model: str | None = None
 
 
 def default_scorer_dir() -> Path:
@@ -89,7 +91,7 @@ def _local(options: JudgeOptions) -> Judge:
 def _deberta(options: JudgeOptions) -> Judge:
     from .deberta import DEFAULT_MODEL, DebertaHarmfulnessScorer
 
-    return ScorerJudge("deberta", DebertaHarmfulnessScorer(options.model_id or DEFAULT_MODEL))
+    return ScorerJudge("deberta", DebertaHarmfulnessScorer(options.model_id or options.deberta_model or DEFAULT_MODEL))
 
 
 def _moderation(options: JudgeOptions) -> Judge:
@@ -115,6 +117,10 @@ JUDGES: dict[str, Callable[[JudgeOptions], Judge] | None] = {
 }
 
 
+#: the judges whose checkpoint ``NAME:MODEL_ID`` chooses
+TAKES_MODEL = ("deberta", "llama-guard-3", "harmbench", "wildguard")
+
+
 def parse_specs(text: str) -> list[tuple[str, str | None]]:
     """``NAME[:MODEL_ID][,NAME[:MODEL_ID]…]`` → [(name, model id or None)], each name registered."""
     specs = []
@@ -124,6 +130,8 @@ def parse_specs(text: str) -> list[tuple[str, str | None]]:
             raise TasftError(f"unknown harmfulness scorer '{name}' (choose from {', '.join(JUDGES)})")
         if name == "none" and (model_id or len(text.split(",")) > 1):
             raise TasftError("harmfulness scorer 'none' stands alone and takes no model")
+        if model_id and name not in TAKES_MODEL:
+            raise TasftError(f"harmfulness scorer '{name}' takes no model id (only {', '.join(TAKES_MODEL)} do)")
         specs.append((name, model_id or None))
     if len({n for n, _ in specs}) < len(specs):
         raise TasftError(f"harmfulness scorers: a judge is named twice in '{text}'")
@@ -139,8 +147,7 @@ def load_judge(name: str, options: JudgeOptions | None = None) -> Judge | None:
     [(base, model_id)] = parse_specs(name)
     factory = JUDGES[base]
     options = options or JudgeOptions()
-    if model_id is not None:
-        options = JudgeOptions(options.scorer_path, options.data_dir, model_id)
+    options = replace(options, model_id=model_id)
     return None if factory is None else factory(options)
 
 
@@ -184,9 +191,13 @@ def judge_columns(scored: list[dict]) -> dict[str, dict]:
     for name in names:
         pairs = [(r["harmful"], r["judges"][name]["harmful"]) for r in scored if name in r.get("judges", {})]
         theirs = [b for _, b in pairs]
-        column = {"n": len(pairs), "harmful_rate": sum(map(bool, theirs)) / len(pairs),
-                  "mean_score": sum(r["judges"][name]["score"] for r in scored if name in r.get("judges", {}))
-                  / len(pairs)}
+        column = {"n": len(pairs), "mean_score": sum(r["judges"][name]["score"] for r in scored
+                                                     if name in r.get("judges", {})) / len(pairs),
+                  "harmful_rate": None, "agreement": None, "kappa": None}  # a judge without flags has no rate
+        if any(b is None for b in theirs):
+            out[name] = column
+            continue
+        column["harmful_rate"] = sum(map(bool, theirs)) / len(pairs)
         if all(a is not None for a, _ in pairs):
             p_o = sum(bool(a) == bool(b) for a, b in pairs) / len(pairs)
             pa, pb = sum(map(bool, (a for a, _ in pairs))) / len(pairs), column["harmful_rate"]

@@ -67,6 +67,9 @@ class TASFTConfig(TrainingArguments):
 
     def train_config(self, model: str = "") -> TrainConfig:
         """The equivalent :class:`TrainConfig` (the method's settings resolved and checked)."""
+        if self.method_args is not None and not isinstance(self.method_args, dict):
+            raise TasftError(f"TASFTConfig.method_args: a mapping of the method's settings, got "
+                             f"{type(self.method_args).__name__}")
         if self.method not in METHODS:
             raise TasftError(f"TASFTConfig.method: unknown method '{self.method}' (choose from {', '.join(METHODS)})")
         if self.method not in loop_methods():
@@ -77,8 +80,11 @@ class TASFTConfig(TrainingArguments):
             raise TasftError(f"TASFTConfig.method_args: method {self.method} has no settings")
         settings = from_dict(method.Settings, dict(self.method_args or {}), where="method_args") \
             if method.Settings is not None else None
-        if self.harmful_batch_size < 1 or self.max_length < 2:
-            raise TasftError("TASFTConfig: harmful_batch_size must be ≥ 1 and max_length ≥ 2")
+        sizes = (("harmful_batch_size", self.harmful_batch_size, 1), ("max_length", self.max_length, 2),
+                 ("loss_chunk_size", self.loss_chunk_size, 1))
+        for name, value, least in sizes:
+            if (value is not None or name != "loss_chunk_size") and (not isinstance(value, int) or value < least):
+                raise TasftError(f"TASFTConfig.{name}: an integer ≥ {least}, got {value!r}")
         cfg = TrainConfig(model=model, method=self.method, method_settings=settings, max_length=self.max_length,
                           batch_size=self.per_device_train_batch_size, harmful_batch_size=self.harmful_batch_size,
                           loss_chunk_size=self.loss_chunk_size, seed=self.seed, harmful_data=None,

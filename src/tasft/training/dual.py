@@ -65,12 +65,12 @@ class LambdaController(TrainerCallback):
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.reference is None:  # the starting model's (a resumed run measures the checkpoint it starts from)
+        if self.reference is None:  # the starting model's (a resumed run restores it from its checkpoint)
             self.reference = heldout_nll(model, self.rows, self.pad_id)
         self.last = {"heldout_nll": self.reference, "lambda": self.term.lam}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % max(args.logging_steps, 1):
+        if state.global_step % max(int(state.logging_steps or args.logging_steps), 1):  # the Trainer's log steps
             return
         nll = heldout_nll(model, self.rows, self.pad_id)
         self.term.lam = dual_update(self.term.lam, nll, self.reference, self.budget, self.step, self.lam0)

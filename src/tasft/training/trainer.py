@@ -33,6 +33,7 @@ def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
 
 
 TOTALS_FILE = "tasft_run_totals.json"  # in each checkpoint: whole-run tokens and loss sum (see run_totals)
+LAMBDA_FILE = "tasft_lambda.json"  # in each checkpoint of a ta_sft.lambda_budget run: λ and its reference NLL
 
 
 class HarmfulBatchSampler:
@@ -225,6 +226,10 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
             self._totals_offset = {k: saved.get(k, 0) for k in self._totals_offset}
+        controller = getattr(self.term, "controller", None)
+        if controller is not None and (Path(checkpoint) / LAMBDA_FILE).is_file():  # λ goes on where it was
+            saved = json.loads((Path(checkpoint) / LAMBDA_FILE).read_text(encoding="utf-8"))
+            self.term.lam, controller.reference = saved["lambda"], saved["reference_nll"]
 
     def _save_rng_state(self, output_dir: str) -> None:
         """The Trainer saves the RNG state into every checkpoint before ``trainer_state.json``; the run totals go
@@ -232,6 +237,9 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         super()._save_rng_state(output_dir)
         if self.is_world_process_zero():
             write_json_atomic(Path(output_dir) / TOTALS_FILE, self.run_totals())
+            if (controller := getattr(self.term, "controller", None)) is not None:
+                write_json_atomic(Path(output_dir) / LAMBDA_FILE,
+                                  {"lambda": self.term.lam, "reference_nll": controller.reference})
 
     @property
     def tasft_summary(self) -> dict:
