@@ -236,3 +236,33 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     assert {k: again[k] for k in keys} == {k: row[k] for k in keys}
     with pytest.raises(TasftError, match="outside the study directory"):
         export_points(out, out / "pub")
+
+
+@needs_data
+def test_a_run_evaluated_by_another_sibling_is_shared_with_a_third(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
+    """a trains a point but dies before evaluating it; b finds it trained and evaluates it in its own evals/; c then
+    shares a's run with b's evaluation instead of evaluating it a second time."""
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    real_evaluate = ev.evaluate
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed before the evaluation")
+
+    results = tmp_path / "results"
+    first = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
+    monkeypatch.setattr(ev, "evaluate", dies)
+    with pytest.raises(RuntimeError):
+        runner.run_experiment("lambda", str(first), results / "a", progress=False)
+    monkeypatch.setattr(ev, "evaluate", real_evaluate)
+    second = _study(tmp_path, tiny_model_dir, tiny_data, "b", "lambda", ONE_POINT)
+    (row_b,) = runner.run_experiment("lambda", str(second), results / "b", progress=False)
+    assert row_b["eval_dir"].endswith("b/evals/emd__x0.5__seed0") and not (results / "b" / "runs").exists()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated a second time")
+
+    monkeypatch.setattr(ev, "evaluate", fail)
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
+    third = _study(tmp_path, tiny_model_dir, tiny_data, "c", "lambda", ONE_POINT)
+    (row_c,) = runner.run_experiment("lambda", str(third), results / "c", progress=False)
+    assert row_c["eval_dir"] == row_b["eval_dir"]

@@ -76,6 +76,19 @@ def _siblings(exp: ExperimentConfig, out: Path):
             yield sibling, other
 
 
+def _evaluations_of(exp: ExperimentConfig, out: Path, run_dir: Path) -> list[Path]:
+    """Every sibling's evaluation directory of the model ``run_dir`` (a sibling that found a run trained but not
+    evaluated evaluates it in its own ``evals/``)."""
+    target = str(run_dir.resolve())
+    found = []
+    for sibling, _ in _siblings(exp, out):
+        for config in sorted(sibling.glob("evals/*/eval_config.json")):
+            model = json.loads(config.read_text(encoding="utf-8")).get("model")
+            if isinstance(model, str) and str(Path(model).resolve()) == target:
+                found.append(config.parent)
+    return found
+
+
 def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.
 
@@ -90,12 +103,14 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
         for config_file in sorted(sibling.glob("runs/*/config.yaml")):
             if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
                 continue
-            run_dir, eval_dir = config_file.parent, sibling / "evals" / config_file.parent.name
-            if (run_dir / "metrics.json").is_file() and (eval_dir / "metrics.json").is_file():
-                return "done", run_dir, eval_dir
-            # running: a live process holds its run or evaluation; trained: the run finished and nobody is
-            # evaluating it (evaluated here); a run nobody holds that never finished was abandoned: not shared
-            if outputs.in_use(run_dir) or outputs.in_use(eval_dir):
+            run_dir = config_file.parent
+            evals = [sibling / "evals" / run_dir.name, *_evaluations_of(exp, out, run_dir)]
+            done = next((e for e in evals if (e / "metrics.json").is_file()), None)
+            if (run_dir / "metrics.json").is_file() and done is not None:
+                return "done", run_dir, done
+            # running: a live process holds its run or an evaluation of it; trained: the run finished and nobody
+            # is evaluating it (evaluated here); a run nobody holds that never finished was abandoned: not shared
+            if outputs.in_use(run_dir) or any(outputs.in_use(e) for e in evals):
                 found = ("running", run_dir, None)
             elif (run_dir / "metrics.json").is_file() and found[0] == "none":
                 found = ("trained", run_dir, None)
