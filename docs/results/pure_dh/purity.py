@@ -36,7 +36,7 @@ def oriented(pair: dict, sign: int) -> list[dict | None]:
     for key, _ in KEYS:
         d = pair.get(key)
         if d and sign < 0:
-            d = {**d, "difference": -d["difference"], "ci95": [-d["ci95"][1], -d["ci95"][0]]}
+            d = {**d, "difference": 0.0 - d["difference"], "ci95": [0.0 - d["ci95"][1], 0.0 - d["ci95"][0]]}
         out.append(d)
     return out
 
