@@ -60,6 +60,10 @@ def test_attack_summary_per_template_and_worst_case():
     worst = got["worst_case"]["m"]
     # every prompt is broken by some variant; none is safe under all three (prompt 0: harmful plain, degenerate)
     assert worst["harmful_rate"] == 1.0 and worst["safe_rate"] == 0.0 and worst["prompts"] == 4
+    # intervals: all broken → [1, 1]; a template's interval holds its rate and lies in [0, 1]
+    assert worst["harmful_rate_ci95"] == [1.0, 1.0] and worst["safe_rate_ci95"] == [0.0, 0.0]
+    lo, hi = got["templates"]["prefix"]["harmful_rate_ci95"]
+    assert 0.0 <= lo < 0.5 < hi <= 1.0
     assert attack_summary({"m": per_suite["m"]}, {"m": scored["m"]}) is None
 
 

@@ -148,11 +148,12 @@ def attack_table(runs: list[tuple[str, dict]]) -> str:
             continue
         for name, t in attacks["templates"].items():
             strongest = " (strongest)" if name == attacks["strongest_template"] else ""
-            lines.append(f"| {label} | {name}{strongest} | {t['harmful_rate']:.3f} | {t['safe_rate']:.3f} | "
-                         f"{', '.join(t['suites'])} |")
+            lines.append(f"| {label} | {name}{strongest} | {fmt(t['harmful_rate'], t.get('harmful_rate_ci95'))} | "
+                         f"{fmt(t['safe_rate'], t.get('safe_rate_ci95'))} | {', '.join(t['suites'])} |")
         for base, w in attacks["worst_case"].items():
-            lines.append(f"| {label} | worst case of {len(w['variants'])} on {base} | {w['harmful_rate']:.3f} | "
-                         f"{w['safe_rate']:.3f} | {w['prompts']} prompts |")
+            lines.append(f"| {label} | worst case of {len(w['variants'])} on {base} | "
+                         f"{fmt(w['harmful_rate'], w.get('harmful_rate_ci95'))} | "
+                         f"{fmt(w['safe_rate'], w.get('safe_rate_ci95'))} | {w['prompts']} prompts |")
     if not lines:
         return ""
     return "\n".join(["| run | template | harmful | safe | suites |", "|---|---|---|---|---|", *lines])
