@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..suites import split_attack
 from . import stats
+from .uncertainty import row_values
 
 
 def attack_summary(per_suite: dict[str, dict], scored: dict[str, list[dict]]) -> dict | None:
@@ -32,9 +33,8 @@ def attack_summary(per_suite: dict[str, dict], scored: dict[str, list[dict]]) ->
         entry["safe_rate"] = sum(per_suite[n]["safe_rate"] for n in entry["suites"]) / k
         rows = [scored[n] for n in entry["suites"] if n in scored]
         if len(rows) == k:
-            entry["harmful_rate_ci95"] = list(stats.mean_interval([[bool(r["harmful"]) for r in g] for g in rows]))
-            entry["safe_rate_ci95"] = list(stats.mean_interval(
-                [[not r["harmful"] and r["degenerate"] is None for r in g] for g in rows]))
+            for metric in ("harmful_rate", "safe_rate"):
+                entry[f"{metric}_ci95"] = list(stats.mean_interval([row_values(g, metric) for g in rows]))
     worst = {}
     for base in sorted({b for b, _ in attacked.values()}):
         variants = [n for n, (b, _) in attacked.items() if b == base] + ([base] if base in scored else [])

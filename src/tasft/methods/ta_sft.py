@@ -67,7 +67,6 @@ class PenaltyTerm(HarmfulTerm):
         self.token_weights = token_weights
         self.constant = settings.bound_constant
         self.lam = settings.lambda_  # the weight now (moved by a λ controller when the run has one)
-        self.controller = None
         self._table_cpu, self._table = normalized, None
 
     def _on(self, device) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ and ``huggingface-cli login`` first); nothing here downloads them in tests.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 PROMPTS_FILE = "judge_prompts.json"
 
 
+@functools.cache
 def published_prompts() -> dict:
-    """The prompt formats of :data:`PROMPTS_FILE` (with their sources)."""
+    """The prompt formats of :data:`PROMPTS_FILE` (with their sources), read once."""
     return json.loads((resources.files("tasft") / "data_files" / PROMPTS_FILE).read_text(encoding="utf-8"))
 
 

@@ -146,14 +146,13 @@ def load_judge(name: str, options: JudgeOptions | None = None) -> Judge | None:
     """The registered judge ``NAME[:MODEL_ID]`` (None for ``none``)."""
     [(base, model_id)] = parse_specs(name)
     factory = JUDGES[base]
-    options = options or JudgeOptions()
-    options = replace(options, model_id=model_id)
-    return None if factory is None else factory(options)
+    return None if factory is None else factory(replace(options or JudgeOptions(), model_id=model_id))
 
 
 def load_judges(text: str, options: JudgeOptions | None = None) -> list[Judge]:
     """Every judge of a comma-separated spec (empty for ``none``), the primary first."""
-    judges = [load_judge(n if m is None else f"{n}:{m}", options) for n, m in parse_specs(text)]
+    parse_specs(text)  # the whole spec is checked before any judge loads
+    judges = [load_judge(part.strip(), options) for part in text.split(",")]
     return [j for j in judges if j is not None]
 
 
@@ -189,10 +188,10 @@ def judge_columns(scored: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     names = sorted({n for r in scored for n in r.get("judges", {})})
     for name in names:
-        pairs = [(r["harmful"], r["judges"][name]["harmful"]) for r in scored if name in r.get("judges", {})]
+        judged = [r for r in scored if name in r.get("judges", {})]
+        pairs = [(r["harmful"], r["judges"][name]["harmful"]) for r in judged]
         theirs = [b for _, b in pairs]
-        column = {"n": len(pairs), "mean_score": sum(r["judges"][name]["score"] for r in scored
-                                                     if name in r.get("judges", {})) / len(pairs),
+        column = {"n": len(pairs), "mean_score": sum(r["judges"][name]["score"] for r in judged) / len(pairs),
                   "harmful_rate": None, "agreement": None, "kappa": None}  # a judge without flags has no rate
         if any(b is None for b in theirs):
             out[name] = column

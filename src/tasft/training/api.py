@@ -170,8 +170,8 @@ class TASFTTrainer(TasftTrainer):
                          term=term, harmful=harmful if term else None, harmful_batch_size=args.harmful_batch_size,
                          pad_id=pad_id, harmful_seed=args.seed, loss_chunk_size=args.loss_chunk_size,
                          eval_dataset=heldout, **kwargs)
-        if getattr(term, "controller", None) is not None:
-            self.add_callback(term.controller)
+        if self.lambda_controller is not None:
+            self.add_callback(self.lambda_controller)
 
 
 def loop_trainer(inputs: TrainerInputs) -> TASFTTrainer:

@@ -226,7 +226,7 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
             self._totals_offset = {k: saved.get(k, 0) for k in self._totals_offset}
-        controller = getattr(self.term, "controller", None)
+        controller = self.lambda_controller
         if controller is not None and (Path(checkpoint) / LAMBDA_FILE).is_file():  # λ goes on where it was
             saved = json.loads((Path(checkpoint) / LAMBDA_FILE).read_text(encoding="utf-8"))
             self.term.lam, controller.reference = saved["lambda"], saved["reference_nll"]
@@ -237,18 +237,22 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         super()._save_rng_state(output_dir)
         if self.is_world_process_zero():
             write_json_atomic(Path(output_dir) / TOTALS_FILE, self.run_totals())
-            if (controller := getattr(self.term, "controller", None)) is not None:
+            if (controller := self.lambda_controller) is not None:
                 write_json_atomic(Path(output_dir) / LAMBDA_FILE,
                                   {"lambda": self.term.lam, "reference_nll": controller.reference})
 
     @property
+    def lambda_controller(self):
+        """The term's λ controller (``ta_sft.lambda_budget``), or None."""
+        return None if self.term is None else self.term.controller
+
+    @property
     def tasft_summary(self) -> dict:
         """What ``metrics.json`` adds about this run's loop: the final λ when a controller moved it."""
-        controller = getattr(self.term, "controller", None)
-        return {"lambda_final": self.term.lam} if controller is not None else {}
+        return {"lambda_final": self.term.lam} if self.lambda_controller is not None else {}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        controller = getattr(self.term, "controller", None)
+        controller = self.lambda_controller
         if controller is not None and "loss" in logs:
             logs.update(controller.last)  # λ and the held-out NLL it was set from
         if self._count and "loss" in logs:
