@@ -133,6 +133,26 @@ def measure_rounds(fns: dict, device: torch.device, steps: int, warmup: int, sin
     return out
 
 
+def step_timer(device: torch.device):
+    """A Trainer callback that records each optimizer step's wall time (synchronised on CUDA) in ``.times``."""
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self._t0 = 0.0
+
+        def on_step_begin(self, *_, **__):
+            sync(device)
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, *_, **__):
+            sync(device)
+            self.times.append(time.perf_counter() - self._t0)
+
+    return Timer()
+
+
 def step_clock(device: torch.device, bare=None):
     """A Trainer callback that times each optimizer step where it runs: the forward+backward micro-steps (via
     :meth:`Clock.wrap`), the optimizer (between the pre- and post-optimizer events, on the real gradients) and

@@ -30,8 +30,8 @@ VARIANTS = {"fp32": {"use_cpu": True}, "bf16": {"bf16": True, "use_cpu": True},
 
 def one(variant: str, args) -> dict:
     """One variant in this process: its step times, losses and peak RSS."""
+    import torch
     from datasets import load_dataset
-    from transformers import TrainerCallback
 
     from tasft import TASFTConfig, TASFTTrainer
     from tasft.models import load_model, load_tokenizer
@@ -41,15 +41,10 @@ def one(variant: str, args) -> dict:
     benign = load_dataset("json", data_files=str(root / "src/tasft/demo_data/benign.jsonl"), split="train")
     harmful = load_dataset("json", data_files=args.harmful, split="train")
     harmful = harmful.select(range(min(16, len(harmful))))
-    times: list[float] = []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_measure beside this file
+    from bench_measure import step_timer
 
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *_, **__):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            times.append(time.perf_counter() - self.t0)
-
+    timer = step_timer(torch.device("cpu"))
     with tempfile.TemporaryDirectory() as out:
         targs = TASFTConfig(output_dir=out, method="ta-sft", method_args={"penalty": "emd", "lambda": 1.0},
                             max_steps=args.steps, per_device_train_batch_size=args.batch,
@@ -57,10 +52,10 @@ def one(variant: str, args) -> dict:
                             logging_steps=1, save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
                             max_length=args.max_length, **VARIANTS[variant])
         trainer = TASFTTrainer(model, targs, train_dataset=benign, harmful_dataset=harmful, processing_class=tok,
-                               callbacks=[Clock()])
+                               callbacks=[timer])
         trainer.train()
     logs = [r for r in trainer.state.log_history if "loss" in r]
-    return {"variant": variant, "step_seconds": times, "loss": [r["loss"] for r in logs],
+    return {"variant": variant, "step_seconds": timer.times, "loss": [r["loss"] for r in logs],
             "nll": [r["nll"] for r in logs], "penalty": [r["penalty_emd"] for r in logs],
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 

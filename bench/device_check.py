@@ -22,11 +22,16 @@ import json
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_measure beside this file
+
+from bench_measure import step_timer  # noqa: E402
 
 CONFIGS = {  # LlamaConfig keywords
     "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -63,7 +68,7 @@ def _rows(n: int, seq: int, vocab: int, seed: int):
 
 
 def run_one(config: str, precision: str, method: str, args, device: str) -> dict:
-    from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from tasft import TASFTConfig, TASFTTrainer
 
@@ -73,17 +78,7 @@ def run_one(config: str, precision: str, method: str, args, device: str) -> dict
         model = LlamaForCausalLM(LlamaConfig(**CONFIGS[config], max_position_embeddings=max(args.seq, 128)))
     vocab = CONFIGS[config]["vocab_size"]
     rows = args.batch * (2 if name == "sft" else 1)  # every method sees the same tokens a step
-    times: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *_, **__):
-            _sync(device)
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *_, **__):
-            _sync(device)
-            times.append(time.perf_counter() - self.t0)
-
+    timer = step_timer(torch.device(device))
     if device == "cuda":
         gc.collect()  # the previous run's model and trainer, before the peak is reset
         torch.cuda.empty_cache()
@@ -97,20 +92,15 @@ def run_one(config: str, precision: str, method: str, args, device: str) -> dict
                             max_length=args.seq)
         trainer = TASFTTrainer(model, targs, train_dataset=_rows(rows * args.steps, args.seq, vocab, 1),
                                harmful_dataset=_rows(args.batch * 2, args.seq, vocab, 2),
-                               processing_class=_tokenizer(), callbacks=[Clock()])
+                               processing_class=_tokenizer(), callbacks=[timer])
         trainer.train()
-    logs = [r for r in trainer.state.log_history if "loss" in r]
+    logs, times = [r for r in trainer.state.log_history if "loss" in r], timer.times
     timed = times[args.warmup:] or times
     return {"config": config, "precision": precision, "method": method, "steps": len(times),
             "step_seconds": times, "median_step_seconds": statistics.median(timed),
             "tokens_per_second": 2 * args.batch * args.seq / statistics.median(timed),
             "loss": [r["loss"] for r in logs], "nll": [r.get("nll") for r in logs],
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def render(result: dict) -> str:
