@@ -239,6 +239,37 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
 
 
 @needs_data
+def test_a_restored_point_without_its_run_is_shared_through_its_study_file(tmp_path, tiny_model_dir, tiny_data,
+                                                                          monkeypatch):
+    """An archive whose runs were pruned before export (evaluations only): a sibling study still shares its point
+    when the archived study's series resolves to the same training config, and only then."""
+    import shutil
+
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    study = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
+    out = tmp_path / "results" / "lambda"
+    (row,) = runner.run_experiment("lambda", str(study), out, progress=False, prune=True)
+    shutil.rmtree(out / "runs")  # what an evaluation-only archive restores
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a restored point was run again")
+
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
+    monkeypatch.setattr(ev, "evaluate", fail)
+    renamed = [{**ONE_POINT[0], "name": "emd again"}]
+    second = _study(tmp_path, tiny_model_dir, tiny_data, "b", "contrastive", renamed)
+    (shared,) = runner.run_experiment("contrastive", str(second), tmp_path / "results" / "contrastive", progress=False)
+    assert shared["eval_dir"].endswith("lambda/evals/emd__x0.5__seed0")
+    assert shared["harm_suites_harmful_rate"] == row["harm_suites_harmful_rate"]
+    assert shared["train_seconds"] == row["train_seconds"] is not None  # from the evaluation's training summary
+
+    different = [{**ONE_POINT[0], "values": [0.25]}]
+    third = _study(tmp_path, tiny_model_dir, tiny_data, "c", "contrastive", different)
+    with pytest.raises(AssertionError, match="run again"):
+        runner.run_experiment("contrastive", str(third), tmp_path / "results" / "other", progress=False)
+
+
+@needs_data
 def test_a_run_evaluated_by_another_sibling_is_shared_with_a_third(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
     """a trains a point but dies before evaluating it; b finds it trained and evaluates it in its own evals/; c then
     shares a's run with b's evaluation instead of evaluating it a second time."""

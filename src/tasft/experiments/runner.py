@@ -42,6 +42,11 @@ def _train(cfg, run_dir: Path, progress: bool) -> dict:
         return done
     return train(cfg, resume=True, progress=progress)
 
+def _training_of(run_dir: Path, eval_dir: Path) -> dict:
+    """A finished point's training summary: its run's ``metrics.json``, or, for a restored point whose run
+    directory was not archived, the summary its evaluation recorded."""
+    return _finished(run_dir) or (_finished(eval_dir) or {}).get("training") or {}
+
 def _row(point: Point, x: Any, training: dict, evaluation: dict, eval_dir: Path) -> dict:
     """One results.csv row: the point, its summary metrics with their 95% intervals (``<metric>_lo``/``_hi``),
     its training time and where its evaluation lives."""
@@ -77,7 +82,7 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
     if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():
         state, shared_run, shared_eval = find_shared(exp, cfg, out)
         if state == "done":
-            return [_row(point, point.x, _finished(shared_run), _finished(shared_eval), shared_eval)]
+            return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
         if state == "running":
             raise PointBusy(str(shared_run))
         if state == "trained":
@@ -123,7 +128,9 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path) -> list[dict]:
         return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
     cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
     state, shared_run, shared_eval = find_shared(exp, cfg, out)
-    return [_row(point, point.x, _finished(shared_run), _finished(shared_eval), shared_eval)] if state == "done" else []
+    if state != "done":
+        return []
+    return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
 
 
 def run_experiment(study: str, config: str, out: str | Path, seeds: int | None = None,

@@ -95,11 +95,14 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
     Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when a live
     process is training or evaluating it, ("trained", run_dir, None) when its run finished but its evaluation did
     not (and nobody is evaluating it), and ("none", None, None) otherwise (also for an abandoned attempt).
-    Siblings are the directories next to ``out``.
+    Siblings are the directories next to ``out``; a restored point whose run directory was not archived is matched
+    through its sibling's ``experiment.json`` (:func:`_archived_match`).
     """
     want = _comparable(to_dict(cfg))
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
-    for sibling, _ in _siblings(exp, out):
+    for sibling, other in _siblings(exp, out):
+        if (archived := _archived_match(sibling, other, want)) is not None:
+            return "done", *archived
         for config_file in sorted(sibling.glob("runs/*/config.yaml")):
             if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
                 continue
@@ -115,6 +118,35 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
             elif (run_dir / "metrics.json").is_file() and found[0] == "none":
                 found = ("trained", run_dir, None)
     return found
+
+def _archived_match(sibling: Path, other: dict, want: dict) -> tuple[Path, Path] | None:
+    """A sibling's restored point that has its evaluation but no run directory (an export whose runs were pruned
+    before it was written) and whose series in the sibling's ``experiment.json`` resolves, under today's tasft, to
+    the training config ``want``: (run directory, evaluation directory). The run directory holds no files; the
+    evaluation's ``metrics.json`` carries the training summary that the tables read."""
+    from ..config import from_dict
+    from ..errors import TasftError
+    from ..run_config import load_train_config
+    from .runner import _overrides
+    from .spec import plan
+
+    try:
+        sibling_exp = from_dict(ExperimentConfig, other, where=str(sibling / "experiment.json"))
+        points = plan(sibling_exp, sibling_exp.seeds)
+    except (TasftError, TypeError):
+        return None
+    for point in points:
+        run_dir, eval_dir = sibling / "runs" / point.slug, sibling / "evals" / point.slug
+        if point.series.starting_model or (run_dir / "config.yaml").exists() or _finished(eval_dir) is None:
+            continue
+        try:
+            cfg = load_train_config(sibling_exp.train_config, _overrides(point, run_dir))
+        except TasftError:
+            continue
+        if _comparable(to_dict(cfg)) == want:
+            return run_dir, eval_dir
+    return None
+
 
 def find_shared_start(exp: ExperimentConfig, out: Path, slug: str) -> tuple[str, Path | None]:
     """A sibling study's evaluation of the same starting model (same training config, same evaluation settings):
