@@ -62,7 +62,7 @@ def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_mod
     (point,) = spec.plan(exp, 1)
     busy = results / "lambda" / "runs" / point.slug  # a sibling's run that has started (config.yaml, no metrics)
     outputs.claim(busy, "train", "test").release()
-    cfg = load_train_config(exp.train_config, runner._overrides(point, busy))
+    cfg = load_train_config(exp.train_config, spec.point_overrides(point, busy))
     (busy / "config.yaml").write_text(yaml.safe_dump(sharing._comparable(config.to_dict(cfg))))
     (results / "lambda" / "experiment.json").write_text(json.dumps(dataclasses.asdict(exp)))
     here = results / "contrastive"

@@ -11,7 +11,7 @@ import tasft.evaluation.evaluate as ev
 from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report
-from tasft.experiments import results, runner, spec
+from tasft.experiments import results, spec
 from tasft.experiments.paired import paired_differences
 from tasft.scoring import judges
 
@@ -167,7 +167,7 @@ def test_every_study_config_plans_valid_training_runs(tmp_path):
         exp = spec.load_experiment(path)
         studies.add(exp.study)
         for point in spec.plan(exp, seeds=3):
-            load_train_config(exp.train_config, runner._overrides(point, tmp_path / point.slug))
+            load_train_config(exp.train_config, spec.point_overrides(point, tmp_path / point.slug))
     assert studies == set(spec.STUDIES)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,18 +12,8 @@ from ..io_utils import write_json_atomic
 from ..run_config import load_train_config
 from .results import ordered, write_outputs
 from .sharing import PointBusy, _finished, find_shared, find_shared_start, prune_weights
-from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan
+from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan, point_overrides
 
-
-def _overrides(point: Point, run_dir: Path) -> list[str]:
-    """``--set`` strings of a point: the series' keys, the swept value, the seed and the run directory."""
-    values = dict(point.series.set)
-    if point.series.vary is not None and point.x is not None:
-        values[point.series.vary] = point.x
-    values.update(seed=point.seed, output_dir=str(run_dir))
-    if point.series.checkpoints:  # keep every checkpoint (save_steps from the series or the training config)
-        values.update(save_total_limit=1_000_000, keep_checkpoints=True)
-    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> dict:
     from ..evaluation.evaluate import EvalSettings, evaluate
@@ -78,7 +67,7 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
             if state == "done":
                 return [_row(point, point.x, {}, _finished(shared_eval), shared_eval)]
         return [_row(point, point.x, {}, _evaluate(exp, Path(model), eval_dir, progress), eval_dir)]
-    cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
+    cfg = load_train_config(exp.train_config, point_overrides(point, run_dir))
     if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():
         state, shared_run, shared_eval = find_shared(exp, cfg, out)
         if state == "done":
@@ -126,7 +115,7 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path) -> list[dict]:
                 for e in evals]
     if _finished(run_dir) is not None and _finished(eval_dir) is not None:
         return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
-    cfg = load_train_config(exp.train_config, _overrides(point, run_dir))
+    cfg = load_train_config(exp.train_config, point_overrides(point, run_dir))
     state, shared_run, shared_eval = find_shared(exp, cfg, out)
     if state != "done":
         return []

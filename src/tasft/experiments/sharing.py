@@ -127,8 +127,7 @@ def _archived_match(sibling: Path, other: dict, want: dict) -> tuple[Path, Path]
     from ..config import from_dict
     from ..errors import TasftError
     from ..run_config import load_train_config
-    from .runner import _overrides
-    from .spec import plan
+    from .spec import plan, point_overrides
 
     try:
         sibling_exp = from_dict(ExperimentConfig, other, where=str(sibling / "experiment.json"))
@@ -140,7 +139,7 @@ def _archived_match(sibling: Path, other: dict, want: dict) -> tuple[Path, Path]
         if point.series.starting_model or (run_dir / "config.yaml").exists() or _finished(eval_dir) is None:
             continue
         try:
-            cfg = load_train_config(sibling_exp.train_config, _overrides(point, run_dir))
+            cfg = load_train_config(sibling_exp.train_config, point_overrides(point, run_dir))
         except TasftError:
             continue
         if _comparable(to_dict(cfg)) == want:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,3 +145,14 @@ def plan(exp: ExperimentConfig, seeds: int) -> list[Point]:
             n = seeds if not exp.headline_values or x in exp.headline_values else 1
             points += [Point(s, x, seed) for seed in range(n)]
     return points
+
+
+def point_overrides(point: Point, run_dir: Path) -> list[str]:
+    """``--set`` strings of a point: the series' keys, the swept value, the seed and the run directory."""
+    values = dict(point.series.set)
+    if point.series.vary is not None and point.x is not None:
+        values[point.series.vary] = point.x
+    values.update(seed=point.seed, output_dir=str(run_dir))
+    if point.series.checkpoints:  # keep every checkpoint (save_steps from the series or the training config)
+        values.update(save_total_limit=1_000_000, keep_checkpoints=True)
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
