@@ -21,6 +21,10 @@ the *closest* TA-SFT point is named: the one with the largest cut among those in
 (4); if none is inside both, the one with the smallest NLL excess among those with (2); what limits it is the list
 of criteria it fails.
 
+**Controls** (added at stop 20, after the refusing-D_u point had run and before its control had): a TA-SFT point
+trained on another D_u is paired with plain SFT on that same D_u; the penalty earns the point's gain only when that
+pair's Δsafe interval excludes 0 upwards.
+
     python docs/results/variants/verdict.py
 """
 
@@ -32,6 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RIVALS = ["stl", "nlcl pure", "kto", "npo", "simnpo"]
+CONTROLS = {"emd refusing D_u": "sft refusing D_u"}  # point -> plain SFT on the same D_u
 H, S, D, OR, N = ("harm_suites_harmful_rate", "harm_suites_safe_rate", "harm_suites_degenerate_rate",
                  "over_refusal", "reference_nll")
 
@@ -117,7 +122,8 @@ def render() -> str:
         cut = p[S]["difference"] / (1.0 - safe_sft) if p.get(S) else float("nan")
         out.append(f"| {series} | {notsafe:.3f} | {cut:+.0%} | " + " | ".join(cell(p.get(k)) for k in (H, S, D, OR, N))
                    + " | " + " | ".join("yes" if v else "no" for v in c.values())
-                   + " | " + ("**yes**" if ok else "no" if is_ta_sft(series) else "(rival)") + " |")
+                   + " | " + ("**yes**" if ok else "no" if is_ta_sft(series)
+                              else "(control)" if series in CONTROLS.values() else "(rival)") + " |")
     out += ["", "## TA-SFT points against the rivals (paired, point − rival)", "",
             "| point | rival | Δ harmful | Δ safe | beats |", "|---|---|---|---|---|"]
     for series in vs_sft:
@@ -128,6 +134,15 @@ def render() -> str:
             verdict = beats(pair)
             out.append(f"| {series} | {rival} | {cell(pair and pair.get(H))} | {cell(pair and pair.get(S))} | "
                        + ("not run" if verdict is None else "**yes**" if verdict else "no") + " |")
+    out += ["", "## Controls (paired, point − plain SFT on the same D_u)", "",
+            "| point | control | Δ harmful | Δ safe | Δ degenerate | Δ over-refusal | Δ ref. NLL "
+            "| the penalty's gain |",
+            "|---|---|---|---|---|---|---|---|"]
+    for series, control in CONTROLS.items():
+        pair = between.get((series, control))
+        gain = "not run" if pair is None else "**yes**" if pair.get(S) and pair[S]["ci95"][0] > 0 else "no"
+        out.append(f"| {series} | {control} | " + " | ".join(cell(pair and pair.get(k)) for k in (H, S, D, OR, N))
+                   + f" | {gain} |")
     front = pareto(table)
     out += ["", "## Pareto front (not-safe rate ↓, reference NLL ↓)", "",
             "| point | not-safe | ref. NLL |", "|---|---|---|"]
