@@ -9,8 +9,11 @@ from pathlib import Path
 import yaml
 
 from .. import outputs
-from ..config import to_dict
-from .spec import ExperimentConfig
+from ..config import DataSource, TrainConfig, from_dict, to_dict
+from ..errors import TasftError
+from ..methods import METHODS
+from ..run_config import load_train_config
+from .spec import EvalSpec, ExperimentConfig, plan, point_overrides
 
 
 class PointBusy(Exception):
@@ -29,8 +32,6 @@ def _plain(data):
 def _comparable(config: dict) -> dict:
     """A resolved training config as plain YAML data, without the output directory; settings a config written by
     an older tasft lacks take today's defaults (so adding a setting does not orphan the points already run)."""
-    from ..config import DataSource, TrainConfig
-
     data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
     defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
     source = _plain(to_dict(DataSource(path="")))
@@ -39,8 +40,6 @@ def _comparable(config: dict) -> dict:
     for key in ("train_data", "harmful_data", "eval_data"):
         if isinstance(data.get(key), dict):
             data[key] = {**source, **data[key]}
-    from ..methods import METHODS
-
     for method in METHODS.values():  # a method's block: its settings' defaults under what was written
         block = method.Settings.BLOCK if method.Settings is not None else None
         if block is not None and isinstance(data.get(block), dict):
@@ -50,10 +49,6 @@ def _comparable(config: dict) -> dict:
 def _evaluation(block: dict | None) -> dict | None:
     """An ``evaluate:`` block as comparable data: today's defaults for what an older tasft did not write, without
     the settings that cannot change an answer (``generation.workers``); None if it does not read as one."""
-    from ..config import from_dict
-    from ..errors import TasftError
-    from .spec import EvalSpec
-
     try:
         data = asdict(from_dict(EvalSpec, block or {}, where="evaluate"))
     except (TasftError, TypeError):
@@ -124,11 +119,6 @@ def _archived_match(sibling: Path, other: dict, want: dict) -> tuple[Path, Path]
     before it was written) and whose series in the sibling's ``experiment.json`` resolves, under today's tasft, to
     the training config ``want``: (run directory, evaluation directory). The run directory holds no files; the
     evaluation's ``metrics.json`` carries the training summary that the tables read."""
-    from ..config import from_dict
-    from ..errors import TasftError
-    from ..run_config import load_train_config
-    from .spec import plan, point_overrides
-
     try:
         sibling_exp = from_dict(ExperimentConfig, other, where=str(sibling / "experiment.json"))
         points = plan(sibling_exp, sibling_exp.seeds)
