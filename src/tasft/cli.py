@@ -45,7 +45,7 @@ def _generation_settings(args: argparse.Namespace):
 
 def _generate(args: argparse.Namespace) -> None:
     from .config import DataSource
-    from .data import load_source
+    from .data.records import load_source
     from .generation.generate import check_prompt_lengths, generate_jsonl
     from .generation.harvest import check_output_free, harvest_items
     from .models import load_model, load_tokenizer

@@ -144,7 +144,7 @@ def _alpaca_eval(data_dir: Path) -> list[dict]:
     """The held-out AlpacaEval split — the one ``split: train`` training configs never see (heldout_fraction 0.2)
     — with its reference answers."""
     from .config import DataSource
-    from .data import read_records, select_records
+    from .data.records import read_records, select_records
 
     held = select_records(read_records(str(data_dir / ALPACA_EVAL_FILE)),
                           DataSource(ALPACA_EVAL_FILE, split="heldout"))
@@ -153,7 +153,7 @@ def _alpaca_eval(data_dir: Path) -> list[dict]:
 
 
 def _alpaca(data_dir: Path) -> list[dict]:
-    from .data import read_records
+    from .data.records import read_records
 
     stl = read_records(str(data_dir / "stl" / "evaluation" / "I-Alpaca.json"))
     stl_items = [{"id": f"stl-alpaca-{i}", "prompt": r.prompt_text} for i, r in enumerate(stl)]
@@ -169,7 +169,7 @@ def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = Non
     """Items of a named suite or custom file, in a fixed order, at most ``limit`` of them. Under a jailbreak
     template each item keeps its id (so it pairs with the plain suite), its prompt is the wrapped text and
     ``request`` the plain prompt (what the harm judge sees)."""
-    from .data import read_records
+    from .data.records import read_records
 
     base, template = split_attack(suite)
     if template:
@@ -200,7 +200,7 @@ STL_SAFETY_FILE = "stl/training/safety_only_data_Instructions.json"
 
 def evaluation_prompt_keys(data_dir: Path) -> set[str]:
     """Normalised prompts (:func:`tasft.data.prompt_key`) of every named suite: what training data must avoid."""
-    from .data import prompt_key
+    from .data.records import prompt_key
 
     return {prompt_key(item["prompt"]) for name in SUITES for item in load_suite(name, data_dir)}
 

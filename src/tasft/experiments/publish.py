@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..data import prompt_id
+from ..data.records import prompt_id
 from ..errors import TasftError
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic
 

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data import Prompt, format_prompt
+from ..data.batches import format_prompt
+from ..data.records import Prompt
 from ..errors import TasftError
 from ..io_utils import dumps
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import DataSource
-from ..data import Record, load_source
+from ..data.records import Record, load_source
 from ..errors import TasftError
 from ..io_utils import read_jsonl, write_jsonl_atomic
 from ..scoring import judges

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
-    from ..data import Record
+    from ..data.records import Record
 
 
 @dataclass

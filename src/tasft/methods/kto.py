@@ -16,7 +16,8 @@ import random
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..data import Record, chat_messages, format_prompt
+from ..data.batches import chat_messages, format_prompt
+from ..data.records import Record
 from ..errors import TasftError
 from .base import Method, TrainerInputs
 

@@ -37,7 +37,7 @@ class Stl(Method):
     def extra_records(self, cfg):
         """``stl.examples`` safety pairs: evaluation prompts removed, then a seeded shuffle, then the first N."""
         from ..config import DataSource
-        from ..data import load_source, prompt_key
+        from ..data.records import load_source, prompt_key
         from ..suites import evaluation_prompts, safety_file
 
         s = cfg.method_settings

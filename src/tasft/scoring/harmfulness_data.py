@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import heldout_bucket
+from ..data.records import heldout_bucket
 from ..errors import TasftError
 
 XSTEST_GENERATORS = ("gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinstruct")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import VERDICTS, prompt_id, read_verdicts
+from ..data.records import VERDICTS, prompt_id, read_verdicts
 from ..errors import TasftError
 from . import harmfulness_data as hd
 from .harmfulness import HarmHead, TextEmbedder
@@ -113,7 +113,7 @@ def audit(ids: Sequence[str], scores: Sequence[float], threshold: float,
 def run_audit(pool: str, out: str | Path, verdicts: str | None = None, data_dir: str | None = None,
               overwrite: bool = False) -> dict:
     """Audit the prompts of a D_h file (``tasft audit``): writes ``out`` (JSON: ids, scores, verdicts — no text)."""
-    from ..data import read_records
+    from ..data.records import read_records
     from ..io_utils import write_json_atomic
     from ..suites import find_data_dir
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..data import Record, tokenize_record
+from ..data.batches import tokenize_record
+from ..data.records import Record
 from ..training.measure import token_logprob_sums
 from .degenerate import repetition_rate
 

@@ -31,7 +31,8 @@ from typing import Any
 from transformers import TrainingArguments
 
 from ..config import TrainConfig, from_dict, to_dict
-from ..data import Record, Tokenized, parse_record, tokenize_records
+from ..data.batches import Tokenized, tokenize_records
+from ..data.records import Record, parse_record
 from ..errors import TasftError
 from ..methods import METHODS, TrainerInputs, get_method
 from .trainer import TasftTrainer, collate_train

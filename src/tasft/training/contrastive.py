@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..data import Record, chat_messages, prompt_key, read_records
+from ..data.batches import chat_messages
+from ..data.records import Record, prompt_key, read_records
 from ..generation.generate import GenerationSettings, generate_jsonl
 from ..io_utils import read_jsonl
 from ..suites import evaluation_prompts, safety_file

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..data import Record, Tokenized, load_source, tokenize_records
+from ..data.batches import Tokenized, tokenize_records
+from ..data.records import Record, load_source
 from ..errors import TasftError
 from ..generation.generate import GenerationSettings, generate_jsonl
 from ..generation.harvest import harvest_items

@@ -20,7 +20,7 @@ import math
 import torch
 from transformers import TrainerCallback
 
-from ..data import Tokenized, collate
+from ..data.batches import Tokenized, collate
 from ..objectives import losses
 
 HELDOUT_ROWS = 16

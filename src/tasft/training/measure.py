@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import Tokenized, collate
+from ..data.batches import Tokenized, collate
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback
 
-from ..data import Tokenized, collate
+from ..data.batches import Tokenized, collate
 from ..io_utils import dumps, write_json_atomic
 from ..objectives import fused as chunked_penalty
 from ..objectives import losses
