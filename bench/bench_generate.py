@@ -6,8 +6,8 @@ each, their ratio, and how many rows came out token-identical. Writes ``bench_ge
 
     OMP_NUM_THREADS=2 python bench/bench_generate.py --prompts 128 --batch-size 64 --out docs/results/bench --tag cpu
 
-``--batch-sweep 8,32,64`` also times tasft's decoder at each batch size on the first 64 prompts (64 new tokens)
-and checks that the outputs do not depend on the batch size (``bench_generate_batch_<tag>.json``);
+``--batch-sweep 8,32,64`` also times tasft's decoder at each batch size on the shortest max(64, largest size) prompts
+(64 new tokens) and checks that the outputs do not depend on the batch size (``bench_generate_batch_<tag>.json``);
 ``--profile-steps N`` writes torch.profiler's top operators of both decoders on the first batch; ``--matmul``
 times one decode-step-shaped fp32 product (the machine's multiply rate: the floor of a compute-bound decode).
 """
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "params": sum(p.numel() for p in model.parameters())}
     if args.batch_sweep:
         sizes = sorted(int(x) for x in args.batch_sweep.split(","))
-        sweep_prompts = encoded[:64]
+        sweep_prompts = encoded[: max(64, sizes[-1])]  # the largest batch is one full batch
         runs = {}
         for size in sizes:
             t, rows = time.perf_counter(), []
