@@ -23,6 +23,7 @@ from .. import outputs
 from ..errors import TasftError
 from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
 from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, split_attack, suite_kind, suite_name
 
@@ -320,6 +321,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
               progress: bool) -> dict:
     from ..models import load_model
 
+    reset_peak_rss()
     loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
                                                                          deberta_model=settings.deberta_model))
     judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
@@ -375,6 +377,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         "generation_seconds": gen_seconds,
         "scoring_seconds": round(time.perf_counter() - scoring_started, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),  # this invocation (scoring + any generation)
+        **peak_rss_fields(),  # this process's judges, model, generation, scoring (not forked --workers)
     }
     if (attacks := attack_summary(per_suite, scored_rows)) is not None:
         metrics["attacks"] = attacks

@@ -39,7 +39,7 @@ SUITE_COLUMNS = [("n", "n"), ("harmful", "harmful_rate"), ("mean harm", "mean_ha
 
 
 TRAINING_KEYS = ("method", "label", "penalty", "lambda", "bound_constant", "contrastive", "stl", "kto", "npo", "simnpo",
-                 "steps", "seed", "train_seconds", "wall_seconds", "data")
+                 "steps", "seed", "train_seconds", "wall_seconds", "peak_rss_gib", "data")
 
 
 def training_summary(model: str) -> dict | None:

@@ -16,6 +16,7 @@ from .. import outputs
 from ..config import TrainConfig, to_dict
 from ..errors import TasftError
 from ..io_utils import ordinary_permissions, write_json_atomic, write_text_atomic, write_yaml_atomic
+from ..memory import peak_rss_fields, reset_peak_rss
 from ..methods import TrainerInputs, get_method
 from ..run_config import validate
 from .api import loop_trainer
@@ -71,6 +72,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
 
     write_yaml_atomic(out_dir / "config.yaml", to_dict(cfg))
     set_seed(cfg.seed)
+    reset_peak_rss()
     model = load_model(cfg.model, cfg.dtype, cfg.trust_remote_code)
     data = load_datasets(cfg, tokenizer, model, out_dir, sources)
     pad_id = tokenizer.pad_token_id
@@ -114,6 +116,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
         "train_tokens": tokens,  # the whole run, across resumes (this process)
         "tokens_per_second": round(recent / max(train_seconds, 1e-9), 1) if recent else None,  # this invocation
         "final_train_loss": mean_loss,  # mean training loss over the whole run
+        **peak_rss_fields(),  # this invocation: model, data, training and the measurements
     }
     bad = nonfinite_parameter(model)
     if bad is not None:
