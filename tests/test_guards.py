@@ -119,6 +119,22 @@ def test_score_is_the_unsafe_probability_at_the_verdict_step():
     assert verdict_score(logits, generated, unsafe, safe, [False, False, True]) == pytest.approx(1 / 6)
 
 
+def test_the_cue_is_found_where_the_decoded_prefix_first_holds_it():
+    from tasft.scoring.guards import cue_written
+
+    class Pieces:  # a tokenizer whose tokens are text pieces; the cue spans three of them
+        pieces = ["Harmful request", ": yes\n", "Harmful", " response", ":", " yes"]
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(self.pieces[i] for i in ids)
+
+    tok, gen = Pieces(), list(range(6))
+    brute = ["harmful response:" in tok.decode(gen[:i]).lower() for i in range(len(gen))]
+    assert cue_written(tok, gen, "Harmful response:") == brute == [False] * 5 + [True]
+    assert cue_written(tok, gen, "not there") == [False] * 6
+    assert cue_written(tok, [], "Harmful response:") == []
+
+
 def test_several_judges_give_columns_and_agreement(tmp_path):
     from tasft.scoring.judges import judge_columns, score_rows
 

@@ -17,6 +17,7 @@ and ``huggingface-cli login`` first); nothing here downloads them in tests.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import logging
@@ -127,6 +128,15 @@ def verdict_score(step_logits: torch.Tensor, generated: Sequence[int], unsafe: s
     return float(probs[sorted(unsafe)].sum()) if unsafe else 0.0
 
 
+def cue_written(tokenizer, generated: Sequence[int], cue: str) -> list[bool]:
+    """``before[i]``: the cue (case-insensitive) is in the text of ``generated[:i]``. A longer prefix only adds
+    text, so this is monotone in i and the first such i is found by bisection (O(log S) decodes, not S)."""
+    cue = cue.lower()
+    first = bisect.bisect_left(range(len(generated) + 1), True,
+                               key=lambda i: cue in tokenizer.decode(generated[:i], skip_special_tokens=True).lower())
+    return [i >= first for i in range(len(generated))]
+
+
 class GuardJudge:
     """A judge of :data:`GUARDS` on a loaded model and tokenizer (:func:`load_guard` loads them from the hub)."""
 
@@ -163,11 +173,7 @@ class GuardJudge:
                 logits = torch.stack(out.logits, dim=1)  # (B, S, V)
                 for row, gen in enumerate(out.sequences[:, batch["input_ids"].shape[1]:].tolist()):
                     text = tok.decode(gen, skip_special_tokens=True)
-                    before = None
-                    if self.spec.cue:
-                        cue = self.spec.cue.lower()
-                        before = [cue in tok.decode(gen[:i], skip_special_tokens=True).lower()
-                                  for i in range(len(gen))]
+                    before = cue_written(tok, gen, self.spec.cue) if self.spec.cue else None
                     score = verdict_score(logits[row], gen, self.unsafe, self.safe, before)
                     flag = self.spec.parse(text)
                     if flag is None:
