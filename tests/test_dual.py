@@ -9,6 +9,8 @@ import pytest
 
 from tasft.training.dual import dual_update
 
+from .conftest import SHARED
+
 
 def test_dual_update_moves_lambda_against_the_constraint():
     # held-out NLL 10 % over the reference with a 2 % budget: g = 0.08, λ shrinks by exp(−η g)
@@ -66,3 +68,27 @@ def test_a_resumed_run_goes_on_from_the_saved_lambda(tiny_model_dir, tiny_data, 
     assert step3["lambda"] == pytest.approx(dual_update(saved["lambda"], step3["heldout_nll"], saved["reference_nll"],
                                                         0.0, 5.0, 1.0), rel=1e-6)
     assert metrics["steps"] == 4
+
+
+@pytest.mark.skipif(not (SHARED / "data").exists(), reason="needs ../shared/data")
+def test_the_controller_measures_rows_the_evaluation_does_not_score():
+    """λ is steered on the last held-out rows; the full spec's reference NLL is measured on the first 100."""
+    from tasft.config import DataSource
+    from tasft.data import Tokenized, load_source
+    from tasft.evaluation.specs import get_spec
+    from tasft.suites import load_suite
+    from tasft.training.dual import HELDOUT_ROWS, LambdaController
+
+    class Term:
+        lam, controller = 1.0, None
+
+    rows = [Tokenized([1, 2, 3], 1, 2, 0, f"row{i}") for i in range(40)]
+    assert [r.origin for r in LambdaController(Term(), rows, 0, 0.02, 20.0).rows] == [f"row{i}" for i in range(24, 40)]
+
+    data = SHARED / "data"
+    heldout = load_source(DataSource(str(data / "alpaca_eval/text_davinci_003.json"), split="heldout",
+                                     missing_response="skip"), "eval", True)
+    limit = get_spec("full").suite_limits["alpaca-eval"]
+    scored = {it["prompt"] for it in load_suite("alpaca-eval", data, limit=limit)}
+    steered = {r.prompt_text for r in heldout[-HELDOUT_ROWS:]}
+    assert len(steered) == HELDOUT_ROWS and not steered & scored

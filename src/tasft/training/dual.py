@@ -9,8 +9,10 @@ of dual ascent on log μ every ``logging_steps`` optimizer steps is
 
 (η = ``lambda_step``): the held-out NLL over budget shrinks λ, under budget grows it. NLL_ref is
 ``lambda_reference_nll`` when given (e.g. plain SFT's held-out NLL from its ``metrics.json``), else the starting
-model's, measured before the first step; the held-out batch is the first :data:`HELDOUT_ROWS` rows of ``eval_data``,
-measured in eval mode without gradients.
+model's, measured before the first step; the held-out batch is the *last* :data:`HELDOUT_ROWS` rows of
+``eval_data``, measured in eval mode without gradients. Last, because the evaluation's quality suite takes the first
+rows of the same AlpacaEval held-out split (the ``full`` spec: 100 of its 155 pairs): λ is never steered by the
+answers its reference NLL is judged on.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class LambdaController(TrainerCallback):
                  reference: float | None = None) -> None:
         if not heldout:
             raise ValueError("the λ controller needs held-out rows")
-        self.term, self.rows, self.pad_id = term, heldout[:HELDOUT_ROWS], pad_id
+        self.term, self.rows, self.pad_id = term, heldout[-HELDOUT_ROWS:], pad_id  # outside the evaluation's
         self.budget, self.step, self.reference, self.lam0 = budget, step, reference, term.lam
         self.last: dict[str, float] = {}
 
