@@ -11,7 +11,7 @@ from tasft import config, outputs
 from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.experiments import results, runner, sharing, spec
-from tasft.run_config import load_train_config
+from tasft.run_config import comparable, load_train_config
 from tasft.scoring import judges
 
 from .conftest import tiny_overrides
@@ -63,7 +63,7 @@ def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_mod
     busy = results / "lambda" / "runs" / point.slug  # a sibling's run that has started (config.yaml, no metrics)
     outputs.claim(busy, "train", "test").release()
     cfg = load_train_config(exp.train_config, spec.point_overrides(point, busy))
-    (busy / "config.yaml").write_text(yaml.safe_dump(sharing._comparable(config.to_dict(cfg))))
+    (busy / "config.yaml").write_text(yaml.safe_dump(comparable(config.to_dict(cfg))))
     (results / "lambda" / "experiment.json").write_text(json.dumps(dataclasses.asdict(exp)))
     here = results / "contrastive"
     here.mkdir()
@@ -179,12 +179,12 @@ def test_a_config_written_before_a_setting_existed_still_matches():
     cfg = config.to_dict(load_train_config(None, ["model=m", "train_data=a.jsonl", "harmful_data=h.jsonl"]))
     older = {k: v for k, v in cfg.items() if k != "measure"}
     older["harmful_data"] = {k: v for k, v in cfg["harmful_data"].items() if k not in ("audit", "audit_drop")}
-    assert sharing._comparable(older) == sharing._comparable(cfg)
+    assert comparable(older) == comparable(cfg)
     changed = {**cfg, "harmful_data": {**cfg["harmful_data"], "audit": "x.csv"}}
-    assert sharing._comparable(changed) != sharing._comparable(cfg)
+    assert comparable(changed) != comparable(cfg)
     older["ta_sft"] = {k: v for k, v in cfg["ta_sft"].items() if k not in ("trust_region", "penalty_selectivity")}
-    assert sharing._comparable(older) == sharing._comparable(cfg)  # a method setting added later: its default
-    assert sharing._comparable({**cfg, "ta_sft": {**cfg["ta_sft"], "trust_region": 1.0}}) != sharing._comparable(cfg)
+    assert comparable(older) == comparable(cfg)  # a method setting added later: its default
+    assert comparable({**cfg, "ta_sft": {**cfg["ta_sft"], "trust_region": 1.0}}) != comparable(cfg)
 
 
 def test_an_evaluation_written_before_a_setting_existed_still_matches(tmp_path, tiny_model_dir, tiny_data):

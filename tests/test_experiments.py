@@ -150,6 +150,22 @@ def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data
     assert main(["experiment", "stages", "--config", str(config), "--out", str(out)]) == 2
     assert "describes study 'lambda', not 'stages'" in capsys.readouterr().err
 
+    # a changed training config never reuses (nor retrains) the points made under the old one: one line, no loss
+    train_yaml = tmp_path / "train.yaml"
+    original, before = train_yaml.read_text(), sorted(p.relative_to(out) for p in out.rglob("*"))
+    train_yaml.write_text(yaml.safe_dump({**yaml.safe_load(original), "learning_rate": 0.5}))
+    for extra in ([], ["--tables-only"]):
+        assert main(["experiment", "lambda", "--config", str(config), "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "trained with other settings" in err[0] and "learning_rate:" in err[0]
+    train_yaml.write_text(original)
+    exp_data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**exp_data, "evaluate": {**exp_data["evaluate"], "limit": 3}}))
+    assert main(["experiment", "lambda", "--config", str(config), "--out", str(out)]) == 2
+    assert "evaluated with another evaluate: block" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump(exp_data, allow_unicode=True))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
     page = build_report([str(out)], tmp_path / "report")
     report = (page / "report.md").read_text()
     assert "## Experiment: lambda" in report and "(results/harm_suites_harmful_rate_vs_x.png)" in report

@@ -173,3 +173,22 @@ def test_ddp_unused_parameter_search(method, model_config, setting, want):
                                                           if setting is not None else []))
     model = SimpleNamespace(config=SimpleNamespace(**model_config))
     assert find_unused_parameters(cfg, model) is want
+
+
+def test_resume_under_other_settings_is_one_line_error_and_keeps_the_run(tiny_model_dir, tiny_data, tmp_path, capfd):
+    from tasft.cli import main
+    from tasft.run_config import config_changes
+
+    out = tmp_path / "run"
+    base = tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2, measure="false")
+    argv = [a for o in base for a in ("--set", o)]
+    assert main(["train", *argv]) == 0
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capfd.readouterr()
+    assert main(["train", *argv, "--set", "learning_rate=0.5", "--resume"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run with other settings (learning_rate:" in err[0] and "0.5" in err[0]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files  # nothing touched
+    saved = {"learning_rate": 1e-4, "ta_sft": {"lambda": 1.0}, "max_steps": 2, "output_dir": "a"}
+    assert config_changes(saved, {**saved, "max_steps": 4, "output_dir": "b"}, ("output_dir", "max_steps")) == []
+    assert config_changes(saved, {**saved, "ta_sft": {"lambda": 3.0}}) == ["ta_sft.lambda: 1.0 → 3.0"]

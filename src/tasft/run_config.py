@@ -176,3 +176,53 @@ def load_train_config(path: str | None = None, overrides: list[str] | None = Non
         data = read_config_file(Path(path))
     data = apply_overrides(data, overrides or [])
     return build_config(data)
+
+
+# ------------------------------------------------------------------------------------ comparing resolved configs
+#: settings a resumed run may change: how long it runs, how often it saves and logs, what it keeps and measures
+RESUMABLE_KEYS = ("output_dir", "max_steps", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps",
+                  "report_to", "eval_batch_size", "measure")
+
+
+def _plain(data):
+    """Config data as YAML would read it back (tuples → lists, …): what two configs are compared as."""
+    return yaml.safe_load(yaml.safe_dump(data))
+
+
+def comparable(config: dict) -> dict:
+    """A resolved training config as plain YAML data, without the output directory; settings a config written by
+    an older tasft lacks take today's defaults (so adding a setting does not orphan the runs already made)."""
+    from .config import DataSource
+
+    data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
+    defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
+    source = _plain(to_dict(DataSource(path="")))
+    for key, value in defaults.items():
+        data.setdefault(key, value)
+    for key in ("train_data", "harmful_data", "eval_data"):
+        if isinstance(data.get(key), dict):
+            data[key] = {**source, **data[key]}
+    for method in METHODS.values():  # a method's block: its settings' defaults under what was written
+        block = method.Settings.BLOCK if method.Settings is not None else None
+        if block is not None and isinstance(data.get(block), dict):
+            data[block] = {**_plain(to_dict(method.Settings())), **data[block]}
+    return data
+
+
+def config_changes(saved: dict, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> list[str]:
+    """The settings in which two resolved configs differ, as ``key: old → new`` (dotted keys; top-level ``allowed``
+    keys are ignored)."""
+    a, b = comparable(saved), comparable(new)
+    changes: list[str] = []
+
+    def walk(x, y, prefix: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y), key=str):
+                if not prefix and key in allowed:
+                    continue
+                walk(x.get(key), y.get(key), f"{prefix}{key}.")
+        elif x != y:
+            changes.append(f"{prefix[:-1]}: {x!r} → {y!r}")
+
+    walk(a, b, "")
+    return changes

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from ..config import to_dict
 from ..errors import TasftError
 from ..io_utils import write_json_atomic
-from ..run_config import load_train_config
+from ..run_config import config_changes, load_train_config
 from .results import ordered, write_outputs
-from .sharing import PointBusy, _finished, find_shared, find_shared_start, prune_weights
+from .sharing import PointBusy, _finished, find_shared, find_shared_start, prune_weights, same_evaluation
 from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan, point_overrides
 
 
@@ -30,6 +34,35 @@ def _train(cfg, run_dir: Path, progress: bool) -> dict:
     if (done := _finished(run_dir)) is not None:
         return done
     return train(cfg, resume=True, progress=progress)
+
+def _check_unchanged(run_dir: Path, cfg) -> None:
+    """A point's run was made under the settings the experiment gives it now — else a one-line error: a finished
+    point is never reused, nor a started one continued, under settings it was not trained with."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+    changes = config_changes(saved, to_dict(cfg)) if isinstance(saved, dict) else ["config.yaml unreadable"]
+    if changes:
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise TasftError(f"{run_dir}: trained with other settings than the experiment now gives this point "
+                         f"({'; '.join(changes[:3])}{more}); move its runs/ and evals/ directories away or use "
+                         "another --out")
+
+
+def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> None:
+    """A study directory's points were evaluated as ``exp`` evaluates (its ``experiment.json``), else an error."""
+    meta = out / "experiment.json"
+    if not meta.is_file():
+        return
+    try:
+        previous = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise TasftError(f"{meta}: unreadable (use another --out)") from None
+    if isinstance(previous, dict) and "evaluate" in previous and not same_evaluation(exp, previous):
+        raise TasftError(f"{out}: its points were evaluated with another evaluate: block than {config} has now "
+                         "(use another --out, or restore the block)")
+
 
 def _training_of(run_dir: Path, eval_dir: Path) -> dict:
     """A finished point's training summary: its run's ``metrics.json``, or, for a restored point whose run
@@ -78,6 +111,7 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
             eval_dir = out / "evals" / point.slug
             return [_row(point, point.x, _finished(shared_run), _evaluate(exp, shared_run, eval_dir, progress),
                          eval_dir)]
+    _check_unchanged(run_dir, cfg)
     training = _train(cfg, run_dir, progress)
     if not point.series.checkpoints:
         eval_dir = out / "evals" / point.slug
@@ -113,9 +147,10 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path) -> list[dict]:
         training = _finished(run_dir) or {}
         return [_row(point, int(e.parent.name.rsplit("__step", 1)[1]), training, _finished(e.parent), e.parent)
                 for e in evals]
-    if _finished(run_dir) is not None and _finished(eval_dir) is not None:
-        return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
     cfg = load_train_config(exp.train_config, point_overrides(point, run_dir))
+    if _finished(run_dir) is not None and _finished(eval_dir) is not None:
+        _check_unchanged(run_dir, cfg)
+        return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
     state, shared_run, shared_eval = find_shared(exp, cfg, out)
     if state != "done":
         return []
@@ -134,6 +169,7 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     if exp.study != study:
         raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
     out = Path(out)
+    _check_same_evaluation(exp, out, config)
     if tables_only:
         if not out.is_dir():
             raise TasftError(f"{out}: no such study directory (run the experiment first)")

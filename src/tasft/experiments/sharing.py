@@ -9,10 +9,9 @@ from pathlib import Path
 import yaml
 
 from .. import outputs
-from ..config import DataSource, TrainConfig, from_dict, to_dict
+from ..config import from_dict, to_dict
 from ..errors import TasftError
-from ..methods import METHODS
-from ..run_config import load_train_config
+from ..run_config import comparable, load_train_config
 from .spec import EvalSpec, ExperimentConfig, plan, point_overrides
 
 
@@ -23,28 +22,6 @@ def _finished(directory: Path) -> dict | None:
     """The ``metrics.json`` of a finished run or evaluation, or None."""
     path = directory / "metrics.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-def _plain(data):
-    """Config data as YAML would read it back (tuples → lists, …): what two configs are compared as."""
-    return yaml.safe_load(yaml.safe_dump(data))
-
-
-def _comparable(config: dict) -> dict:
-    """A resolved training config as plain YAML data, without the output directory; settings a config written by
-    an older tasft lacks take today's defaults (so adding a setting does not orphan the points already run)."""
-    data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
-    defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
-    source = _plain(to_dict(DataSource(path="")))
-    for key, value in defaults.items():
-        data.setdefault(key, value)
-    for key in ("train_data", "harmful_data", "eval_data"):
-        if isinstance(data.get(key), dict):
-            data[key] = {**source, **data[key]}
-    for method in METHODS.values():  # a method's block: its settings' defaults under what was written
-        block = method.Settings.BLOCK if method.Settings is not None else None
-        if block is not None and isinstance(data.get(block), dict):
-            data[block] = {**_plain(to_dict(method.Settings())), **data[block]}
-    return data
 
 def _evaluation(block: dict | None) -> dict | None:
     """An ``evaluate:`` block as comparable data: today's defaults for what an older tasft did not write, without
@@ -93,13 +70,13 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None
     Siblings are the directories next to ``out``; a restored point whose run directory was not archived is matched
     through its sibling's ``experiment.json`` (:func:`_archived_match`).
     """
-    want = _comparable(to_dict(cfg))
+    want = comparable(to_dict(cfg))
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
     for sibling, other in _siblings(exp, out):
         if (archived := _archived_match(sibling, other, want)) is not None:
             return "done", *archived
         for config_file in sorted(sibling.glob("runs/*/config.yaml")):
-            if _comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
+            if comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
                 continue
             run_dir = config_file.parent
             evals = [sibling / "evals" / run_dir.name, *_evaluations_of(exp, out, run_dir)]
@@ -132,7 +109,7 @@ def _archived_match(sibling: Path, other: dict, want: dict) -> tuple[Path, Path]
             cfg = load_train_config(sibling_exp.train_config, point_overrides(point, run_dir))
         except TasftError:
             continue
-        if _comparable(to_dict(cfg)) == want:
+        if comparable(to_dict(cfg)) == want:
             return run_dir, eval_dir
     return None
 

@@ -25,7 +25,7 @@ from .checkpoints import last_checkpoint, run_training
 from .datasets import Sources, check_sources, load_datasets, measure_all, read_sources
 from .guard import nonfinite_parameter
 from .model_card import render_model_card
-from .run_dir import _check_output_dir, prepare_output_dir
+from .run_dir import _check_output_dir, check_same_run, prepare_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
     if Path(cfg.model).expanduser().is_dir() and outputs.contains(out_dir, Path(cfg.model)):
         raise TasftError(f"output_dir {out_dir} would hold the starting model {cfg.model}: choose another directory")
     _distributed_cpu_env()
-    if _is_main_process():  # bad input fails before anything is written: the directory, the model, the data
-        _check_output_dir(out_dir, overwrite, resume)
+    # bad input fails before anything is written: the directory (and a resumed run's settings), the model, the data
+    if _is_main_process() and _check_output_dir(out_dir, overwrite, resume) == "resume":
+        check_same_run(out_dir, cfg)
     started, wall_started = time.perf_counter(), time.time() - 1.0
     check_loadable(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
