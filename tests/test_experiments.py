@@ -201,6 +201,11 @@ def test_pareto_front_and_figure(tmp_path):
              "harm_suites_safe_rate_hi": 0.9}
     pareto_plot("study", [row, other], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+    # labels of close points stack downwards from the highest; a far point keeps the default place
+    from tasft.experiments.pareto import label_offsets
+
+    offsets = label_offsets([1.43, 1.431, 1.9, 1.46, 1.465], [0.60, 0.605, 0.30, 0.452, 0.446])
+    assert offsets == [(5.0, -5.0), (5.0, 4.0), (5.0, 4.0), (5.0, 4.0), (5.0, -5.0)]
 
 
 def test_a_pareto_plot_is_a_plot_kind(tmp_path, tiny_model_dir, tiny_data):

@@ -34,6 +34,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i])
 
 
+def label_offsets(xs: list[float], ys: list[float], near: tuple[float, float] = (0.12, 0.04),
+                  step: float = 9.0) -> list[tuple[float, float]]:
+    """Where each point's label goes (offset in points from the marker): 5 right and 4 up, moved ``step`` points
+    further down for every label already placed near it — within ``near`` of the axes' ranges in x and y, labels
+    placed from the highest point down — so close points' names do not print over each other."""
+    def scaled(v: list[float]) -> list[float]:
+        lo, hi = min(v, default=0.0), max(v, default=0.0)
+        return [(u - lo) / (hi - lo) if hi > lo else 0.0 for u in v]
+
+    sx, sy = scaled(xs), scaled(ys)
+    offsets: list[tuple[float, float]] = [(5.0, 4.0)] * len(xs)
+    placed: list[int] = []
+    for i in sorted(range(len(xs)), key=lambda i: (-sy[i], sx[i])):
+        crowd = sum(abs(sx[i] - sx[j]) < near[0] and abs(sy[i] - sy[j]) < near[1] for j in placed)
+        offsets[i] = (5.0, 4.0 - step * crowd)
+        placed.append(i)
+    return offsets
+
+
 def _label(agg: dict) -> str:
     return agg["series"] if agg["x"] is None or agg["series"] in ("starting model",) else f"{agg['series']} {agg['x']}"
 
@@ -48,13 +67,13 @@ def pareto_plot(title: str, aggregated: list[dict], path: Path) -> None:
     xs = [a["reference_nll"] for a, _ in pts]
     ys = [ns[0] for _, ns in pts]
     refusal = [a.get("over_refusal") if isinstance(a.get("over_refusal"), (int, float)) else 0.0 for a, _ in pts]
-    for (a, (y, ylo, yhi)), x in zip(pts, xs):
+    for (a, (y, ylo, yhi)), x, offset in zip(pts, xs, label_offsets(xs, ys)):
         lo, hi = a.get("reference_nll_lo"), a.get("reference_nll_hi")
         xerr = [[max(0.0, x - lo)], [max(0.0, hi - x)]] \
             if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else None
         yerr = [[max(0.0, y - ylo)], [max(0.0, yhi - y)]]
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.6", elinewidth=1, capsize=2, zorder=1)
-        ax.annotate(_label(a), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.annotate(_label(a), (x, y), textcoords="offset points", xytext=offset, fontsize=7)
     if pts:
         sc = ax.scatter(xs, ys, c=refusal, cmap="viridis", vmin=0.0, vmax=max(0.1, max(refusal)), s=42,
                         edgecolors="black", linewidths=0.5, zorder=3)
