@@ -129,3 +129,37 @@ def test_a_worker_that_dies_is_one_error(tiny_model_dir, tmp_path, monkeypatch):
     with pytest.raises(TasftError, match="a generation worker died \\(exit code 9"):
         generate_jsonl(model, tokenizer, items, tmp_path / "x.jsonl",
                        GenerationSettings(max_new_tokens=3, batch_size=1, workers=2), progress=False)
+
+
+def test_answers_of_other_weights_are_never_resumed(tiny, tiny_model_dir, tmp_path):
+    """A file of answers resumes only under the same model fingerprint (a run retrained in the same directory has
+    another one), seed and decoding; otherwise one error and the file as it was."""
+    import os
+    import shutil
+
+    from tasft.errors import TasftError
+    from tasft.generation.generate import GenerationSettings, generate_jsonl
+    from tasft.models import model_fingerprint
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    first = model_fingerprint(str(copy))
+    assert first is not None and model_fingerprint(str(copy)) == first
+    weights = next(copy.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten later
+    assert model_fingerprint(str(copy)) != first
+    assert model_fingerprint("smollm2-135m-instruct") is None and model_fingerprint(str(tmp_path / "none")) is None
+
+    model, tokenizer = tiny
+    items = [{"id": str(i), "prompt": f"q {i}"} for i in range(3)]
+    out, settings = tmp_path / "answers.jsonl", GenerationSettings(max_new_tokens=3, batch_size=2)
+    generate_jsonl(model, tokenizer, items[:2], out, settings, extra={"model": "m", "model_fingerprint": first},
+                   progress=False)
+    before = out.read_bytes()
+    for extra in ({"model": "m", "model_fingerprint": "another"}, {"model": "m2"}):
+        with pytest.raises(TasftError, match="answers in it were generated with model"):
+            generate_jsonl(model, tokenizer, items, out, settings, extra=extra, progress=False)
+    assert out.read_bytes() == before
+    generate_jsonl(model, tokenizer, items, out, settings, extra={"model": "m", "model_fingerprint": first},
+                   progress=False)  # the same model resumes: one more answer
+    assert len(out.read_text().splitlines()) == 3

@@ -140,6 +140,28 @@ def resolve_model(name: str) -> str:
     return str(dest)
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
+def model_fingerprint(name: str) -> str | None:
+    """Which weights a local model directory holds now: a hash of its top-level weight files' names, sizes and
+    modification times — cheap at any model size, and changed when a run is retrained into the same directory.
+    None for an alias or a hub id (their weights do not change under the same name)."""
+    import hashlib
+
+    path = Path(name).expanduser()
+    if name.lower() in ALIASES or not path.is_dir():
+        return None
+    files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern) if f.is_file()})
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        digest.update(f"{f.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _not_found(name: str, exc: Exception) -> TasftError:
     known = ", ".join(ALIASES)
     offline = " (offline: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""

@@ -319,7 +319,7 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
 
 def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Path | None, tokenizer, out: Path,
               progress: bool) -> dict:
-    from ..models import load_model
+    from ..models import load_model, model_fingerprint
 
     reset_peak_rss()
     loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
@@ -328,6 +328,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     started = time.perf_counter()
     model = load_model(settings.model)
     extra = {"model": settings.model, "seed": settings.generation.seed}
+    if (fingerprint := model_fingerprint(settings.model)) is not None:  # a model retrained in the same place differs
+        extra["model_fingerprint"] = fingerprint
     gen_seconds = _previous_seconds(out)
     rows: dict[str, list[dict]] = {}
     for s, suite_items in items.items():

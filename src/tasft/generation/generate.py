@@ -172,6 +172,17 @@ def _read_done(path: Path) -> dict[str, dict]:
     return done
 
 
+def _check_resumable(done: dict[str, dict], extra: dict, out: Path) -> None:
+    """Answers already in ``out`` are kept only if they were generated as this run generates (the same ``extra``:
+    model, its weights' fingerprint, seed, decoding); otherwise a one-line error — never a file that mixes two
+    models' answers. Keys an older file lacks are not checked."""
+    for key, value in extra.items():
+        stale = [row for row in done.values() if key in row and row[key] != value]
+        if stale:
+            raise TasftError(f"{out}: {len(stale)} answers in it were generated with {key}={stale[0][key]!r}, this "
+                             f"run has {value!r} (use another output, or --overwrite)")
+
+
 def generate_jsonl(
     model, tokenizer, items: list[dict], out: str | os.PathLike, settings: GenerationSettings,
     extra: dict | None = None, progress: bool = True,
@@ -186,6 +197,7 @@ def generate_jsonl(
         raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
     partial = out.with_name(out.name + ".partial")
     done = _read_done(partial) if partial.exists() else _read_done(out)
+    _check_resumable(done, extra or {}, out)
     if all(str(it["id"]) in done for it in items) and out.exists():
         return out
     todo = [it for it in items if str(it["id"]) not in done]

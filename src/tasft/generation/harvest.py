@@ -70,7 +70,7 @@ def select_harmful(scored: list[dict], keep: int) -> list[dict]:
 
 def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: bool = True) -> dict:
     """Generate (and optionally score and filter) responses into ``settings.out``; returns counts."""
-    from ..models import load_model, load_tokenizer
+    from ..models import load_model, load_tokenizer, model_fingerprint
 
     if settings.samples < 1:
         raise TasftError(f"--samples must be >= 1, got {settings.samples}")
@@ -98,6 +98,8 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
     if settings.samples > 1 and not gen.do_sample:
         gen = GenerationSettings(**{**gen.__dict__, "do_sample": True})
     extra = {"model": settings.model, "seed": gen.seed, "decoding": "sample" if gen.do_sample else "greedy"}
+    if (fingerprint := model_fingerprint(settings.model)) is not None:  # a model retrained in the same place differs
+        extra["model_fingerprint"] = fingerprint
     raw = out if scorer is None else out.with_name(out.stem + ".raw.jsonl")
     generate_jsonl(model, tokenizer, items, raw, gen, extra=extra, progress=progress)
     rows = read_jsonl(raw)
