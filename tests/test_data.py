@@ -137,6 +137,28 @@ def test_alpaca_template_for_tokenizers_without_chat_template(tok):
     assert split_template(plain, "Say hi")[1] == plain.eos_token
 
 
+def test_a_base_tokenizer_gets_bos_before_the_prompt_in_training_and_generation(tok):
+    """Gemma-style base tokenizers start text with BOS: the training rows and the generation prompt both get it."""
+    from tokenizers import processors
+
+    from tasft.data import bos_prefix, prompt_ids
+    from tasft.generation.generate import _encode_prompts
+
+    base = AutoTokenizer.from_pretrained(tok.name_or_path)
+    base.chat_template = None
+    assert bos_prefix(base) == []  # no BOS token: nothing added
+    base.bos_token = "<|endoftext|>"
+    bos = base.bos_token_id
+    base._tokenizer.post_processor = processors.TemplateProcessing(single=f"{base.bos_token} $A",
+                                                                   special_tokens=[(base.bos_token, bos)])
+    assert base("x")["input_ids"][0] == bos and bos_prefix(base) == [bos]
+    row = tokenize_record(base, Record("Say hi", "Hi there", "t"), 1024)
+    ids = prompt_ids(base, "Say hi")
+    assert ids[0] == bos and ids.count(bos) == 1 and row.input_ids[: row.prompt_len] == ids
+    assert _encode_prompts(base, ["Say hi"], 1024, None) == [ids]
+    assert bos_prefix(tok) == [] and prompt_ids(tok, "Say hi")[0] != bos  # a chat template writes its own
+
+
 def test_truncation_keeps_part_of_the_response_and_long_prompts_error(tok):
     rec = Record("Say hello in French.", "word " * 200, "f:1")
     t = tokenize_record(tok, rec, max_length=40)

@@ -7,10 +7,12 @@ The public names of both are re-exported here, so ``from tasft.data import Recor
 from .batches import (
     ALPACA_HEADER,
     Tokenized,
+    bos_prefix,
     chat_messages,
     collate,
     format_prompt,
     position_weights,
+    prompt_ids,
     split_template,
     tokenize_record,
     tokenize_records,
@@ -31,7 +33,8 @@ from .records import (
 )
 
 __all__ = [
-    "ALPACA_HEADER", "VERDICTS", "Prompt", "Record", "Tokenized", "chat_messages", "collate", "format_prompt",
-    "heldout_bucket", "load_source", "parse_record", "position_weights", "prompt_id", "prompt_key", "read_records",
-    "read_verdicts", "resolve_path", "select_records", "split_template", "tokenize_record", "tokenize_records",
+    "ALPACA_HEADER", "bos_prefix", "chat_messages", "collate", "format_prompt", "heldout_bucket", "load_source",
+    "parse_record", "position_weights", "Prompt", "prompt_id", "prompt_ids", "prompt_key", "read_records",
+    "read_verdicts", "Record", "resolve_path", "select_records", "split_template", "tokenize_record",
+    "tokenize_records", "Tokenized", "VERDICTS",
 ]

@@ -59,6 +59,21 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """``[bos]`` for a tokenizer without a chat template that starts its text with BOS (Gemma, Llama base models),
+    else ``[]`` (a chat template writes its own). Training and generation both put it before the prompt: a model
+    trained after BOS and asked without it answers badly (Gemma loops)."""
+    if getattr(tokenizer, "chat_template", None) or tokenizer.bos_token_id is None:
+        return []
+    probe = tokenizer("x")["input_ids"]
+    return [tokenizer.bos_token_id] if probe and probe[0] == tokenizer.bos_token_id else []
+
+
+def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
+    """The token ids a model is given to answer ``prompt``: :func:`format_prompt`'s text after :func:`bos_prefix`."""
+    return bos_prefix(tokenizer) + _ids(tokenizer, format_prompt(tokenizer, prompt))
+
+
 def tokenize_record(tokenizer, record: Record, max_length: int) -> Tokenized | None:
     """Tokenise one pair; the response (then the suffix) is truncated to fit ``max_length``.
 
@@ -66,20 +81,16 @@ def tokenize_record(tokenizer, record: Record, max_length: int) -> Tokenized | N
     whether that is an error or a skip) — the whole response is never dropped silently.
     """
     before, after = split_template(tokenizer, record.prompt)
-    prompt_ids = _ids(tokenizer, before)
-    if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None:
-        probe = tokenizer("x")["input_ids"]
-        if probe and probe[0] == tokenizer.bos_token_id:
-            prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
+    prompt_part = bos_prefix(tokenizer) + _ids(tokenizer, before)
     response_ids = _ids(tokenizer, record.response or "")
     suffix_ids = _ids(tokenizer, after)
-    room = max_length - len(prompt_ids)
+    room = max_length - len(prompt_part)
     if room < 1:
         return None
     response_ids = response_ids[:room]
     suffix_ids = suffix_ids[: max(0, room - len(response_ids))]
-    ids = prompt_ids + response_ids + suffix_ids
-    return Tokenized(ids, len(prompt_ids), len(response_ids), len(suffix_ids), record.origin)
+    ids = prompt_part + response_ids + suffix_ids
+    return Tokenized(ids, len(prompt_part), len(response_ids), len(suffix_ids), record.origin)
 
 
 def tokenize_records(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..data.batches import format_prompt
+from ..data.batches import prompt_ids
 from ..data.records import Prompt
 from ..errors import TasftError
 from ..io_utils import dumps
@@ -54,7 +54,7 @@ class GenerationSettings:
 def _encode_prompts(tokenizer, prompts: list[Prompt], limit: int, origins: list[str] | None) -> list[list[int]]:
     encoded = []
     for i, prompt in enumerate(prompts):
-        ids = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        ids = prompt_ids(tokenizer, prompt)  # BOS where training puts it (a template-less base model)
         if len(ids) > limit:
             where = origins[i] if origins else f"prompt {i + 1}"
             raise TasftError(f"{where}: prompt is longer than max_prompt_tokens={limit} ({len(ids)} tokens)")
