@@ -226,3 +226,24 @@ def config_changes(saved: dict, new: dict, allowed: tuple[str, ...] = ("output_d
 
     walk(a, b, "")
     return changes
+
+
+def saved_config_changes(run_dir: Path, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> str | None:
+    """How the settings saved in ``run_dir/config.yaml`` differ from ``new`` (:func:`config_changes`), as one
+    phrase naming at most three (``None`` when the same, or when the run saved none); an unreadable file is an
+    error, since then nobody can tell."""
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return None
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise TasftError(f"{saved_file}: unreadable, so nobody can tell which settings the run was made with "
+                         "(move the run away, or replace it)")
+    changes = config_changes(saved, new, allowed)
+    if not changes:
+        return None
+    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+    return "; ".join(changes[:3]) + more

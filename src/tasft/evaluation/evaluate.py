@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import outputs
 from ..errors import TasftError
-from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending
+from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending, provenance
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
@@ -319,7 +319,7 @@ def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
 
 def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Path | None, tokenizer, out: Path,
               progress: bool) -> dict:
-    from ..models import load_model, model_fingerprint
+    from ..models import load_model
 
     reset_peak_rss()
     loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
@@ -327,9 +327,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
     started = time.perf_counter()
     model = load_model(settings.model)
-    extra = {"model": settings.model, "seed": settings.generation.seed}
-    if (fingerprint := model_fingerprint(settings.model)) is not None:  # a model retrained in the same place differs
-        extra["model_fingerprint"] = fingerprint
+    extra = provenance(settings.model, settings.generation.seed)
     gen_seconds = _previous_seconds(out)
     rows: dict[str, list[dict]] = {}
     for s, suite_items in items.items():

@@ -8,12 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..config import to_dict
 from ..errors import TasftError
 from ..io_utils import write_json_atomic
-from ..run_config import config_changes, load_train_config
+from ..run_config import load_train_config, saved_config_changes
 from .results import ordered, write_outputs
 from .sharing import PointBusy, _finished, find_shared, find_shared_start, prune_weights, same_evaluation
 from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan, point_overrides
@@ -38,16 +36,10 @@ def _train(cfg, run_dir: Path, progress: bool) -> dict:
 def _check_unchanged(run_dir: Path, cfg) -> None:
     """A point's run was made under the settings the experiment gives it now — else a one-line error: a finished
     point is never reused, nor a started one continued, under settings it was not trained with."""
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        return
-    saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
-    changes = config_changes(saved, to_dict(cfg)) if isinstance(saved, dict) else ["config.yaml unreadable"]
+    changes = saved_config_changes(run_dir, to_dict(cfg))
     if changes:
-        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise TasftError(f"{run_dir}: trained with other settings than the experiment now gives this point "
-                         f"({'; '.join(changes[:3])}{more}); move its runs/ and evals/ directories away or use "
-                         "another --out")
+                         f"({changes}); move its runs/ and evals/ directories away or use another --out")
 
 
 def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> None:

@@ -172,6 +172,18 @@ def _read_done(path: Path) -> dict[str, dict]:
     return done
 
 
+def provenance(model: str, seed: int, **more) -> dict:
+    """What each generated row records about how it was made: the model's name, its weights' fingerprint when it
+    is a local directory (:func:`tasft.models.model_fingerprint`: a model retrained in the same place differs), the
+    seed, and ``more``; a resume must match it (:func:`_check_resumable`)."""
+    from ..models import model_fingerprint
+
+    row = {"model": model, "seed": seed, **more}
+    if (fingerprint := model_fingerprint(model)) is not None:
+        row["model_fingerprint"] = fingerprint
+    return row
+
+
 def _check_resumable(done: dict[str, dict], extra: dict, out: Path) -> None:
     """Answers already in ``out`` are kept only if they were generated as this run generates (the same ``extra``:
     model, its weights' fingerprint, seed, decoding); otherwise a one-line error — never a file that mixes two

@@ -16,7 +16,7 @@ from ..data.records import Record, load_source
 from ..errors import TasftError
 from ..io_utils import read_jsonl, write_jsonl_atomic
 from ..scoring import judges
-from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl
+from .generate import GenerationSettings, check_prompt_lengths, generate_jsonl, provenance
 
 
 @dataclass
@@ -70,7 +70,7 @@ def select_harmful(scored: list[dict], keep: int) -> list[dict]:
 
 def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: bool = True) -> dict:
     """Generate (and optionally score and filter) responses into ``settings.out``; returns counts."""
-    from ..models import load_model, load_tokenizer, model_fingerprint
+    from ..models import load_model, load_tokenizer
 
     if settings.samples < 1:
         raise TasftError(f"--samples must be >= 1, got {settings.samples}")
@@ -97,9 +97,7 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
     gen = settings.generation
     if settings.samples > 1 and not gen.do_sample:
         gen = GenerationSettings(**{**gen.__dict__, "do_sample": True})
-    extra = {"model": settings.model, "seed": gen.seed, "decoding": "sample" if gen.do_sample else "greedy"}
-    if (fingerprint := model_fingerprint(settings.model)) is not None:  # a model retrained in the same place differs
-        extra["model_fingerprint"] = fingerprint
+    extra = provenance(settings.model, gen.seed, decoding="sample" if gen.do_sample else "greedy")
     raw = out if scorer is None else out.with_name(out.stem + ".raw.jsonl")
     generate_jsonl(model, tokenizer, items, raw, gen, extra=extra, progress=progress)
     rows = read_jsonl(raw)

@@ -8,8 +8,8 @@ of dual ascent on log μ every ``logging_steps`` optimizer steps is
     λ ← clip(λ · exp(−η · g(θ)), λ₀ / 1000, 1000 · λ₀)
 
 (η = ``lambda_step``): the held-out NLL over budget shrinks λ, under budget grows it. NLL_ref is
-``lambda_reference_nll`` when given (e.g. plain SFT's held-out NLL from its ``metrics.json``), else the starting
-model's, measured before the first step; the held-out batch is the *last* :data:`HELDOUT_ROWS` rows of
+``lambda_reference_nll`` when given (e.g. plain SFT's NLL on the same rows), else the starting model's, measured
+before the first step; the held-out batch is the *last* :data:`HELDOUT_ROWS` rows of
 ``eval_data``, measured in eval mode without gradients. Last, because the evaluation's quality suite takes the first
 rows of the same AlpacaEval held-out split (the ``full`` spec: 100 of its 155 pairs): λ is never steered by the
 answers its reference NLL is judged on.

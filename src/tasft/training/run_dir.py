@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import yaml
-
 from .. import outputs
 from ..config import TrainConfig, to_dict
 from ..errors import TasftError
-from ..run_config import RESUMABLE_KEYS, config_changes
+from ..run_config import RESUMABLE_KEYS, saved_config_changes
 from .checkpoints import last_checkpoint
 from .contrastive import CONTRASTIVE_FILE
 from .datasets import HARVEST_FILE
@@ -83,22 +81,11 @@ def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.Di
     return lock
 
 
-
-
 def check_same_run(path: Path, cfg: TrainConfig) -> None:
     """``--resume`` continues the run in ``path`` only under the settings it was started with (``config.yaml``);
     what may change is how long it runs and what it saves, logs and measures (:data:`RESUMABLE_KEYS`). Anything else
     — another learning rate, data set, method — is a one-line error naming the settings, never a silent mix."""
-    saved_file = path / "config.yaml"
-    if not saved_file.is_file():
-        return
-    try:
-        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        raise TasftError(f"{saved_file}: unreadable, so the run cannot be resumed safely (use --overwrite or another "
-                         "output_dir)") from None
-    changes = config_changes(saved, to_dict(cfg), RESUMABLE_KEYS) if isinstance(saved, dict) else ["config.yaml"]
+    changes = saved_config_changes(path, to_dict(cfg), RESUMABLE_KEYS)
     if changes:
-        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
-        raise TasftError(f"output_dir {path} holds a run with other settings ({'; '.join(changes[:3])}{more}): "
-                         "--resume only continues the same run (use another output_dir, or --overwrite)")
+        raise TasftError(f"output_dir {path} holds a run with other settings ({changes}): --resume only continues "
+                         "the same run (use another output_dir, or --overwrite)")
