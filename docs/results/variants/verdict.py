@@ -25,13 +25,15 @@ of criteria it fails.
 trained on another D_u is paired with plain SFT on that same D_u; the penalty earns the point's gain only when that
 pair's Δsafe interval excludes 0 upwards.
 
-    python docs/results/variants/verdict.py
+    python docs/results/variants/verdict.py              # SmolLM2: the files next to this script
+    python docs/results/variants/verdict.py docs/results/gemma   # another study's copied files, same rules
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,15 +53,15 @@ def _flip(d: dict) -> dict:
     return {**d, "difference": -d["difference"], "ci95": [-hi, -lo]}
 
 
-def load() -> tuple[dict, dict, dict]:
-    paired = json.loads((HERE / "paired.json").read_text(encoding="utf-8"))
+def load(where: Path = HERE) -> tuple[dict, dict, dict]:
+    paired = json.loads((where / "paired.json").read_text(encoding="utf-8"))
     vs_sft = {p["series"]: p for p in paired["points"]}
     between = {}
     for pair in paired.get("between", []):
         a, b = pair["a"][0], pair["b"][0]
         between[(a, b)] = pair
         between[(b, a)] = {k: _flip(v) if isinstance(v, dict) else v for k, v in pair.items()}
-    table = {row["series"]: row for row in csv.DictReader((HERE / "results.csv").open(encoding="utf-8"))}
+    table = {row["series"]: row for row in csv.DictReader((where / "results.csv").open(encoding="utf-8"))}
     return vs_sft, between, table
 
 
@@ -102,8 +104,8 @@ def closest(vs_sft: dict, safe_sft: float, nll_sft: float) -> str | None:
     return min(sig, key=lambda k: cands[k][N]["difference"]) if sig else None
 
 
-def render() -> str:
-    vs_sft, between, table = load()
+def render(where: Path = HERE) -> str:
+    vs_sft, between, table = load(where)
     safe_sft, nll_sft = float(table["sft"][S]), float(table["sft"][N])
     names = list(criteria({}, safe_sft, nll_sft))
     out = ["# The variants against the goal, paired with sft on the same prompts", "",
@@ -158,11 +160,12 @@ def render() -> str:
                        f"{', '.join(fails) or 'nothing'}.")
     missing = [r for r in RIVALS if r not in table]
     if missing:
-        out.append(f"Rivals not run yet: {', '.join(missing)}.")
+        out.append(f"Rivals not in this study's table (not run, or not in its grid): {', '.join(missing)}.")
     return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
-    text = render()
-    (HERE / "verdict.md").write_text(text, encoding="utf-8")
+    where = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else HERE
+    text = render(where)
+    (where / "verdict.md").write_text(text, encoding="utf-8")
     print(text)
