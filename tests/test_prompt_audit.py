@@ -58,11 +58,11 @@ def test_bad_verdict_files(tmp_path, text, message):
 def test_the_committed_audit_names_stl_prompts_by_id_and_holds_no_text():
     records = json.loads(STL.read_text(encoding="utf-8"))
     rows = list(csv.DictReader(AUDIT.open(encoding="utf-8")))
-    assert list(rows[0]) == ["prompt_id", "verdict", "stl_record"] and len(rows) == 100
+    assert list(rows[0]) == ["prompt_id", "verdict", "stl_record"] and len(rows) == 152  # SmolLM2 100, Gemma 52
     for row in rows:  # stl_record: the 1-based record number tasft's origin field gives
         assert pa.prompt_id(records[int(row["stl_record"]) - 1]["instruction"]) == row["prompt_id"]
-    assert {v: sum(r["verdict"] == v for r in rows) for v in pa.VERDICTS} == {"harmful": 61, "borderline": 20,
-                                                                             "benign": 19}
+    assert {v: sum(r["verdict"] == v for r in rows) for v in pa.VERDICTS} == {"harmful": 90, "borderline": 29,
+                                                                             "benign": 33}
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "xstest").is_dir(), reason="needs ../shared/data")
