@@ -163,3 +163,31 @@ def test_answers_of_other_weights_are_never_resumed(tiny, tiny_model_dir, tmp_pa
     generate_jsonl(model, tokenizer, items, out, settings, extra={"model": "m", "model_fingerprint": first},
                    progress=False)  # the same model resumes: one more answer
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_one_pass_over_several_files_writes_each_file_as_alone(tiny_model_dir, tmp_path):
+    """generate_files pools the prompts of several outputs into shared batches: each file gets exactly the answers,
+    in its own order, that generating it alone gives — also when one file was half done (resumed) and ids repeat
+    across files."""
+    from tasft.generation.generate import GenerationSettings, generate_files, generate_jsonl
+
+    model, tokenizer = load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+    first = [{"id": str(i), "prompt": f"Question number {i}: " + "why " * (i % 4)} for i in range(7)]
+    second = [{"id": str(i), "prompt": f"Tell me {i} things about " + "bees " * (i % 3)} for i in range(5)]
+    settings = GenerationSettings(max_new_tokens=5, batch_size=3)
+    alone = {}
+    for name, items in (("a", first), ("b", second)):
+        generate_jsonl(model, tokenizer, items, tmp_path / f"alone_{name}.jsonl", settings, progress=False)
+        alone[name] = (tmp_path / f"alone_{name}.jsonl").read_text()
+    half = tmp_path / "pooled_a.jsonl.partial"  # the first file was interrupted after three answers
+    half.write_text("".join(alone["a"].splitlines(keepends=True)[:3]))
+    for workers in (1, 2):
+        for name in ("a", "b"):
+            (tmp_path / f"pooled_{name}.jsonl").unlink(missing_ok=True)
+        if workers == 2:
+            half.write_text("".join(alone["a"].splitlines(keepends=True)[:3]))
+        outs = generate_files(model, tokenizer, [(first, tmp_path / "pooled_a.jsonl"),
+                                                 (second, tmp_path / "pooled_b.jsonl")],
+                              GenerationSettings(max_new_tokens=5, batch_size=3, workers=workers), progress=False)
+        assert [p.read_text() for p in outs] == [alone["a"], alone["b"]]
+        assert not half.exists()

@@ -126,9 +126,9 @@ def test_a_new_limit_scores_exactly_its_prompts(tiny_model_dir, tmp_path, monkey
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": f"Question number {i}?"} for i in range(5)])
     generated = []
-    real = ev.generate_jsonl
-    monkeypatch.setattr(ev, "generate_jsonl", lambda m, t, items, *a, **k: (generated.append(len(items)),
-                                                                           real(m, t, items, *a, **k))[1])
+    real = ev.generate_files
+    monkeypatch.setattr(ev, "generate_files", lambda m, t, jobs, *a, **k: (generated.append(len(jobs[0][0])),
+                                                                          real(m, t, jobs, *a, **k))[1])
     for limit in (3, 2, 5):
         metrics = ev.evaluate(_settings(tiny_model_dir, tmp_path, suite, limit=limit), progress=False)
         scored = [json.loads(line) for line in (tmp_path / "eval" / "scores" / "mine.jsonl").read_text().splitlines()]

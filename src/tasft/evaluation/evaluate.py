@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import outputs
 from ..errors import TasftError
-from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_jsonl, pending, provenance
+from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_files, pending, provenance
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
@@ -329,14 +329,19 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     model = load_model(settings.model)
     extra = provenance(settings.model, settings.generation.seed)
     gen_seconds = _previous_seconds(out)
+    targets = {s: out / "generations" / f"{suite_name(s)}.jsonl" for s in items}
+    # one generation pass over every suite with prompts left (finished prompts are kept, with their earlier time):
+    # all of them share the length-sorted batches, so no suite ends on a short batch and workers stay busy
+    todo = [s for s in items if pending(items[s], targets[s])]
+    if todo:
+        t0 = time.perf_counter()
+        generate_files(model, tokenizer, [(items[s], targets[s]) for s in todo], settings.generation, extra=extra,
+                       progress=progress)
+        key = "+".join(suite_name(s) for s in todo)  # the pass's seconds, under the suites it generated
+        gen_seconds[key] = round(gen_seconds.get(key, 0.0) + time.perf_counter() - t0, 1)
     rows: dict[str, list[dict]] = {}
     for s, suite_items in items.items():
-        name = suite_name(s)
-        target = out / "generations" / f"{name}.jsonl"
-        if pending(suite_items, target):  # finished prompts are kept (with their earlier generation time)
-            t0 = time.perf_counter()
-            generate_jsonl(model, tokenizer, suite_items, target, settings.generation, extra=extra, progress=progress)
-            gen_seconds[name] = round(gen_seconds.get(name, 0.0) + time.perf_counter() - t0, 1)
+        target = targets[s]
         by_id = {str(r["id"]): r for r in read_jsonl(target)}
         rows[s] = [by_id[str(it["id"])] for it in suite_items]  # exactly this run's prompts, whatever came before
     scoring_started = time.perf_counter()

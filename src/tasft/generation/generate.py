@@ -203,40 +203,86 @@ def generate_jsonl(
 
     Each output line is the item plus ``response`` and ``extra`` (e.g. model name and seed).
     """
-    settings.check()
+    return generate_files(model, tokenizer, [(items, out)], settings, extra=extra, progress=progress)[0]
+
+
+@dataclass
+class _Job:
+    """One output file of a generation pass: its items, what is already written, and what is left."""
+
+    items: list[dict]
+    out: Path
+    done: dict[str, dict]
+    todo: list[dict]
+    finished: bool  # every item answered and the final file written: nothing to do
+
+    @property
+    def partial(self) -> Path:
+        return self.out.with_name(self.out.name + ".partial")
+
+
+def _open_job(items: list[dict], out: str | os.PathLike, extra: dict) -> _Job:
     out = Path(out)
     if out.is_dir():
         raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
     partial = out.with_name(out.name + ".partial")
     done = _read_done(partial) if partial.exists() else _read_done(out)
-    _check_resumable(done, extra or {}, out)
-    if all(str(it["id"]) in done for it in items) and out.exists():
-        return out
-    todo = [it for it in items if str(it["id"]) not in done]
-    encoded = _encode_prompts(
-        tokenizer, [it["prompt"] for it in todo], settings.max_prompt_tokens,
-        [str(it.get("origin", it["id"])) for it in todo],
-    )
-    if done:
-        tqdm.write(f"resuming {out}: {len(done)} of {len(items)} already generated")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # rewrite the good lines so a torn last line cannot corrupt the file
-    with partial.open("w", encoding="utf-8") as fh:
-        for rec in done.values():
-            fh.write(dumps(rec, ensure_ascii=False) + "\n")
-    ids = [str(it["id"]) for it in todo]
-    with tqdm(total=len(items), initial=len(done), desc="generate", unit="prompt", disable=not progress) as bar, \
-            partial.open("a", encoding="utf-8") as fh:
-        for batch in _generate_in_order(model, tokenizer, encoded, settings, ids, bar):
-            for i, text in batch:
-                fh.write(dumps({**todo[i], "response": text, **(extra or {})}, ensure_ascii=False) + "\n")
-            fh.flush()
-    # restore the input order in the final file
-    final = _read_done(partial)
-    lines = [dumps(final[str(it["id"])], ensure_ascii=False) for it in items]
-    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(partial, out)
-    return out
+    _check_resumable(done, extra, out)
+    finished = all(str(it["id"]) in done for it in items) and out.exists()
+    return _Job(items, out, done, [] if finished else [it for it in items if str(it["id"]) not in done], finished)
+
+
+def generate_files(
+    model, tokenizer, jobs: list[tuple[list[dict], str | os.PathLike]], settings: GenerationSettings,
+    extra: dict | None = None, progress: bool = True,
+) -> list[Path]:
+    """:func:`generate_jsonl` for several ``(items, out)`` pairs in **one** pass: every pending prompt of every file
+    is sorted by length into the same batches (full batches and, with ``workers``, balanced work instead of one
+    short last batch per file), and each answer goes to its own file. Greedy answers do not depend on the batching
+    (``tests/test_decode.py``); a sampled answer's seed is its batch's, so with several files it depends on which
+    prompts share its batch. Resumable per file, as :func:`generate_jsonl`."""
+    settings.check()
+    extra = extra or {}
+    opened = [_open_job(items, out, extra) for items, out in jobs]  # every file checked before any is written
+    todo = [(k, it) for k, job in enumerate(opened) for it in job.todo]
+    encoded = _encode_prompts(tokenizer, [it["prompt"] for _, it in todo], settings.max_prompt_tokens,
+                              [str(it.get("origin", it["id"])) for _, it in todo])
+    for job in opened:
+        if job.done and job.todo:
+            tqdm.write(f"resuming {job.out}: {len(job.done)} of {len(job.items)} already generated")
+    handles = {}
+    try:
+        for k, job in enumerate(opened):
+            if job.finished:
+                continue
+            job.out.parent.mkdir(parents=True, exist_ok=True)
+            # rewrite the good lines so a torn last line cannot corrupt the file
+            with job.partial.open("w", encoding="utf-8") as fh:
+                for rec in job.done.values():
+                    fh.write(dumps(rec, ensure_ascii=False) + "\n")
+            handles[k] = job.partial.open("a", encoding="utf-8")
+        # seeds hang on the first id of each batch: a file's own ids alone keep one-file runs as they always were
+        ids = [str(it["id"]) if len(opened) == 1 else f"{k}:{it['id']}" for k, it in todo]
+        total, initial = sum(len(j.items) for j in opened), sum(len(j.items) - len(j.todo) for j in opened)
+        with tqdm(total=total, initial=initial, desc="generate", unit="prompt", disable=not progress) as bar:
+            for batch in _generate_in_order(model, tokenizer, encoded, settings, ids, bar):
+                touched = set()
+                for i, text in batch:
+                    k, item = todo[i]
+                    handles[k].write(dumps({**item, "response": text, **extra}, ensure_ascii=False) + "\n")
+                    touched.add(k)
+                for k in touched:
+                    handles[k].flush()
+    finally:
+        for fh in handles.values():
+            fh.close()
+    for job in opened:
+        if not job.finished:  # restore the input order in the final file
+            final = _read_done(job.partial)
+            lines = [dumps(final[str(it["id"])], ensure_ascii=False) for it in job.items]
+            job.partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            os.replace(job.partial, job.out)
+    return [job.out for job in opened]
 
 
 def hash_id(value: Any) -> int:

@@ -4,8 +4,9 @@ On a few CPU cores one process with one intra-op thread per core scales poorly o
 (64 × 576 · 576 × 1536 for the default model): measured on 2 cores, one 1-thread process beside another job
 generates the full spec's answers in 716 s, one 2-thread process alone in 618 s — two 1-thread processes do ~1.7×
 the work of one 2-thread process. ``GenerationSettings.workers = W`` forks W processes (Linux), each with one torch
-thread; batch k (the same length-sorted batches, the same seeds, as one process would make) goes to worker k mod W,
-and the parent writes the results as they arrive. Greedy outputs are therefore identical to ``workers: 1``
+thread; the workers take the batches (the same length-sorted batches, the same seeds, as one process would make)
+from one queue as each becomes free — so one slow batch does not leave the other workers idle — and the parent
+writes the results as they arrive. Greedy outputs are therefore identical to ``workers: 1``
 (``tests/test_decode.py``). The forked workers share the parent's model weights (copy-on-write: inference does not
 write them), so memory grows by little more than each worker's activations and KV cache.
 """
@@ -25,12 +26,13 @@ from ..errors import TasftError
 POLL_S = 5.0  # seconds between checks that the workers are alive
 
 
-def _worker(generate_batch, model, tokenizer, encoded, settings, batches, seeds, queue, rank) -> None:
+def _worker(generate_batch, model, tokenizer, encoded, settings, batches, seeds, tasks, queue, rank) -> None:
     torch.set_num_threads(1)
     try:
-        for idx, seed in zip(batches, seeds):
+        while (k := tasks.get()) is not None:
+            idx = batches[k]
             queue.put(("ok", rank, (idx, generate_batch(model, tokenizer, [encoded[i] for i in idx], settings,
-                                                        seed))))
+                                                        seeds[k]))))
         queue.put(("done", rank, None))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it as one line
         queue.put(("error", rank, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
@@ -46,9 +48,13 @@ def generate_parallel(generate_batch, model, tokenizer, encoded: list[list[int]]
     """Yield each batch's (index, text) pairs as the workers finish them (in no fixed order); ``generate_batch``
     is :func:`tasft.generation.generate.generate_batch` (passed in: this module does not import its caller)."""
     ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(generate_batch, model, tokenizer, encoded, settings, batches[k::workers],
-                                                seeds[k::workers], queue, k), daemon=True) for k in range(workers)]
+    queue, tasks = ctx.Queue(), ctx.Queue()
+    for k in range(len(batches)):
+        tasks.put(k)
+    for _ in range(workers):
+        tasks.put(None)  # one stop sign per worker, after every batch
+    procs = [ctx.Process(target=_worker, args=(generate_batch, model, tokenizer, encoded, settings, batches, seeds,
+                                                tasks, queue, k), daemon=True) for k in range(workers)]
     for p in procs:
         p.start()
     done: set[int] = set()
