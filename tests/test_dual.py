@@ -92,3 +92,36 @@ def test_the_controller_measures_rows_the_evaluation_does_not_score():
     scored = {it["prompt"] for it in load_suite("alpaca-eval", data, limit=limit)}
     steered = {r.prompt_text for r in heldout[-HELDOUT_ROWS:]}
     assert len(steered) == HELDOUT_ROWS and not steered & scored
+
+
+def test_a_reference_model_sets_the_budget_from_its_nll(tiny_model_dir, tiny_data, tmp_path):
+    """lambda_reference_model measures the reference NLL on the controller's rows under that model: given the
+    starting model itself, the run steers exactly as the default (the starting model's NLL, measured in-run); given
+    another model (the starting weights perturbed), it steers otherwise."""
+    import shutil
+
+    import torch
+
+    from tasft import load_train_config, train
+    from tasft.models import load_model
+    from tests.conftest import tiny_overrides
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    perturbed = load_model(str(tiny_model_dir))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for w in perturbed.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    perturbed.save_pretrained(other)
+    logs = {}
+    for name, extra in (("default", {}), ("itself", {"ta_sft.lambda_reference_model": str(tiny_model_dir)}),
+                        ("other", {"ta_sft.lambda_reference_model": str(other)})):
+        out = tmp_path / name
+        settings = {"ta_sft.lambda_budget": 0.0, "ta_sft.lambda_step": 5.0, "measure": "false", **extra}
+        train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=3, **settings)),
+              progress=False)
+        logs[name] = [(r["heldout_nll"], r["lambda"]) for r in map(json.loads, (out / "log.jsonl").read_text()
+                                                                   .splitlines()) if "lambda" in r]
+    assert len(logs["itself"]) == 3 and logs["itself"] == pytest.approx(logs["default"], rel=1e-6)
+    assert logs["other"][0][1] != pytest.approx(logs["default"][0][1], rel=1e-3)  # another reference, another λ

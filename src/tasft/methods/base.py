@@ -47,6 +47,10 @@ class Method:
     def check(self, cfg: TrainConfig) -> None:
         """One-line :class:`~tasft.errors.TasftError` for settings this method cannot run with."""
 
+    def other_models(self, cfg: TrainConfig) -> list[str]:
+        """Models the run loads besides ``cfg.model`` (checked loadable before the run writes anything)."""
+        return []
+
     def extra_records(self, cfg: TrainConfig) -> tuple[list[Record], dict]:
         """Training pairs the method adds to D_u, and what ``metrics.json``'s data block says about them."""
         return [], {}

@@ -8,8 +8,9 @@ of dual ascent on log μ every ``logging_steps`` optimizer steps is
     λ ← clip(λ · exp(−η · g(θ)), λ₀ / 1000, 1000 · λ₀)
 
 (η = ``lambda_step``): the held-out NLL over budget shrinks λ, under budget grows it. NLL_ref is
-``lambda_reference_nll`` when given (e.g. plain SFT's NLL on the same rows), else the starting model's, measured
-before the first step; the held-out batch is the *last* :data:`HELDOUT_ROWS` rows of
+``lambda_reference_nll`` when given, else the NLL on the same rows of ``lambda_reference_model`` (e.g. plain SFT's
+run directory: the issue's "within ε of plain SFT") when given, else the starting model's, measured before the
+first step; the held-out batch is the *last* :data:`HELDOUT_ROWS` rows of
 ``eval_data``, measured in eval mode without gradients. Last, because the evaluation's quality suite takes the first
 rows of the same AlpacaEval held-out split (the ``full`` spec: 100 of its 155 pairs): λ is never steered by the
 answers its reference NLL is judged on.
@@ -55,18 +56,38 @@ def heldout_nll(model, rows: list[Tokenized], pad_id: int, batch_size: int = 8) 
     return total / max(count, 1)
 
 
+def reference_model_nll(name: str, model, rows: list[Tokenized], pad_id: int) -> float:
+    """:func:`heldout_nll` of ``rows`` under the model ``name`` (loaded for this, then freed), on ``model``'s device;
+    its vocabulary must be ``model``'s — the rows are token ids of the run's tokenizer."""
+    from ..errors import TasftError
+    from ..models import load_model
+
+    other = load_model(name).to(next(model.parameters()).device)
+    try:
+        mine, theirs = model.get_input_embeddings().weight.shape[0], other.get_input_embeddings().weight.shape[0]
+        if mine != theirs:
+            raise TasftError(f"ta_sft.lambda_reference_model: {name} has a vocabulary of {theirs} tokens, the model "
+                             f"being trained {mine}: the reference must share the run's tokenizer")
+        return heldout_nll(other, rows, pad_id)
+    finally:
+        del other
+
+
 class LambdaController(TrainerCallback):
     """Adapts ``term.lam`` by :func:`dual_update` every ``logging_steps`` steps; ``last`` holds what it measured."""
 
     def __init__(self, term, heldout: list[Tokenized], pad_id: int, budget: float, step: float,
-                 reference: float | None = None) -> None:
+                 reference: float | None = None, reference_model: str | None = None) -> None:
         if not heldout:
             raise ValueError("the λ controller needs held-out rows")
         self.term, self.rows, self.pad_id = term, heldout[-HELDOUT_ROWS:], pad_id  # outside the evaluation's
         self.budget, self.step, self.reference, self.lam0 = budget, step, reference, term.lam
+        self.reference_model = reference_model
         self.last: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.reference is None and self.reference_model is not None:
+            self.reference = reference_model_nll(self.reference_model, model, self.rows, self.pad_id)
         if self.reference is None:  # the starting model's (a resumed run restores it from its checkpoint)
             self.reference = heldout_nll(model, self.rows, self.pad_id)
         self.last = {"heldout_nll": self.reference, "lambda": self.term.lam}

@@ -53,6 +53,8 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
         check_same_run(out_dir, cfg)
     started, wall_started = time.perf_counter(), time.time() - 1.0
     check_loadable(cfg.model, cfg.trust_remote_code)
+    for other in get_method(cfg.method).other_models(cfg):
+        check_loadable(other, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     sources = read_sources(cfg)
     check_sources(cfg, tokenizer, sources)
