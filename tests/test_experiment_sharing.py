@@ -270,6 +270,37 @@ def test_a_restored_point_without_its_run_is_shared_through_its_study_file(tmp_p
 
 
 @needs_data
+def test_an_evaluation_only_archive_restored_in_place_is_not_run_again(tmp_path, tiny_model_dir, tiny_data,
+                                                                       monkeypatch):
+    """The committed archives hold evaluations only (git ignores runs/): restored into the study's own --out, the
+    documented command finds its points finished through the restored experiment.json — even though the run
+    rewrites that file — and a series whose settings changed since is trained, not passed off as restored."""
+    import shutil
+
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    study = _study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT)
+    out = tmp_path / "results" / "lambda"
+    (row,) = runner.run_experiment("lambda", str(study), out, progress=False, prune=True)
+    shutil.rmtree(out / "runs")  # an evaluation-only archive, restored where it was made
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a restored point was run again")
+
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
+    monkeypatch.setattr(ev, "evaluate", fail)
+    for _ in range(2):  # the second time, experiment.json is the one the first run rewrote
+        (again,) = runner.run_experiment("lambda", str(study), out, progress=False)
+        assert again["harm_suites_harmful_rate"] == row["harm_suites_harmful_rate"]
+        assert again["eval_dir"] == row["eval_dir"] and not (out / "runs").exists()
+    (table,) = runner.run_experiment("lambda", str(study), out, progress=False, tables_only=True)
+    assert table["harm_suites_harmful_rate"] == row["harm_suites_harmful_rate"]
+    changed = _study(tmp_path, tiny_model_dir, tiny_data, "b", "lambda",
+                     [{**ONE_POINT[0], "set": {"ta_sft.penalty": "emd_lb"}}])
+    with pytest.raises(AssertionError, match="run again"):
+        runner.run_experiment("lambda", str(changed), out, progress=False)
+
+
+@needs_data
 def test_a_run_evaluated_by_another_sibling_is_shared_with_a_third(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
     """a trains a point but dies before evaluating it; b finds it trained and evaluates it in its own evals/; c then
     shares a's run with b's evaluation instead of evaluating it a second time."""

@@ -42,11 +42,12 @@ def _check_unchanged(run_dir: Path, cfg) -> None:
                          f"({changes}); move its runs/ and evals/ directories away or use another --out")
 
 
-def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> None:
-    """A study directory's points were evaluated as ``exp`` evaluates (its ``experiment.json``), else an error."""
+def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> dict | None:
+    """A study directory's points were evaluated as ``exp`` evaluates (its ``experiment.json``), else an error;
+    returns that file's data (None when there is none): the study as its existing points were made."""
     meta = out / "experiment.json"
     if not meta.is_file():
-        return
+        return None
     try:
         previous = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -54,6 +55,7 @@ def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> Non
     if isinstance(previous, dict) and "evaluate" in previous and not same_evaluation(exp, previous):
         raise TasftError(f"{out}: its points were evaluated with another evaluate: block than {config} has now "
                          "(use another --out, or restore the block)")
+    return previous if isinstance(previous, dict) else None
 
 
 def _training_of(run_dir: Path, eval_dir: Path) -> dict:
@@ -79,8 +81,10 @@ def _row(point: Point, x: Any, training: dict, evaluation: dict, eval_dir: Path)
             "eval_dir": str(eval_dir)}
 
 def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = True,
-              share: bool = True, prune: bool = False) -> list[dict]:
-    """Train (or reuse) and evaluate (or reuse) one point; a checkpoint series gives one row per checkpoint."""
+              share: bool = True, prune: bool = False, own: dict | None = None) -> list[dict]:
+    """Train (or reuse) and evaluate (or reuse) one point; a checkpoint series gives one row per checkpoint.
+    ``own``: the study directory's ``experiment.json`` as it was before this run (its restored points count as
+    finished, :func:`tasft.experiments.sharing.find_shared`)."""
     run_dir = out / "runs" / point.slug
     if point.series.starting_model:
         model = load_train_config(exp.train_config, []).model
@@ -94,7 +98,7 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
         return [_row(point, point.x, {}, _evaluate(exp, Path(model), eval_dir, progress), eval_dir)]
     cfg = load_train_config(exp.train_config, point_overrides(point, run_dir))
     if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():
-        state, shared_run, shared_eval = find_shared(exp, cfg, out)
+        state, shared_run, shared_eval = find_shared(exp, cfg, out, own=own)
         if state == "done":
             return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
         if state == "running":
@@ -124,8 +128,9 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
         prune_weights(run_dir)
     return rows
 
-def finished_rows(exp: ExperimentConfig, point: Point, out: Path) -> list[dict]:
-    """The rows of a point that is finished here or in a sibling study (nothing is trained or evaluated)."""
+def finished_rows(exp: ExperimentConfig, point: Point, out: Path, own: dict | None = None) -> list[dict]:
+    """The rows of a point that is finished here or in a sibling study (nothing is trained or evaluated); ``own``
+    as in :func:`run_point`."""
     eval_dir = out / "evals" / point.slug
     if point.series.starting_model:
         if _finished(eval_dir) is None:
@@ -143,7 +148,7 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path) -> list[dict]:
     if _finished(run_dir) is not None and _finished(eval_dir) is not None:
         _check_unchanged(run_dir, cfg)
         return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
-    state, shared_run, shared_eval = find_shared(exp, cfg, out)
+    state, shared_run, shared_eval = find_shared(exp, cfg, out, own=own)
     if state != "done":
         return []
     return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
@@ -161,11 +166,12 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     if exp.study != study:
         raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
     out = Path(out)
-    _check_same_evaluation(exp, out, config)
+    own = _check_same_evaluation(exp, out, config)  # read before this run rewrites it: restored points are in it
     if tables_only:
         if not out.is_dir():
             raise TasftError(f"{out}: no such study directory (run the experiment first)")
-        rows = ordered(exp, [r for point in plan(exp, seeds or exp.seeds) for r in finished_rows(exp, point, out)])
+        rows = ordered(exp, [r for point in plan(exp, seeds or exp.seeds)
+                             for r in finished_rows(exp, point, out, own)])
         if not rows:
             raise TasftError(f"{out}: no finished point yet")
         write_outputs(exp, rows, out)
@@ -176,25 +182,25 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     points, deferred = plan(exp, seeds or exp.seeds), []
     for point in points:  # a point a sibling study is training right now waits until the end, then is shared
         try:
-            rows += run_point(exp, point, out, progress, prune=prune)
+            rows += run_point(exp, point, out, progress, prune=prune, own=own)
         except PointBusy:
             deferred.append(point)
             continue
         rows = ordered(exp, rows)
         write_outputs(exp, rows, out)
     for point in deferred:
-        rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress, prune=prune))
+        rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress, prune=prune, own=own))
         write_outputs(exp, rows, out)
     return rows
 
 def _wait_and_run(exp: ExperimentConfig, point: Point, out: Path, progress: bool, prune: bool = False,
-                  poll_s: float = 60.0, patience_s: float = 3600.0) -> list[dict]:
+                  poll_s: float = 60.0, patience_s: float = 3600.0, own: dict | None = None) -> list[dict]:
     """Wait (up to ``patience_s``) for a sibling's run of this point to finish; then share it or train it here."""
     waited = 0.0
     while waited < patience_s:
         try:
-            return run_point(exp, point, out, progress, prune=prune)
+            return run_point(exp, point, out, progress, prune=prune, own=own)
         except PointBusy:
             time.sleep(poll_s)
             waited += poll_s
-    return run_point(exp, point, out, progress, share=False, prune=prune)
+    return run_point(exp, point, out, progress, share=False, prune=prune, own=own)

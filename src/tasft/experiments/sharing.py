@@ -61,16 +61,20 @@ def _evaluations_of(exp: ExperimentConfig, out: Path, run_dir: Path) -> list[Pat
     return found
 
 
-def find_shared(exp: ExperimentConfig, cfg, out: Path) -> tuple[str, Path | None, Path | None]:
+def find_shared(exp: ExperimentConfig, cfg, out: Path, own: dict | None = None
+                ) -> tuple[str, Path | None, Path | None]:
     """A sibling study's point with the same training config and evaluation settings as ``cfg``.
 
     Returns ("done", run_dir, eval_dir) when that point is finished, ("running", run_dir, None) when a live
     process is training or evaluating it, ("trained", run_dir, None) when its run finished but its evaluation did
     not (and nobody is evaluating it), and ("none", None, None) otherwise (also for an abandoned attempt).
     Siblings are the directories next to ``out``; a restored point whose run directory was not archived is matched
-    through its sibling's ``experiment.json`` (:func:`_archived_match`).
+    through its sibling's ``experiment.json`` (:func:`_archived_match`) — and so is one restored into ``out`` itself,
+    through ``own``, ``out``'s ``experiment.json`` as it was before this run rewrote it.
     """
     want = comparable(to_dict(cfg))
+    if own is not None and (archived := _archived_match(out, own, want)) is not None:
+        return "done", *archived
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
     for sibling, other in _siblings(exp, out):
         if (archived := _archived_match(sibling, other, want)) is not None:
