@@ -139,6 +139,28 @@ def test_a_new_limit_scores_exactly_its_prompts(tiny_model_dir, tmp_path, monkey
     assert len(gens) == 5
 
 
+def test_a_suite_fully_answered_but_not_written_out_is_finished_on_resume(tiny_model_dir, tmp_path, monkeypatch):
+    """An interrupted one-pass evaluation can leave a suite whose ``.partial`` holds every answer but was never
+    renamed (the pass renames all files at its end). Resuming must write that file out, not skip it as done and then
+    fail on the missing file (it did: the suite was left out of the pass because no prompt was pending)."""
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    a = write_jsonl(tmp_path / "a.jsonl", [{"prompt": f"Question number {i}?"} for i in range(3)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"prompt": f"Tell me about thing {i}."} for i in range(4)])
+    first = ev.evaluate(_settings(tiny_model_dir, tmp_path, f"{a},{b}"), progress=False)
+    gens = tmp_path / "eval" / "generations"
+    answers = {name: (gens / f"{name}.jsonl").read_text() for name in ("a", "b")}
+    (gens / "a.jsonl").rename(gens / "a.jsonl.partial")  # every answer of a, not renamed
+    lines = answers["b"].splitlines(keepends=True)
+    (gens / "b.jsonl").unlink()
+    (gens / "b.jsonl.partial").write_text("".join(lines[:2]))  # half of b
+    (tmp_path / "eval" / "metrics.json").unlink()
+    again = ev.evaluate(_settings(tiny_model_dir, tmp_path, f"{a},{b}"), progress=False)
+    assert {name: (gens / f"{name}.jsonl").read_text() for name in ("a", "b")} == answers
+    assert not list(gens.glob("*.partial"))
+    assert again["suites"]["a"]["n"] == 3 and again["suites"]["b"]["n"] == 4
+    assert again["suites"]["a"]["harmful_rate"] == first["suites"]["a"]["harmful_rate"]
+
+
 def test_other_generation_settings_cannot_resume_an_evaluation(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     suite = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "What do bees make?"}])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import outputs
 from ..errors import TasftError
-from ..generation.generate import GenerationSettings, check_prompt_lengths, generate_files, pending, provenance
+from ..generation.generate import GenerationSettings, check_prompt_lengths, finished, generate_files, provenance
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
@@ -332,7 +332,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     targets = {s: out / "generations" / f"{suite_name(s)}.jsonl" for s in items}
     # one generation pass over every suite with prompts left (finished prompts are kept, with their earlier time):
     # all of them share the length-sorted batches, so no suite ends on a short batch and workers stay busy
-    todo = [s for s in items if pending(items[s], targets[s])]
+    todo = [s for s in items if not finished(items[s], targets[s])]
     if todo:
         t0 = time.perf_counter()
         generate_files(model, tokenizer, [(items[s], targets[s]) for s in todo], settings.generation, extra=extra,

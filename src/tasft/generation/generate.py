@@ -68,12 +68,14 @@ def check_prompt_lengths(tokenizer, items: list[dict], limit: int) -> None:
     _encode_prompts(tokenizer, [it["prompt"] for it in items], limit, [str(it.get("origin", it["id"])) for it in items])
 
 
-def pending(items: list[dict], out: str | os.PathLike) -> int:
-    """How many of ``items`` have no response yet in ``out`` (or its ``.partial`` file)."""
+def finished(items: list[dict], out: str | os.PathLike) -> bool:
+    """Whether ``out`` is complete: every one of ``items`` answered **and** the final file written. A ``.partial``
+    file that holds every answer is not finished — the pass that wrote it stopped before renaming it — and the next
+    :func:`generate_files` over it writes it out without generating anything."""
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     done = _read_done(partial) if partial.exists() else _read_done(out)
-    return sum(str(it["id"]) not in done for it in items)
+    return out.exists() and all(str(it["id"]) in done for it in items)
 
 
 @torch.no_grad()
