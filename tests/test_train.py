@@ -1,4 +1,5 @@
 import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -90,12 +91,28 @@ def test_soft_target_and_first_tokens_options(tiny_model_dir, tiny_data, tmp_pat
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "r"
     _run(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2)
+    with (out / "log.jsonl").open("a") as fh:  # an attempt that got past the checkpoint before it was stopped
+        fh.write(json.dumps({"step": 3, "nll": 99.0}) + "\n")
     cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=4, save_steps=2))
     metrics = train(cfg, resume=True, progress=False)
     assert metrics["resumed_from"].endswith("checkpoint-2") and metrics["steps"] == 4
+    logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "nll" in json.loads(x)]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4] and logged[2]["nll"] != 99.0  # step 3 once, this run's
+
+
+def test_a_run_started_afresh_under_resume_starts_an_empty_log(tiny_model_dir, tiny_data, tmp_path):
+    """--resume on an attempt stopped before its first checkpoint trains from step 0: its log lists each step once
+    (the stopped attempt's records used to stay in front of the new ones)."""
+    out = tmp_path / "again"
+    _run(tiny_model_dir, tiny_data, out, max_steps=2)
+    for leftover in [p for p in out.iterdir() if p.name not in ("config.yaml", "log.jsonl", ".tasft-output")]:
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()  # as if stopped before step 2's save
+    cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2))
+    metrics = train(cfg, resume=True, progress=False)
+    assert metrics["resumed_from"] is None
     logged_steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()
                     if "nll" in json.loads(x)]
-    assert logged_steps == [1, 2, 3, 4]
+    assert logged_steps == [1, 2]
 
 
 def test_resuming_a_checkpoint_at_max_steps_trains_no_extra_step(tiny_model_dir, tiny_data, tmp_path):

@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..data.batches import Tokenized, collate
-from ..io_utils import dumps, write_json_atomic
+from ..io_utils import dumps, write_json_atomic, write_text_atomic
 from ..objectives import fused as chunked_penalty
 from ..objectives import losses
 from .checkpoints import TiedWeightsLoadMixin
@@ -264,10 +264,29 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
 
 
 class JsonlLogCallback(TrainerCallback):
-    """Appends every log record (with its step) to ``<output_dir>/log.jsonl`` on the main process."""
+    """Appends every log record (with its step) to ``<output_dir>/log.jsonl`` on the main process.
+
+    At the start of training the file is cut back to the step training starts from: a run resumed from a checkpoint
+    at step S keeps the records up to S (the steps after it are trained, and logged, again), and a run that starts
+    at step 0 in a directory an abandoned attempt left a log in starts an empty log — never one that lists its steps
+    twice."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        start = state.global_step
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                step = json.loads(line).get("step")
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a torn last line
+            if start > 0 and isinstance(step, int) and step <= start:
+                kept.append(line + "\n")
+        write_text_atomic(self.path, "".join(kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
