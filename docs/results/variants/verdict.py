@@ -128,10 +128,11 @@ def render(where: Path = HERE) -> str:
                               else "(control)" if series in CONTROLS.values() else "(rival)") + " |")
     out += ["", "## TA-SFT points against the rivals (paired, point − rival)", "",
             "| point | rival | Δ harmful | Δ safe | beats |", "|---|---|---|---|---|"]
+    present = [r for r in RIVALS if r in table]  # a rival outside this study's grid is named below, not tabled
     for series in vs_sft:
         if not is_ta_sft(series):
             continue
-        for rival in RIVALS:
+        for rival in present:
             pair = between.get((series, rival))
             verdict = beats(pair)
             out.append(f"| {series} | {rival} | {cell(pair and pair.get(H))} | {cell(pair and pair.get(S))} | "
