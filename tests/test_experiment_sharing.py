@@ -234,6 +234,10 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     (again,) = runner.run_experiment("lambda", str(study), restored, progress=False)
     keys = [k for k in row if k != "eval_dir"]
     assert {k: again[k] for k in keys} == {k: row[k] for k in keys}
+    assert export_points(restored, tmp_path / "republished") == 2  # a restored point exports to the same files
+    assert {p.relative_to(pub): p.read_text() for p in pub.rglob("*.jsonl")} == {
+        p.relative_to(tmp_path / "republished"): p.read_text() for p in (tmp_path / "republished").rglob("*.jsonl")}
+    assert '"prompt_id"' in exported
     with pytest.raises(TasftError, match="outside the study directory"):
         export_points(out, out / "pub")
 

@@ -26,11 +26,14 @@ RUN_FILES = ("config.yaml", "metrics.json", "log.jsonl")
 
 
 def text_free(row: dict) -> dict:
-    """A score row reduced to :data:`SCORE_FIELDS`, with the prompt's id (a hash) in place of its text."""
+    """A score row reduced to :data:`SCORE_FIELDS`, with the prompt's id (a hash) in place of its text; a row that
+    is already text-free (a restored point exported again) keeps the id it carries."""
     out = {k: row[k] for k in SCORE_FIELDS if k in row}
     prompt = row.get("request") if isinstance(row.get("request"), str) else row.get("prompt")
     if isinstance(prompt, str):
         out["prompt_id"] = prompt_id(prompt)
+    elif isinstance(row.get("prompt_id"), str):
+        out["prompt_id"] = row["prompt_id"]
     return out
 
 
