@@ -125,3 +125,85 @@ def test_a_reference_model_sets_the_budget_from_its_nll(tiny_model_dir, tiny_dat
                                                                    .splitlines()) if "lambda" in r]
     assert len(logs["itself"]) == 3 and logs["itself"] == pytest.approx(logs["default"], rel=1e-6)
     assert logs["other"][0][1] != pytest.approx(logs["default"][0][1], rel=1e-3)  # another reference, another λ
+
+
+def test_a_reference_run_sets_the_budget_step_by_step(tiny_model_dir, tiny_data, tmp_path):
+    """log_heldout_nll writes a run's held-out NLL curve; a λ-by-constraint run with lambda_reference_run compares
+    its NLL after step t with that curve's value at step t (not with one number for the whole run)."""
+    from tasft import load_train_config, train
+    from tasft.training.dual import HELDOUT_FILE
+    from tests.conftest import tiny_overrides
+
+    sft = tmp_path / "sft"
+    train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, sft, method="sft", measure="false",
+                                                 log_heldout_nll="true")), progress=False)
+    curve = json.loads((sft / HELDOUT_FILE).read_text())
+    assert sorted(map(int, curve["steps"])) == [0, 1, 2, 3, 4] and len(curve["rows"]) == 16
+    values = {int(k): v for k, v in curve["steps"].items()}
+    assert values[4] < values[0]  # plain SFT at lr 1e-3 lowers the held-out NLL of its own data
+
+    out = tmp_path / "run"
+    train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, measure="false", **{
+        "ta_sft.lambda_budget": 0.0, "ta_sft.lambda_step": 5.0, "ta_sft.lambda_reference_run": str(sft)})),
+        progress=False)
+    logged = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "lambda" in r]
+    lam = 1.0
+    for r in logged:
+        lam = dual_update(lam, r["heldout_nll"], values[r["step"]], 0.0, 5.0, 1.0)
+        assert r["lambda"] == pytest.approx(lam, rel=1e-6)
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+
+
+def test_a_reference_run_that_cannot_be_followed_is_one_line_error(tiny_model_dir, tiny_data, tmp_path, capfd):
+    """No curve, a curve of other rows, or one that stops before this run does: a one-line error naming it."""
+    from tasft import load_train_config, train
+    from tasft.cli import main
+    from tasft.errors import TasftError
+    from tasft.training.dual import HELDOUT_FILE
+    from tests.conftest import tiny_overrides
+
+    def argv(out, reference, **extra):
+        args = ["train"]
+        for o in tiny_overrides(tiny_model_dir, tiny_data, out, measure="false", **{
+                "ta_sft.lambda_budget": 0.02, "ta_sft.lambda_reference_run": str(reference)}, **extra):
+            args += ["--set", o]
+        return args
+
+    assert main(argv(tmp_path / "a", tmp_path / "nothing")) == 2
+    assert capfd.readouterr().err.strip().splitlines()[-1].endswith(
+        f"{tmp_path / 'nothing' / HELDOUT_FILE} not found (train the reference with log_heldout_nll: true)")
+    assert not (tmp_path / "a").exists()  # checked before the run writes anything
+
+    short = tmp_path / "short"
+    train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, short, method="sft", measure="false",
+                                                 max_steps=2, log_heldout_nll="true")), progress=False)
+    with pytest.raises(TasftError, match="has no held-out NLL at step 3"):
+        train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "b", measure="false",
+                                                     **{"ta_sft.lambda_budget": 0.02,
+                                                        "ta_sft.lambda_reference_run": str(short)})), progress=False)
+    with pytest.raises(TasftError, match="measured other held-out rows"):
+        train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, tmp_path / "c", measure="false",
+                                                     max_steps=2, eval_data=str(tiny_data["harmful"]),
+                                                     **{"ta_sft.lambda_budget": 0.02,
+                                                        "ta_sft.lambda_reference_run": str(short)})), progress=False)
+
+
+def test_a_resumed_run_keeps_its_curve_up_to_the_checkpoint(tiny_model_dir, tiny_data, tmp_path):
+    from tasft import load_train_config, train
+    from tasft.training.dual import HELDOUT_FILE
+    from tests.conftest import tiny_overrides
+
+    out = tmp_path / "sft"
+
+    def run(steps):
+        train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, method="sft", measure="false",
+                                                     log_heldout_nll="true", max_steps=steps)),
+              resume=steps > 2, progress=False)
+        return json.loads((out / HELDOUT_FILE).read_text())["steps"]
+
+    first = run(2)
+    (out / HELDOUT_FILE).write_text(json.dumps({"rows": json.loads((out / HELDOUT_FILE).read_text())["rows"],
+                                                "steps": {**first, "3": 99.0}}))  # a stopped attempt's step 3
+    again = run(4)
+    assert sorted(map(int, again)) == [0, 1, 2, 3, 4]
+    assert {k: again[k] for k in first} == first and again["3"] != 99.0

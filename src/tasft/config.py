@@ -130,6 +130,9 @@ class TrainConfig:
     keep_checkpoints: bool = True
     eval_batch_size: int = 8
     measure: bool = True
+    # measure the held-out D_u NLL on the λ controller's rows (the last 16 of eval_data) at step 0 and every
+    # logging step into heldout_nll.json: the step-by-step reference a ta_sft.lambda_reference_run reads
+    log_heldout_nll: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     # any other field of transformers.TrainingArguments (gradient_checkpointing, optim, adam_beta2, ...), passed
     # through; a field tasft sets from its own settings (OWNED_TRAINING_ARGS) is an error naming that setting
@@ -346,6 +349,8 @@ def check_core(cfg: TrainConfig) -> None:
     if cfg.precision == "bf16" and cfg.dtype == "float16" or cfg.precision == "fp16" and cfg.dtype == "bfloat16":
         raise TasftError(f"precision: {cfg.precision} autocast over {cfg.dtype} weights mixes two half formats "
                          "(store the weights as float32, or match the two)")
+    if cfg.log_heldout_nll and cfg.eval_data is None:
+        raise TasftError("log_heldout_nll: needs held-out D_u rows to measure (set eval_data)")
     if not isinstance(cfg.training_args, dict):
         raise TasftError(f"training_args: expected a mapping of TrainingArguments fields, got {cfg.training_args!r}")
     if cfg.training_args:

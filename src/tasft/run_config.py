@@ -181,7 +181,7 @@ def load_train_config(path: str | None = None, overrides: list[str] | None = Non
 # ------------------------------------------------------------------------------------ comparing resolved configs
 #: settings a resumed run may change: how long it runs, how often it saves and logs, what it keeps and measures
 RESUMABLE_KEYS = ("output_dir", "max_steps", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps",
-                  "report_to", "eval_batch_size", "measure")
+                  "report_to", "eval_batch_size", "measure", "log_heldout_nll")
 
 
 def _plain(data):

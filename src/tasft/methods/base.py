@@ -51,6 +51,10 @@ class Method:
         """Models the run loads besides ``cfg.model`` (checked loadable before the run writes anything)."""
         return []
 
+    def check_inputs(self, cfg: TrainConfig) -> None:
+        """Files the run reads besides its data and models, checked before the run writes anything (one-line
+        :class:`~tasft.errors.TasftError`); settings alone are :meth:`check`'s."""
+
     def extra_records(self, cfg: TrainConfig) -> tuple[list[Record], dict]:
         """Training pairs the method adds to D_u, and what ``metrics.json``'s data block says about them."""
         return [], {}

@@ -32,8 +32,10 @@ class TaSftSettings:
     pushed off a harmful token goes where the starting model already found the text plausible; 0: off) and
     ``lambda_budget`` ε (λ by constraint: ``lambda`` is only where λ starts, then dual ascent keeps the held-out
     D_u NLL within (1 + ε)· ``lambda_reference_nll`` — or the NLL on the same rows of ``lambda_reference_model``, a
-    model such as plain SFT's run directory, measured once before the first step; neither: the starting model's —
-    with step ``lambda_step`` η, :mod:`tasft.training.dual`; needs ``eval_data``; null: λ fixed)."""
+    model such as plain SFT's run directory, measured once before the first step, or, step by step, the curve that
+    ``lambda_reference_run`` (a run trained with ``log_heldout_nll: true``, e.g. plain SFT) measured on those rows
+    after each of its steps; none: the starting model's — with step ``lambda_step`` η, :mod:`tasft.training.dual`;
+    needs ``eval_data``; null: λ fixed)."""
 
     BLOCK: ClassVar[str] = "ta_sft"
     PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -51,6 +53,7 @@ class TaSftSettings:
     lambda_budget: float | None = None
     lambda_reference_nll: float | None = None
     lambda_reference_model: str | None = None
+    lambda_reference_run: str | None = None
     lambda_step: float = 20.0
 
 
@@ -120,13 +123,13 @@ class TaSft(Method):
         positive(s, "ta_sft.", "lambda_step")
         if s.lambda_budget is not None and s.lambda_ == 0:
             raise TasftError("ta_sft.lambda_budget: λ starts at ta_sft.lambda, which must then be > 0")
-        if s.lambda_reference_model is not None:
-            if s.lambda_budget is None:
-                raise TasftError("ta_sft.lambda_reference_model: only used with ta_sft.lambda_budget (set it, or "
-                                 "drop the reference model)")
-            if s.lambda_reference_nll is not None:
-                raise TasftError("ta_sft.lambda_reference_model and ta_sft.lambda_reference_nll: give one reference, "
-                                 "not both")
+        references = [k for k in ("lambda_reference_nll", "lambda_reference_model", "lambda_reference_run")
+                      if getattr(s, k) is not None]
+        if references and s.lambda_budget is None:
+            raise TasftError(f"ta_sft.{references[0]}: only used with ta_sft.lambda_budget (set it, or drop the "
+                             "reference)")
+        if len(references) > 1:
+            raise TasftError(f"ta_sft.{references[0]} and ta_sft.{references[1]}: give one reference, not both")
         if s.target == "soft" and not objectives.PENALTIES[s.penalty].soft_targets:
             soft = ", ".join(n for n, p in objectives.PENALTIES.items() if p.soft_targets)
             raise TasftError(f"ta_sft.target: soft targets apply to {soft}, not to penalty '{s.penalty}'")
@@ -134,6 +137,16 @@ class TaSft(Method):
     def other_models(self, cfg) -> list[str]:
         reference = cfg.method_settings.lambda_reference_model
         return [reference] if reference is not None else []
+
+    def check_inputs(self, cfg) -> None:
+        from pathlib import Path
+
+        from ..training.dual import HELDOUT_FILE
+
+        run = cfg.method_settings.lambda_reference_run
+        if run is not None and not (Path(run) / HELDOUT_FILE).is_file():
+            raise TasftError(f"ta_sft.lambda_reference_run: {Path(run) / HELDOUT_FILE} not found (train the "
+                             "reference with log_heldout_nll: true)")
 
     def harmful_term(self, inputs):
         from .. import objectives
@@ -167,7 +180,8 @@ class TaSft(Method):
                 raise TasftError("ta_sft.lambda_budget needs held-out D_u rows to measure (set eval_data)")
             term.controller = LambdaController(term, inputs.data.eval, inputs.tokenizer.pad_token_id,
                                                s.lambda_budget, s.lambda_step, s.lambda_reference_nll,
-                                               reference_model=s.lambda_reference_model)
+                                               reference_model=s.lambda_reference_model,
+                                               reference_run=s.lambda_reference_run)
         return term
 
     def summary(self, cfg) -> dict:
@@ -175,7 +189,8 @@ class TaSft(Method):
         return {"penalty": s.penalty, "lambda": s.lambda_, "bound_constant": s.bound_constant, "target": s.target,
                 "penalty_first_tokens": s.penalty_first_tokens, "penalty_position_decay": s.penalty_position_decay,
                 "penalty_selectivity": s.penalty_selectivity, "trust_region": s.trust_region,
-                "lambda_budget": s.lambda_budget, "lambda_reference_model": s.lambda_reference_model}
+                "lambda_budget": s.lambda_budget, "lambda_reference_model": s.lambda_reference_model,
+                "lambda_reference_run": s.lambda_reference_run}
 
     def label(self, cfg) -> str:
         return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"

@@ -55,6 +55,7 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
     check_loadable(cfg.model, cfg.trust_remote_code)
     for other in get_method(cfg.method).other_models(cfg):
         check_loadable(other, cfg.trust_remote_code)
+    get_method(cfg.method).check_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     sources = read_sources(cfg)
     check_sources(cfg, tokenizer, sources)
@@ -89,6 +90,10 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     model.train()
 
     callbacks = [JsonlLogCallback(out_dir / "log.jsonl")]
+    if cfg.log_heldout_nll:
+        from .dual import HELDOUT_FILE, HeldoutNllLog
+
+        callbacks.append(HeldoutNllLog(data.eval, pad_id, out_dir / HELDOUT_FILE))
     method = get_method(cfg.method)
     trainer = method.build_trainer(TrainerInputs(cfg, model, tokenizer, data, training_kwargs(cfg, out_dir, model),
                                                  callbacks, out_dir, loop_trainer))
