@@ -224,3 +224,16 @@ def test_the_committed_full_spec_verdict_follows_from_its_result_files():
     module = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(module)
     assert module.render() == (folder / "verdict.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("study", ["variants", "gemma"])
+def test_the_committed_variants_verdicts_follow_from_their_result_files(study):
+    """Each model's variants verdict.md is what docs/results/variants/verdict.py computes from that study's
+    committed paired.json and results.csv (the SmolLM2 study and the Gemma one, by the same rules)."""
+    import importlib.util
+
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    spec_ = importlib.util.spec_from_file_location("verdict_variants", results / "variants" / "verdict.py")
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    assert module.render(results / study) == (results / study / "verdict.md").read_text(encoding="utf-8")
