@@ -73,8 +73,16 @@ def finished(items: list[dict], out: str | os.PathLike) -> bool:
     file that holds every answer is not finished — the pass that wrote it stopped before renaming it — and the next
     :func:`generate_files` over it writes it out without generating anything."""
     out = Path(out)
+    return _complete(items, out, _answered(out))
+
+
+def _answered(out: Path) -> dict[str, dict]:
+    """The answers already written for ``out``: its ``.partial`` file's while one exists, else the final file's."""
     partial = out.with_name(out.name + ".partial")
-    done = _read_done(partial) if partial.exists() else _read_done(out)
+    return _read_done(partial) if partial.exists() else _read_done(out)
+
+
+def _complete(items: list[dict], out: Path, done: dict[str, dict]) -> bool:
     return out.exists() and all(str(it["id"]) in done for it in items)
 
 
@@ -227,11 +235,10 @@ def _open_job(items: list[dict], out: str | os.PathLike, extra: dict) -> _Job:
     out = Path(out)
     if out.is_dir():
         raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
-    partial = out.with_name(out.name + ".partial")
-    done = _read_done(partial) if partial.exists() else _read_done(out)
+    done = _answered(out)
     _check_resumable(done, extra, out)
-    finished = all(str(it["id"]) in done for it in items) and out.exists()
-    return _Job(items, out, done, [] if finished else [it for it in items if str(it["id"]) not in done], finished)
+    complete = _complete(items, out, done)
+    return _Job(items, out, done, [] if complete else [it for it in items if str(it["id"]) not in done], complete)
 
 
 def generate_files(

@@ -139,14 +139,10 @@ class TaSft(Method):
         return [reference] if reference is not None else []
 
     def check_inputs(self, cfg) -> None:
-        from pathlib import Path
+        from ..training.dual import reference_curve_file
 
-        from ..training.dual import HELDOUT_FILE
-
-        run = cfg.method_settings.lambda_reference_run
-        if run is not None and not (Path(run) / HELDOUT_FILE).is_file():
-            raise TasftError(f"ta_sft.lambda_reference_run: {Path(run) / HELDOUT_FILE} not found (train the "
-                             "reference with log_heldout_nll: true)")
+        if cfg.method_settings.lambda_reference_run is not None:
+            reference_curve_file(cfg.method_settings.lambda_reference_run)
 
     def harmful_term(self, inputs):
         from .. import objectives

@@ -91,18 +91,27 @@ def controller_rows(heldout: list[Tokenized]) -> list[Tokenized]:
     return heldout[-HELDOUT_ROWS:]
 
 
+def reference_curve_file(run: str) -> Path:
+    """``run``'s :data:`HELDOUT_FILE`, or a one-line error saying how to make it."""
+    from ..errors import TasftError
+
+    path = Path(run) / HELDOUT_FILE
+    if not path.is_file():
+        raise TasftError(f"ta_sft.lambda_reference_run: {path} not found (train the reference with "
+                         "log_heldout_nll: true)")
+    return path
+
+
 def read_reference_curve(run: str, rows: list[Tokenized], logging_steps: int, max_steps: int) -> dict[int, float]:
     """``run``'s :data:`HELDOUT_FILE` as {step: NLL}; a one-line error unless it measured these ``rows`` at every
     logging step up to ``max_steps``."""
     from ..errors import TasftError
 
-    path = Path(run) / HELDOUT_FILE
+    path = reference_curve_file(run)
     what = "ta_sft.lambda_reference_run"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         curve = {int(k): float(v) for k, v in saved["steps"].items()}
-    except FileNotFoundError:
-        raise TasftError(f"{what}: {path} not found (train the reference with log_heldout_nll: true)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise TasftError(f"{what}: {path} is not a held-out NLL curve tasft wrote") from None
     if saved.get("rows") != rows_fingerprint(rows):
@@ -116,8 +125,13 @@ def read_reference_curve(run: str, rows: list[Tokenized], logging_steps: int, ma
     return curve
 
 
+def _logging_every(args, state) -> int:
+    """The Trainer's logging interval in steps."""
+    return max(int(state.logging_steps or args.logging_steps), 1)
+
+
 def _logging_step(args, state) -> bool:
-    return state.global_step % max(int(state.logging_steps or args.logging_steps), 1) == 0
+    return state.global_step % _logging_every(args, state) == 0
 
 
 class HeldoutNllLog(TrainerCallback):
@@ -166,8 +180,8 @@ class LambdaController(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if self.reference_run is not None:  # NLL_ref(t): the reference run's after its step t
-            self.curve = read_reference_curve(self.reference_run, self.rows,
-                                              max(int(state.logging_steps or args.logging_steps), 1), state.max_steps)
+            self.curve = read_reference_curve(self.reference_run, self.rows, _logging_every(args, state),
+                                              state.max_steps)
             self.reference = self.curve.get(state.global_step, self.curve[min(self.curve)])
         if self.reference is None and self.reference_model is not None:
             self.reference = reference_model_nll(self.reference_model, model, self.rows, self.pad_id)

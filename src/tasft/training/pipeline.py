@@ -53,9 +53,10 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
         check_same_run(out_dir, cfg)
     started, wall_started = time.perf_counter(), time.time() - 1.0
     check_loadable(cfg.model, cfg.trust_remote_code)
-    for other in get_method(cfg.method).other_models(cfg):
+    method = get_method(cfg.method)
+    for other in method.other_models(cfg):
         check_loadable(other, cfg.trust_remote_code)
-    get_method(cfg.method).check_inputs(cfg)
+    method.check_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     sources = read_sources(cfg)
     check_sources(cfg, tokenizer, sources)

@@ -277,14 +277,13 @@ class JsonlLogCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or not self.path.exists():
             return
-        start = state.global_step
         kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for line in self.path.read_text(encoding="utf-8").splitlines() if state.global_step > 0 else []:
             try:
                 step = json.loads(line).get("step")
             except (json.JSONDecodeError, AttributeError):
                 continue  # a torn last line
-            if start > 0 and isinstance(step, int) and step <= start:
+            if isinstance(step, int) and step <= state.global_step:
                 kept.append(line + "\n")
         write_text_atomic(self.path, "".join(kept))
 
