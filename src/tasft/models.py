@@ -153,7 +153,7 @@ def model_fingerprint(name: str) -> str | None:
     if name.lower() in ALIASES or not path.is_dir():
         return None
     files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern) if f.is_file()})
-    if not files:
+    if all(f.name == "training_args.bin" for f in files):  # the Trainer's settings, not weights: none (pruned)
         return None
     digest = hashlib.sha256()
     for f in files:
@@ -301,6 +301,40 @@ def load_model(name: str, dtype: str = "float32", trust_remote_code: bool = Fals
         raise _load_error(name, path, exc) from None
     model.eval()
     return model
+
+
+def check_fit(name: str, tokenizer, lora: LoraSettings | None, trust_remote_code: bool = False) -> None:
+    """What would fail only once a run has started, checked before it writes anything — on the model's config and a
+    skeleton built on the meta device (no weights read, no memory): the tokenizer's ids fit the model's vocabulary,
+    and a LoRA adapter's ``target_modules`` exist and its rank is at most the width of the layers it adapts."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model(name)
+    if _adapter_base(path) is not None:
+        return  # a trained adapter: its base and modules were checked when it was made
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return  # check_loadable has named what is wrong with a local directory; a hub id is checked on loading
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise TasftError(f"model '{name}': its tokenizer has {len(tokenizer)} tokens, its vocabulary only {vocab}: "
+                         "the two do not belong together")
+    if lora is None:
+        return
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, RuntimeError):
+        return  # an architecture that cannot be built empty: PEFT checks the adapter when the run starts
+    adapted = add_lora(skeleton, lora)
+    widths = [(min(m.in_features, m.out_features), n) for n, m in adapted.named_modules()
+              if hasattr(m, "lora_A") and isinstance(getattr(m, "in_features", None), int)]
+    if widths and lora.r > min(widths)[0]:
+        width, where = min(widths)
+        raise TasftError(f"lora.r: {lora.r} is above the width of the layers it adapts (the narrowest, {where}, is "
+                         f"{width} wide): a rank can be at most that")
 
 
 def add_lora(model, settings: LoraSettings):

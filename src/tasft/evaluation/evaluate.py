@@ -16,108 +16,30 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from .. import outputs
 from ..errors import TasftError
-from ..generation.generate import GenerationSettings, check_prompt_lengths, finished, generate_files, provenance
+from ..generation.generate import (
+    GenerationSettings,
+    check_answers,
+    check_prompt_lengths,
+    finished,
+    generate_files,
+    provenance,
+)
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
 from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, split_attack, suite_kind, suite_name
+from .out_dir import check_out_dir, claim_out_dir, suite_hashes
+from .settings import EvalSettings, check_settings, from_spec
+
+__all__ = ["EvalSettings", "GenerationSettings", "check_settings", "evaluate", "from_spec"]
 
 #: suite kinds whose answers get the judge-versus-rules agreement table (harm suites, plain or under a template)
 JUDGED_KINDS = ("harm", "attack")
-
-
-@dataclass
-class EvalSettings:
-    model: str
-    out: str
-    suites: str = "all"
-    limit: int | None = None
-    suite_limits: dict[str, int] = field(default_factory=dict)  # per-suite overrides of ``limit``
-    data_dir: str | None = None
-    harm_scorer: str = "local"
-    scorer_path: str | None = None
-    deberta_model: str = "safepaca/absolute-harmfulness-predictor-redteam"
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    overwrite: bool = False
-    spec: str | None = None  # the named spec (tasft.evaluation.specs) the suites and limits came from
-    attacks: str | None = None  # jailbreak templates (all, or names) wrapping every harm suite given (tasft.suites)
-
-
-def from_spec(name: str, **kwargs) -> EvalSettings:
-    """Settings whose suites and limits are the named spec's (``full``, ``quick``)."""
-    from .specs import get_spec
-
-    spec = get_spec(name)
-    return EvalSettings(suites=spec.suites, limit=spec.limit, suite_limits=dict(spec.suite_limits), spec=name,
-                        **kwargs)
-
-
-#: generation settings that change what is generated: a directory made with other values cannot be resumed
-_GENERATION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "seed", "max_prompt_tokens")
-
-
-def _settings_conflict(previous: dict, settings: EvalSettings) -> str | None:
-    """How an earlier evaluation in the same directory differs from ``settings`` in what it generated, or None."""
-    if previous.get("model") != settings.model:
-        return f"of '{previous.get('model')}'"
-    before, now = previous.get("generation"), asdict(settings.generation)
-    before = before if isinstance(before, dict) else {}
-    for key in _GENERATION_KEYS:
-        if key in before and before[key] != now[key]:
-            return f"generated with {key}={before[key]!r} (this run: {now[key]!r})"
-    return None
-
-
-def _check_out_dir(out: Path, settings: EvalSettings, locked: bool = False) -> str:
-    """Whether ``out`` can take this evaluation — ``new``, ``resume`` (an earlier evaluation of the same model with
-    the same generation settings: its finished generations are reused) or ``replace`` (``--overwrite``, only a
-    directory tasft made for an evaluation) — or the one-line error why not. Nothing is written."""
-    what = "--out"
-    if out.exists() and not out.is_dir():
-        raise TasftError(f"{what} {out} exists and is not a directory")
-    model = Path(settings.model).expanduser()
-    if model.is_dir() and outputs.contains(out, model):
-        raise TasftError(f"{what} {out} holds the model being evaluated ({settings.model}): choose another directory")
-    if not out.is_dir() or outputs.is_empty(out):
-        return "new"
-    if not locked and outputs.in_use(out):
-        raise TasftError(f"{what} {out} is in use by another tasft process")
-    if settings.overwrite:
-        outputs.check_replaceable(out, what, "evaluate", locked=locked)
-        return "replace"
-    marker = out / "eval_config.json"
-    if outputs.owner_kind(out) not in (None, "evaluate") or not marker.is_file():
-        raise TasftError(f"{what} {out} exists and holds no tasft evaluation (choose a new directory)")
-    try:
-        previous = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        previous = None
-    if not isinstance(previous, dict):
-        raise TasftError(f"{marker}: unreadable (use another --out, or --overwrite)")
-    conflict = _settings_conflict(previous, settings)
-    if conflict is not None:
-        raise TasftError(f"{what} {out} holds an evaluation {conflict} (use another --out, or --overwrite)")
-    return "resume"
-
-
-def _claim_out_dir(out: Path, settings: EvalSettings) -> outputs.DirectoryLock:
-    """Mark and lock ``out``, emptying it first when :func:`_check_out_dir` said ``replace``."""
-    action = _check_out_dir(out, settings)
-    lock = outputs.claim(out, "evaluate", "--out")
-    try:
-        if action == "replace":
-            _check_out_dir(out, settings, locked=True)  # still so, now that this process holds it
-            outputs.empty_owned(out, "--out", "evaluate")
-        write_json_atomic(out / "eval_config.json", {**asdict(settings), "overwrite": False})
-    except BaseException:
-        lock.release()
-        raise
-    return lock
 
 
 def _previous_seconds(out: Path) -> dict[str, float]:
@@ -131,39 +53,6 @@ def _previous_seconds(out: Path) -> dict[str, float]:
 
 def _rate(flags: list[bool]) -> float:
     return sum(flags) / len(flags) if flags else float("nan")
-
-
-def refresh_rule_flags(out: str | Path) -> dict:
-    """Recompute the rule-based flags and every summary of a saved evaluation from its ``scores/`` files, keeping
-    the harmfulness scores and quality metrics (no model, no scorer): for when those rules have improved."""
-    from .report import render_single_markdown
-
-    out = Path(out)
-    path = out / "metrics.json"
-    if not path.is_file():
-        raise TasftError(f"{out}: no metrics.json (not a finished evaluation)")
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    scored_rows = {}
-    for name, old in metrics["suites"].items():
-        scored = judges.rule_flags(read_jsonl(out / "scores" / f"{name}.jsonl"))
-        write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
-        scored_rows[name] = scored
-        metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),
-                                   **({"quality": old["quality"]} if "quality" in old else {})}
-        if old.get("kind") in JUDGED_KINDS and (agreement := judge_agreement(scored)) is not None:
-            metrics["suites"][name]["judge_agreement"] = agreement
-        if any("judges" in r for r in scored):
-            metrics["suites"][name]["judges"] = judges.judge_columns(scored)
-    metrics["summary"] = summary_metrics(metrics["suites"])
-    from .attacks import attack_summary
-
-    if (attacks := attack_summary(metrics["suites"], scored_rows)) is not None:
-        metrics["attacks"] = attacks
-    add_intervals(metrics, scored_rows)
-    metrics["rule_flags_refreshed"] = True
-    write_json_atomic(path, metrics)
-    write_text_atomic(out / "report.md", render_single_markdown(metrics))
-    return metrics
 
 
 def suite_metrics(scored: list[dict]) -> dict:
@@ -288,37 +177,46 @@ def _suite_items(settings: EvalSettings) -> tuple[dict[str, list[dict]], Path | 
     return {s: load_suite(s, data_dir, limits[s]) for s in suites}, data_dir
 
 
-def check_settings(settings: EvalSettings) -> None:
-    """One-line errors for impossible settings, before anything is loaded or written."""
-    if settings.limit is not None and settings.limit < 1:
-        raise TasftError(f"--limit: must be >= 1, got {settings.limit}")
-    for name, value in settings.suite_limits.items():
-        if value < 1:
-            raise TasftError(f"--suite-limit {name}: must be >= 1, got {value}")
-    judges.check_judge_name(settings.harm_scorer)
-    settings.generation.check()
+def _targets(out: Path, items: dict[str, list[dict]]) -> dict[str, Path]:
+    return {s: out / "generations" / f"{suite_name(s)}.jsonl" for s in items}
 
 
 def evaluate(settings: EvalSettings, progress: bool = True) -> dict:
-    """Run every suite for one model; returns (and writes) the metrics."""
+    """Run every suite for one model; returns (and writes) the metrics.
+
+    Before anything is written: the settings, the suites, the output directory, the model (loadable; its weights'
+    fingerprint against the one an earlier evaluation in ``out`` recorded) and every answer already in ``out``
+    (made by this model, as it is now, for the prompts the suites hold now) — a mismatch is a one-line error, never
+    an answer reused. An evaluation that fails before any answer is written leaves ``out`` as it found it."""
     check_settings(settings)
     items, data_dir = _suite_items(settings)
     out = Path(settings.out).expanduser()
-    _check_out_dir(out, settings)
-    from ..models import load_tokenizer
+    extra = provenance(settings.model, settings.generation.seed)
+    record = {"model_fingerprint": extra.get("model_fingerprint"), "suite_hashes": suite_hashes(items)}
+    created = outputs.first_missing(out)
+    action = check_out_dir(out, settings, fingerprint=record["model_fingerprint"])
+    if action == "resume":
+        for suite, target in _targets(out, items).items():
+            check_answers(items[suite], target, extra)
+    from ..models import check_loadable, load_tokenizer
 
+    check_loadable(settings.model)
     tokenizer = load_tokenizer(settings.model)
     for rows in items.values():  # a prompt that is too long fails now, not after the model has loaded
         check_prompt_lengths(tokenizer, rows, settings.generation.max_prompt_tokens)
-    lock = _claim_out_dir(out, settings)
+    lock, action = claim_out_dir(out, settings, record)
     try:
-        return _evaluate(settings, items, data_dir, tokenizer, out, progress)
+        return _evaluate(settings, items, data_dir, tokenizer, out, progress, extra, record)
+    except TasftError:
+        if action == "new" and not any((out / "generations").glob("*")):  # nothing made: leave no trace
+            outputs.discard_new(out, created)
+        raise
     finally:
         lock.release()
 
 
 def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Path | None, tokenizer, out: Path,
-              progress: bool) -> dict:
+              progress: bool, extra: dict, record: dict) -> dict:
     from ..models import load_model
 
     reset_peak_rss()
@@ -327,9 +225,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
     started = time.perf_counter()
     model = load_model(settings.model)
-    extra = provenance(settings.model, settings.generation.seed)
     gen_seconds = _previous_seconds(out)
-    targets = {s: out / "generations" / f"{suite_name(s)}.jsonl" for s in items}
+    targets = _targets(out, items)
     # one generation pass over every suite with prompts left (finished prompts are kept, with their earlier time):
     # all of them share the length-sorted batches, so no suite ends on a short batch and workers stay busy
     todo = [s for s in items if not finished(items[s], targets[s])]
@@ -343,7 +240,9 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     for s, suite_items in items.items():
         target = targets[s]
         by_id = {str(r["id"]): r for r in read_jsonl(target)}
-        rows[s] = [by_id[str(it["id"])] for it in suite_items]  # exactly this run's prompts, whatever came before
+        # exactly this run's prompts, whatever came before; the item as the suite gives it now (its prompt checked
+        # equal to the answered one), the answer and its provenance from the file
+        rows[s] = [{**by_id[str(it["id"])], **it} for it in suite_items]
     scoring_started = time.perf_counter()
     embedder = getattr(judge, "embedder", None)
     per_suite: dict[str, dict] = {}
@@ -370,6 +269,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
 
     metrics = {
         "model": settings.model,
+        **record,  # the weights' fingerprint and the suites' hashes: what these numbers were measured on
         "training": training_summary(settings.model),
         "harm_scorer": settings.harm_scorer,
         "harm_threshold": getattr(judge, "threshold", None),

@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from .. import outputs
 from ..errors import TasftError
 from ..io_utils import write_text_atomic
 from ..plotting import pyplot, save_figure
@@ -258,12 +259,33 @@ def _run_dir(path: str) -> Path:
     return Path(path) if Path(path).is_dir() else Path(path).parent
 
 
+def _check_report_dir(out: Path, inputs: dict[str, Path], overwrite: bool, locked: bool = False) -> str:
+    """What a report may do with ``out`` — ``new`` (absent or empty) or ``replace`` (``--overwrite`` of an earlier
+    tasft report) — or the one-line error why it cannot: the output rules of every command (:mod:`tasft.outputs`),
+    and never an input's own folder (an evaluation's ``report.md`` is the evaluation's)."""
+    what = "--out"
+    if out.exists() and not out.is_dir():
+        raise TasftError(f"{what} {out} exists and is not a directory")
+    outputs.check_apart(out, inputs, what)  # before the rest: an input's own folder is never a report's
+    if not out.is_dir() or outputs.is_empty(out):
+        return "new"
+    if not locked and outputs.in_use(out):
+        raise TasftError(f"{what} {out} is in use by another tasft process")
+    if not overwrite:
+        if outputs.owner_kind(out) == "report":
+            raise TasftError(f"{what} {out} already holds a tasft report (use --overwrite to replace it)")
+        raise TasftError(f"{what} {out} already exists and holds no tasft report (choose a new directory)")
+    outputs.check_replaceable(out, what, "report", locked=locked)
+    return "replace"
+
+
 def build_report(paths: list[str], out: str | Path, reference: str | None = None,
-                 sample_k: int | None = None) -> Path:
+                 sample_k: int | None = None, overwrite: bool = False) -> Path:
     """Write ``report.md``, PNG plots and ``report.html`` into ``out``: a comparison of evaluation directories
     and/or the tables and plots of experiment directories (those with an ``experiment.json``); ``reference``
     (an evaluation directory, added if not among ``paths``) adds the paired differences, ``sample_k`` the page of
-    sampled answers."""
+    sampled answers. ``out`` follows the output rules of every command: a new or empty folder, or with ``overwrite``
+    an earlier report; never a folder it reads."""
     if sample_k is not None and sample_k < 1:
         raise TasftError(f"--samples: must be >= 1, got {sample_k}")
     experiments = [Path(p) for p in paths if (Path(p) / "experiment.json").is_file()]
@@ -279,8 +301,21 @@ def build_report(paths: list[str], out: str | Path, reference: str | None = None
     rows = [compare.scored_rows(_run_dir(p)) for p in evals]
     if reference is not None and rows[ref_index] is None:
         raise TasftError(f"--reference {reference}: no scores/ files to pair prompts with")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).expanduser()
+    inputs = {f"the input {p}": _run_dir(p) for p in [*paths, *([reference] if reference else [])]}
+    action = _check_report_dir(out, inputs, overwrite)
+    lock = outputs.claim(out, "report", "--out")
+    try:
+        if action == "replace":
+            _check_report_dir(out, inputs, overwrite, locked=True)  # still so, now that this process holds it
+            outputs.empty_owned(out, "--out", "report")
+        return _write_report(out, evals, experiments, runs, rows, reference, ref_index if reference else 0, sample_k)
+    finally:
+        lock.release()
+
+
+def _write_report(out: Path, evals: list[str], experiments: list[Path], runs: list, rows: list, reference,
+                  ref_index: int, sample_k: int | None) -> Path:
     md, images = "", []
     if evals:
         for (_, data), r in zip(runs, rows):

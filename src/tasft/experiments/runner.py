@@ -13,7 +13,15 @@ from ..errors import TasftError
 from ..io_utils import write_json_atomic
 from ..run_config import load_train_config, saved_config_changes
 from .results import ordered, write_outputs
-from .sharing import PointBusy, _finished, find_shared, find_shared_start, prune_weights, same_evaluation
+from .sharing import (
+    PointBusy,
+    _finished,
+    check_evaluated,
+    find_shared,
+    find_shared_start,
+    prune_weights,
+    same_evaluation,
+)
 from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan, point_overrides
 
 
@@ -21,6 +29,7 @@ def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> 
     from ..evaluation.evaluate import EvalSettings, evaluate
 
     if (done := _finished(out)) is not None:
+        check_evaluated(model, out)
         return done
     return evaluate(EvalSettings(model=str(model), out=str(out), **asdict(exp.evaluate) | {
         "generation": exp.evaluate.generation, "suite_limits": dict(exp.evaluate.suite_limits)}), progress=progress)
@@ -34,12 +43,16 @@ def _train(cfg, run_dir: Path, progress: bool) -> dict:
     return train(cfg, resume=True, progress=progress)
 
 def _check_unchanged(run_dir: Path, cfg) -> None:
-    """A point's run was made under the settings the experiment gives it now — else a one-line error: a finished
-    point is never reused, nor a started one continued, under settings it was not trained with."""
+    """A point's run was made under the settings the experiment gives it now, from the same input files — else a
+    one-line error: a finished point is never reused, nor a started one continued, under settings or from data it
+    was not trained with."""
     changes = saved_config_changes(run_dir, to_dict(cfg))
     if changes:
         raise TasftError(f"{run_dir}: trained with other settings than the experiment now gives this point "
                          f"({changes}); move its runs/ and evals/ directories away or use another --out")
+    from ..training.run_dir import check_same_inputs
+
+    check_same_inputs(run_dir, cfg, "move its runs/ and evals/ directories away or use another --out")
 
 
 def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> dict | None:
@@ -100,6 +113,7 @@ def run_point(exp: ExperimentConfig, point: Point, out: Path, progress: bool = T
     if share and not point.series.checkpoints and not (run_dir / "config.yaml").exists():
         state, shared_run, shared_eval = find_shared(exp, cfg, out, own=own)
         if state == "done":
+            check_evaluated(shared_run, shared_eval)
             return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
         if state == "running":
             raise PointBusy(str(shared_run))
@@ -142,15 +156,21 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path, own: dict | No
     if point.series.checkpoints:
         evals = sorted(out.glob(f"evals/{point.slug}__step*/metrics.json"))
         training = _finished(run_dir) or {}
-        return [_row(point, int(e.parent.name.rsplit("__step", 1)[1]), training, _finished(e.parent), e.parent)
-                for e in evals]
+        rows = []
+        for e in evals:
+            step = int(e.parent.name.rsplit("__step", 1)[1])
+            check_evaluated(run_dir / f"checkpoint-{step}", e.parent)
+            rows.append(_row(point, step, training, _finished(e.parent), e.parent))
+        return rows
     cfg = load_train_config(exp.train_config, point_overrides(point, run_dir))
     if _finished(run_dir) is not None and _finished(eval_dir) is not None:
         _check_unchanged(run_dir, cfg)
+        check_evaluated(run_dir, eval_dir)
         return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
     state, shared_run, shared_eval = find_shared(exp, cfg, out, own=own)
     if state != "done":
         return []
+    check_evaluated(shared_run, shared_eval)
     return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
 
 

@@ -23,6 +23,53 @@ def _finished(directory: Path) -> dict | None:
     path = directory / "metrics.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
+def model_identity(model_dir: Path) -> str | None:
+    """Which weights a run or checkpoint directory holds: their fingerprint (:func:`tasft.models.model_fingerprint`),
+    or, once pruned, the one its run recorded in ``metrics.json`` when it saved them; None when neither is known."""
+    from ..models import model_fingerprint
+
+    if (now := model_fingerprint(str(model_dir))) is not None:
+        return now
+    recorded = (_finished(model_dir) or {}).get("model_fingerprint")
+    return recorded if isinstance(recorded, str) else None
+
+
+def evaluated_identity(eval_dir: Path) -> str | None:
+    """The weights' fingerprint an evaluation recorded (``metrics.json``; an older one: its ``eval_config.json`` or
+    the first answer it generated), None when it recorded none (an alias or hub model, an older export)."""
+    for record in (_finished(eval_dir) or {}, _read_json(eval_dir / "eval_config.json")):
+        if isinstance(record.get("model_fingerprint"), str):
+            return record["model_fingerprint"]
+    for answers in sorted((eval_dir / "generations").glob("*.jsonl")):
+        with answers.open(encoding="utf-8") as fh:
+            try:
+                first = json.loads(fh.readline() or "{}")
+            except ValueError:
+                continue
+        if isinstance(first, dict) and isinstance(first.get("model_fingerprint"), str):
+            return first["model_fingerprint"]
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_evaluated(model_dir: Path, eval_dir: Path) -> None:
+    """A finished evaluation is reused for ``model_dir`` only if it measured the weights the directory holds now
+    (or recorded when they were pruned); otherwise a one-line error — a retrained point never reports its earlier
+    model's numbers. Where either side is unknown (an archive without either record) there is nothing to compare."""
+    now, then = model_identity(model_dir), evaluated_identity(eval_dir)
+    if now is not None and then is not None and now != then:
+        raise TasftError(f"{eval_dir}: evaluates other weights than {model_dir} holds now (fingerprint {then}, now "
+                         f"{now}: the run was retrained since); move that evaluation away (it is evaluated again) or "
+                         "use another --out")
+
+
 def _evaluation(block: dict | None) -> dict | None:
     """An ``evaluate:`` block as comparable data: today's defaults for what an older tasft did not write, without
     the settings that cannot change an answer (``generation.workers``); None if it does not read as one."""

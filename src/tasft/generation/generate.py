@@ -194,15 +194,32 @@ def provenance(model: str, seed: int, **more) -> dict:
     return row
 
 
-def _check_resumable(done: dict[str, dict], extra: dict, out: Path) -> None:
+def _check_resumable(done: dict[str, dict], extra: dict, out: Path, items: list[dict] | None = None) -> None:
     """Answers already in ``out`` are kept only if they were generated as this run generates (the same ``extra``:
-    model, its weights' fingerprint, seed, decoding); otherwise a one-line error — never a file that mixes two
-    models' answers. Keys an older file lacks are not checked."""
+    model, its weights' fingerprint, seed, decoding) and for the same prompt text as ``items`` give under their
+    ids now; otherwise a one-line error — never a file that mixes two models' answers, nor an answer to a prompt
+    that has since changed. Keys an older file lacks are not checked."""
     for key, value in extra.items():
         stale = [row for row in done.values() if key in row and row[key] != value]
         if stale:
+            why = " (the model was retrained or replaced since)" if key == "model_fingerprint" else ""
             raise TasftError(f"{out}: {len(stale)} answers in it were generated with {key}={stale[0][key]!r}, this "
-                             f"run has {value!r} (use another output, or --overwrite)")
+                             f"run has {value!r}{why} (use another output, or --overwrite)")
+    changed = [it for it in items or () if str(it["id"]) in done and done[str(it["id"])].get("prompt") != it["prompt"]]
+    if changed:
+        raise TasftError(f"{out}: {len(changed)} answers in it were generated for other prompt text under the same "
+                         f"ids (first: {changed[0]['id']}; the prompt file changed since) (use another output, or "
+                         "--overwrite)")
+
+
+def check_answers(items: list[dict], out: str | os.PathLike, extra: dict) -> None:
+    """The one-line error why the answers already written for ``out`` (final or ``.partial``) cannot be reused for
+    ``items`` by a run whose rows carry ``extra`` (:func:`_check_resumable`); nothing when there are none. Run it
+    before reusing a finished file as well as before resuming one."""
+    out = Path(out)
+    if out.is_dir():
+        raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
+    _check_resumable(_answered(out), extra, out, items)
 
 
 def generate_jsonl(
@@ -236,7 +253,7 @@ def _open_job(items: list[dict], out: str | os.PathLike, extra: dict) -> _Job:
     if out.is_dir():
         raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
     done = _answered(out)
-    _check_resumable(done, extra, out)
+    _check_resumable(done, extra, out, items)
     complete = _complete(items, out, done)
     return _Job(items, out, done, [] if complete else [it for it in items if str(it["id"]) not in done], complete)
 
