@@ -47,20 +47,21 @@ def _generate(args: argparse.Namespace) -> None:
     from .config import DataSource
     from .data.records import load_source
     from .generation.generate import check_prompt_lengths, generate_jsonl
-    from .generation.harvest import check_output_free, harvest_items
+    from .generation.harvest import check_output_free, command_inputs, harvest_items
     from .models import load_model, load_tokenizer
 
     out = Path(args.out)
     settings = _generation_settings(args).check()
     if args.limit is not None and args.limit < 1:
         raise TasftError(f"--limit: must be >= 1, got {args.limit}")
-    check_output_free(out, args.overwrite, dry_run=True)
+    inputs = command_inputs(args.model, args.prompts)
+    check_output_free(out, args.overwrite, dry_run=True, inputs=inputs)
     records = load_source(DataSource(args.prompts, limit=args.limit), "prompts", need_response=False)
     tokenizer = load_tokenizer(args.model)
     items = harvest_items(records)
     check_prompt_lengths(tokenizer, items, settings.max_prompt_tokens)
     model = load_model(args.model)
-    check_output_free(out, args.overwrite)
+    check_output_free(out, args.overwrite, inputs=inputs)
     generate_jsonl(model, tokenizer, items, out, settings, extra={"model": args.model, "seed": settings.seed})
     print(f"wrote {len(items)} responses to {out}")
 
@@ -115,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> None:
                              "--suite-limit (or drop --spec)")
         settings = from_spec(args.spec, **common)
     else:
-        settings = EvalSettings(suites=args.suites or "all", limit=args.limit,
+        settings = EvalSettings(suites="all" if args.suites is None else args.suites, limit=args.limit,
                                 suite_limits=_suite_limits(args.suite_limit), **common)
     metrics = evaluate(settings)
     print(dumps(metrics["summary"], indent=2))
@@ -125,13 +126,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from .evaluation.report import build_report
 
-    out = build_report(args.runs, args.out, reference=args.reference, sample_k=args.samples)
+    out = build_report(args.runs, args.out, reference=args.reference, sample_k=args.samples, overwrite=args.overwrite)
     extra = f" and {out}/samples.html (answers, content warning)" if args.samples else ""
     print(f"wrote {out}/report.md, {out}/report.html and the PNG plots{extra}")
 
 
 def _rescore(args: argparse.Namespace) -> None:
-    from .evaluation.evaluate import refresh_rule_flags
+    from .evaluation.rescore import refresh_rule_flags
 
     for path in args.evals:
         summary = refresh_rule_flags(path)["summary"]
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None, metavar="K",
                    help="also write samples.html: K seeded answers per run and suite, each collapsed behind a "
                    "content warning")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier report in --out (only a directory tasft created for a report)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("experiment", help="a study's grid of train + evaluate points (resumable), table and plots")

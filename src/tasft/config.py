@@ -251,19 +251,6 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
-def _check_finite(node: Any, where: str = "") -> None:
-    """Every number in a config must be finite: ``nan`` or ``inf`` (YAML ``.inf``) is a one-line error."""
-    for f in dataclasses.fields(node):
-        value = getattr(node, f.name)
-        key = f"{where}{_REVERSE_ALIASES.get(f.name, f.name)}"
-        if dataclasses.is_dataclass(value):
-            _check_finite(value, f"{key}.")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise TasftError(f"{key}: must be a finite number, got {value}")
-
-
-
-
 def check_finite(node: Any, where: str = "") -> None:
     """Every number in a config must be finite: ``nan`` or ``inf`` (YAML ``.inf``) is a one-line error."""
     for f in dataclasses.fields(node):
@@ -286,6 +273,7 @@ OWNED_TRAINING_ARGS: dict[str, str | None] = {
     "save_strategy": "save_steps", "save_steps": "save_steps", "save_total_limit": "save_total_limit",
     "seed": "seed", "data_seed": "seed", "report_to": "report_to", "bf16": "precision", "fp16": "precision",
     "ddp_find_unused_parameters": "ddp_find_unused_parameters", "per_device_train_batch_size": "batch_size",
+    "num_train_epochs": "max_steps",  # a run is as long as max_steps: epochs would have no effect
     "remove_unused_columns": None, "dataloader_num_workers": None, "dataloader_pin_memory": None,
 }
 
@@ -322,6 +310,27 @@ def positive(node: Any, where: str, *names: str, allow_none: bool = False, zero:
                              f"{' or null' if allow_none else ''}, got {value}")
 
 
+#: the largest value a size setting may take: beyond these a number is a typo (10**24 steps), not a plan
+SIZE_LIMITS = {"max_steps": 10**8, "save_steps": 10**8, "logging_steps": 10**8, "warmup_steps": 10**8,
+               "gradient_accumulation_steps": 10**6, "batch_size": 10**6, "harmful_batch_size": 10**6,
+               "eval_batch_size": 10**6, "max_length": 10**7, "harvest_max_new_tokens": 10**6,
+               "save_total_limit": 10**9}
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding both take 0 .. 2**32 - 1
+
+
+def check_sizes(cfg: TrainConfig) -> None:
+    """Seeds in the range the random generators take, sizes below :data:`SIZE_LIMITS` (one-line errors)."""
+    for name, limit in SIZE_LIMITS.items():
+        value = getattr(cfg, name)
+        if isinstance(value, int) and value > limit:
+            raise TasftError(f"{name}: {value} is beyond any run (at most {limit:,})")
+    for where, value in (("seed", cfg.seed), *((f"{k}.shuffle_seed", getattr(cfg, k).shuffle_seed)
+                                               for k in ("train_data", "harmful_data", "eval_data")
+                                               if getattr(cfg, k) is not None)):
+        if value is not None and not 0 <= value <= SEED_MAX:
+            raise TasftError(f"{where}: must be in 0 .. {SEED_MAX}, got {value}")
+
+
 def check_core(cfg: TrainConfig) -> None:
     """The checks of every run, whatever its method: finite numbers, ranges, data sources, output directory."""
     check_finite(cfg)
@@ -356,4 +365,7 @@ def check_core(cfg: TrainConfig) -> None:
     if cfg.training_args:
         check_training_args(cfg.training_args)
     if cfg.lora is not None:
-        positive(cfg.lora, "lora.", "r")
+        positive(cfg.lora, "lora.", "r", "alpha")
+        if not 0 <= cfg.lora.dropout < 1:
+            raise TasftError(f"lora.dropout: must be in [0, 1), got {cfg.lora.dropout}")
+    check_sizes(cfg)

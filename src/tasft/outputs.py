@@ -6,6 +6,8 @@ writes into it. A directory is emptied (``--overwrite``, or a training attempt a
 checkpoint) only when
 
 * it carries the marker of the same kind (a training run never replaces an evaluation, nor the reverse),
+* it holds no other tasft output (a marker further down: an evaluation written into a run's folder, a run
+  training into a sub-folder), finished, abandoned or in use,
 * it is not the filesystem root, the home directory, the current directory, a parent of any of these, a folder
   with a ``.git`` inside, or the folder this package is installed from, and not a symbolic link, and
 * no other process holds its lock.
@@ -13,6 +15,10 @@ checkpoint) only when
 Anything else is refused with a one-line :class:`TasftError`, so no spelling of a path (``.``, ``''``, ``..``,
 ``~/``, ``/``, a symlink) can reach ``rmtree`` on a folder tasft did not create. Emptying keeps the marker, and
 happens while this process holds the lock.
+
+An output never holds, nor lies inside, an input of the command that writes it (:func:`check_apart`: the model, a
+reference run, data and prompt files, suites), whatever the flags: ``--overwrite`` then cannot delete what the
+command reads, and a later replacement of the input cannot delete the output.
 
 The lock is an advisory ``flock`` on the marker, held while a command writes into the directory and released by
 the kernel when the process dies (``kill -9`` included), so a second command can tell a directory in use from an
@@ -32,7 +38,7 @@ from pathlib import Path
 from .errors import TasftError
 
 MARKER = ".tasft-output"
-KIND_NAMES = {"train": "a tasft training run", "evaluate": "a tasft evaluation"}
+KIND_NAMES = {"train": "a tasft training run", "evaluate": "a tasft evaluation", "report": "a tasft report"}
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -152,6 +158,34 @@ def claim(path: Path, kind: str, what: str) -> DirectoryLock:
     return lock
 
 
+def nested_outputs(path: Path) -> list[Path]:
+    """Other tasft outputs inside ``path`` (folders below it holding a marker), symbolic links not followed."""
+    found = []
+    for root, dirs, files in os.walk(path):
+        if MARKER in files and Path(root) != Path(path):
+            found.append(Path(root))
+        dirs.sort()
+    return sorted(found)
+
+
+def check_apart(target: Path, inputs: dict[str, Path], what: str) -> None:
+    """The one-line error when the output ``target`` holds one of the command's ``inputs`` (by the name an error
+    gives it) or lies inside an input folder; inputs that do not exist (a hub id, an alias) are skipped."""
+    for name, path in inputs.items():
+        path = Path(path).expanduser()
+        if not path.exists():
+            continue
+        if Path(target).expanduser().resolve() == path.resolve():
+            raise TasftError(f"{what} {target} is {name}, which this command reads: choose another place for its "
+                             "output")
+        if contains(target, path):
+            raise TasftError(f"{what} {target} holds {name} ({path}), which this command reads: choose another "
+                             "place for its output")
+        if path.is_dir() and contains(path, target):
+            raise TasftError(f"{what} {target} lies inside {name} ({path}), which this command reads: choose a "
+                             "place outside it")
+
+
 def check_replaceable(path: Path, what: str, kind: str, locked: bool = False) -> None:
     """The one-line error why ``path`` must not be emptied for a new ``kind`` output (see the module docstring);
     ``locked``: this process holds its lock."""
@@ -170,15 +204,49 @@ def check_replaceable(path: Path, what: str, kind: str, locked: bool = False) ->
                          f"{KIND_NAMES.get(kind, kind)}: it is not replaced (choose another directory)")
     if not locked and in_use(path):
         raise TasftError(f"{what} {path} is in use by another tasft process")
+    if nested := nested_outputs(path):
+        inner = KIND_NAMES.get(owner_kind(nested[0]) or "", "another tasft output")
+        raise TasftError(f"{what} {path} holds {inner} in {nested[0]}: it is not deleted with it (move it out "
+                         "first, or choose another directory)")
 
 
-def empty_owned(path: Path, what: str, kind: str) -> None:
-    """Delete everything in ``path`` but its marker, after :func:`check_replaceable`; call with the lock held."""
+def first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet: what creating it makes."""
+    path = Path(path).expanduser().absolute()
+    missing = None
+    for place in (path, *path.parents):
+        if place.exists() or place.is_symlink():
+            break
+        missing = place
+    return missing
+
+
+def discard_new(path: Path, created: Path | None) -> None:
+    """Undo a claim that produced nothing: remove ``created`` (:func:`first_missing` before the claim: the folders
+    this command made), else empty ``path`` (it was empty before, so everything in it is this command's). Call with
+    the lock held; a failure to remove is left alone."""
+    try:
+        if created is not None:
+            shutil.rmtree(created)
+            return
+        for child in Path(path).iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    except OSError:
+        pass
+
+
+def empty_owned(path: Path, what: str, kind: str, keep: Iterable[str] = ()) -> None:
+    """Delete everything in ``path`` but its marker (and the names matching the glob patterns ``keep``), after
+    :func:`check_replaceable`; call with the lock held."""
     path = Path(path)
+    keep = list(keep)
     check_replaceable(path, what, kind, locked=True)
     try:
         for child in path.iterdir():
-            if child.name == MARKER:
+            if child.name == MARKER or any(fnmatch.fnmatch(child.name, g) for g in keep):
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

@@ -22,6 +22,31 @@ MOVED_KEYS = {k: f"ta_sft.{k}" for k in ("penalty", "lambda", "bound_constant", 
                                           "embedding_source", "penalty_first_tokens")}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error (YAML itself would keep
+    the last one silently: ``learning_rate`` given twice trains with whichever came second)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key == "<<":
+            continue
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: the safe loader names it itself
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' is given twice (YAML would keep only the last)", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
@@ -30,7 +55,7 @@ def _read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise TasftError(f"{path}: cannot read config file ({exc.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -169,11 +194,41 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _merge(read_config_file(path.parent / base, (*_seen, resolved)), data)
 
 
+def _setting_origin(path: Path, key: str) -> Path | None:
+    """The file of ``path``'s ``base:`` chain (``path`` first) whose own keys set ``key``."""
+    seen: set[Path] = set()
+    while path.resolve() not in seen:
+        seen.add(path.resolve())
+        own = _read_yaml(path)
+        if key in own:
+            return path
+        if not isinstance(own.get("base"), str):
+            return None
+        path = path.parent / own["base"]
+    return None
+
+
+def _check_remote_code_consent(path: Path, data: dict, overrides: list[str]) -> None:
+    """``trust_remote_code: true`` runs Python from the model's repository: it must come from the config the user
+    names or from ``--set``, never silently from a file that config includes."""
+    if data.get("trust_remote_code") is not True:
+        return
+    if any(item.partition("=")[0].strip() == "trust_remote_code" for item in overrides):
+        return
+    origin = _setting_origin(path, "trust_remote_code")
+    if origin is not None and origin.resolve() != path.resolve():
+        raise TasftError(f"trust_remote_code: true comes from {origin}, a file {path} includes (base:): it runs code "
+                         f"from the model's repository, so confirm it with --set trust_remote_code=true or write it "
+                         f"in {path} itself")
+
+
 def load_train_config(path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML file (optional; its ``base:`` first), apply overrides, build and validate a :class:`TrainConfig`."""
+    """Read a YAML file (optional; its ``base:`` first), apply overrides, build and validate a :class:`TrainConfig`.
+    ``trust_remote_code`` set by an included file needs the user's confirmation (:func:`_check_remote_code_consent`)."""
     data: dict = {}
     if path is not None:
         data = read_config_file(Path(path))
+        _check_remote_code_consent(Path(path), data, overrides or [])
     data = apply_overrides(data, overrides or [])
     return build_config(data)
 

@@ -77,9 +77,11 @@ def parse_suites(spec: str, attacks: str | None = None) -> list[str]:
     """Comma-separated suite names or files; ``all`` expands to every named suite but ``alpaca-eval`` (which
     ``alpaca`` contains). ``SUITE@TEMPLATE`` is a harm suite (or file) under a jailbreak template; ``attacks``
     (``all`` or comma-separated template names) adds every harm suite given under each of those templates."""
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
+    names = [s.strip() for s in spec.split(",")]
+    if not any(names):
         raise TasftError("--suites: no suite given")
+    if not all(names):
+        raise TasftError(f"--suites {spec!r}: an empty name between commas")
     out: list[str] = []
     for n in names:
         if n == "all":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import outputs
 from ..config import DataSource
 from ..data.records import Record, load_source
 from ..errors import TasftError
@@ -45,11 +46,26 @@ def harvest_items(records: list[Record], samples: int = 1) -> list[dict]:
             for i, r in enumerate(records) for s in range(samples)]
 
 
-def check_output_free(out: Path, overwrite: bool, dry_run: bool = False) -> None:
+def command_inputs(model: str, prompts: str, exclude: list[str] | tuple[str, ...] = (),
+                   scorer_path: str | None = None) -> dict[str, Path]:
+    """What ``generate`` / ``harvest`` read from disk, by the name an error gives it (see :func:`check_output_free`)."""
+    inputs = {"the model": Path(model).expanduser(), "the prompt file": Path(prompts).expanduser()}
+    inputs.update({f"the excluded {p}": Path(p).expanduser() for p in exclude})
+    if scorer_path:
+        inputs["the scorer directory"] = Path(scorer_path).expanduser()
+    return inputs
+
+
+def check_output_free(out: Path, overwrite: bool, dry_run: bool = False, inputs: dict[str, Path] | None = None,
+                      ) -> None:
     """Refuse to replace a finished output file unless asked (a ``.partial`` file means resume); with ``overwrite``
-    the old file is removed — unless ``dry_run`` (check only: nothing is removed before the inputs are checked)."""
+    the old file is removed — unless ``dry_run`` (check only: nothing is removed before the inputs are checked).
+    The output (and the files written beside it) is never one of the command's ``inputs`` nor inside one."""
     if out.is_dir():
         raise TasftError(f"{out} is a directory (give a .jsonl file to write)")
+    for written in (out, out.with_name(out.stem + ".raw.jsonl"), out.with_name(out.stem + ".all_scored.jsonl"),
+                    out.with_name(out.name + ".partial")):
+        outputs.check_apart(written, inputs or {}, "--out")
     if out.exists() and not overwrite:
         raise TasftError(f"{out} already exists (use --overwrite to replace it)")
     if out.exists() and overwrite and not dry_run:
@@ -80,7 +96,8 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
         raise TasftError(f"--limit must be >= 1, got {settings.limit}")
     settings.generation.check()
     out = Path(settings.out)
-    check_output_free(out, settings.overwrite, dry_run=True)
+    inputs = command_inputs(settings.model, settings.prompts, settings.exclude, settings.scorer_path)
+    check_output_free(out, settings.overwrite, dry_run=True, inputs=inputs)
     src = DataSource(settings.prompts, limit=settings.limit, shuffle_seed=settings.seed, exclude=settings.exclude)
     records = load_source(src, "prompts", need_response=False)
     items = harvest_items(records, settings.samples)
@@ -93,7 +110,7 @@ def harvest(settings: HarvestSettings, model=None, tokenizer=None, progress: boo
         data_dir = find_data_dir(settings.data_dir) if settings.scorer_path is None else None
         scorer = judges.load_judge("local", judges.JudgeOptions(scorer_path=settings.scorer_path, data_dir=data_dir))
     model = model or load_model(settings.model)
-    check_output_free(out, settings.overwrite)
+    check_output_free(out, settings.overwrite, inputs=inputs)
     gen = settings.generation
     if settings.samples > 1 and not gen.do_sample:
         gen = GenerationSettings(**{**gen.__dict__, "do_sample": True})

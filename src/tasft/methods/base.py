@@ -51,6 +51,17 @@ class Method:
         """Models the run loads besides ``cfg.model`` (checked loadable before the run writes anything)."""
         return []
 
+    def input_paths(self, cfg: TrainConfig) -> dict[str, str]:
+        """Paths the run reads besides its data sources (its settings' ``PATH_FIELDS`` and :meth:`other_models`),
+        by the key that sets them: the run's output directory may neither hold nor lie inside any of them."""
+        paths = {}
+        if self.Settings is not None and cfg.method_settings is not None:
+            for name in self.Settings.PATH_FIELDS:
+                if isinstance(value := getattr(cfg.method_settings, name, None), str):
+                    paths[f"{self.Settings.BLOCK}.{name}"] = value
+        paths.update({f"the model {m}": m for m in self.other_models(cfg)})
+        return paths
+
     def check_inputs(self, cfg: TrainConfig) -> None:
         """Files the run reads besides its data and models, checked before the run writes anything (one-line
         :class:`~tasft.errors.TasftError`); settings alone are :meth:`check`'s."""

@@ -138,6 +138,16 @@ class TaSft(Method):
         reference = cfg.method_settings.lambda_reference_model
         return [reference] if reference is not None else []
 
+    def input_paths(self, cfg) -> dict[str, str]:
+        paths = super().input_paths(cfg)
+        s = cfg.method_settings
+        if s.lambda_reference_model is not None:
+            paths = {k: v for k, v in paths.items() if v != s.lambda_reference_model}
+            paths["ta_sft.lambda_reference_model"] = s.lambda_reference_model
+        if s.lambda_reference_run is not None:
+            paths["ta_sft.lambda_reference_run"] = s.lambda_reference_run
+        return paths
+
     def check_inputs(self, cfg) -> None:
         from ..training.dual import reference_curve_file
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .. import outputs
 from ..data.records import VERDICTS, prompt_id, read_verdicts
 from ..errors import TasftError
 from . import harmfulness_data as hd
@@ -122,6 +123,9 @@ def run_audit(pool: str, out: str | Path, verdicts: str | None = None, data_dir:
         raise TasftError(f"{out} is a directory (give a .json file to write)")
     if out.exists() and not overwrite:
         raise TasftError(f"{out} already exists (use --overwrite to replace it)")
+    inputs = {"the D_h file": Path(pool).expanduser(), **({"the verdict file": Path(verdicts).expanduser()}
+                                                         if verdicts else {})}
+    outputs.check_apart(out, inputs, "--out")
     if not Path(pool).is_file():
         raise TasftError(f"{pool} does not exist")
     judged = read_verdicts(verdicts) if verdicts else None

@@ -25,13 +25,18 @@ def find_unused_parameters(cfg: TrainConfig, model) -> bool | None:
     return get_method(cfg.method).find_unused_parameters
 
 
-def training_kwargs(cfg: TrainConfig, out_dir: Path, model) -> dict:
-    """``TrainingArguments`` keywords shared by every method (KTO adds its own on top): tasft's settings, then
-    the ``training_args:`` block."""
+def check_precision(cfg: TrainConfig) -> None:
+    """A precision this machine cannot run is a one-line error (checked before a run writes anything)."""
     if cfg.precision == "fp16" and not torch.cuda.is_available():
         from ..errors import TasftError
 
         raise TasftError("precision: fp16 autocast needs a CUDA GPU (use bf16 on CPU, or fp32)")
+
+
+def training_kwargs(cfg: TrainConfig, out_dir: Path, model) -> dict:
+    """``TrainingArguments`` keywords shared by every method (KTO adds its own on top): tasft's settings, then
+    the ``training_args:`` block."""
+    check_precision(cfg)
     report_to = [r for r in cfg.report_to if r != "none"]
     if "tensorboard" in report_to:
         try:

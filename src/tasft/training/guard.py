@@ -74,17 +74,18 @@ class DivergenceGuardMixin:
         self._guard_collapse_steps, self._guard_min_grad_norm = collapse_steps, min_grad_norm
 
     def divergence_error(self, step: int, what: str, collapsed_from: int | None = None) -> TrainingDiverged:
-        for callback in self.callback_handler.callbacks:  # the error is the last line, not a progress bar
-            if getattr(callback, "training_bar", None) is not None:
-                callback.training_bar.close()
-                callback.training_bar = None
+        self._close_progress_bars()
         out = Path(self.args.output_dir)
         moved = []
         if collapsed_from is not None and self.is_world_process_zero():
             for ckpt in out.glob("checkpoint-*"):
                 tail = ckpt.name.split("-", 1)[1]
                 if tail.isdigit() and int(tail) >= collapsed_from:
-                    shutil.move(str(ckpt), str(ckpt.with_name(f"diverged-{ckpt.name}")))
+                    target, k = ckpt.with_name(f"diverged-{ckpt.name}"), 1
+                    while target.exists():  # an earlier attempt's, kept across its restart
+                        k += 1
+                        target = ckpt.with_name(f"diverged-{ckpt.name}.{k}")
+                    shutil.move(str(ckpt), str(target))
                     moved.append(ckpt.name)
         from .checkpoints import last_checkpoint
 
@@ -126,8 +127,24 @@ class DivergenceGuardMixin:
             self._guard_streak = 0
         return norm
 
+    def _close_progress_bars(self) -> None:
+        """Close the training bar, so that an error raised now is the last line, not a progress bar."""
+        for callback in self.callback_handler.callbacks:
+            if getattr(callback, "training_bar", None) is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
+
     def _save_checkpoint(self, model, trial):
         bad = nonfinite_parameter(self.model)
         if bad is not None:
             raise self.divergence_error(self.state.global_step, f"parameter {bad} is not finite")
-        return super()._save_checkpoint(model, trial)
+        try:
+            return super()._save_checkpoint(model, trial)
+        except Exception as exc:  # torch, safetensors and json each fail in their own way on a full disk
+            from .checkpoints import disk_full_error, no_space
+
+            out = Path(self.args.output_dir)
+            if not self.is_world_process_zero() or not no_space(exc, out):
+                raise
+            self._close_progress_bars()
+            raise disk_full_error(out, f"checkpoint-{self.state.global_step}") from None

@@ -21,11 +21,11 @@ from ..methods import TrainerInputs, get_method
 from ..run_config import validate
 from .api import loop_trainer
 from .args import training_kwargs
-from .checkpoints import last_checkpoint, run_training
+from .checkpoints import disk_full_error, last_checkpoint, no_space, run_training
 from .datasets import Sources, check_sources, load_datasets, measure_all, read_sources
 from .guard import nonfinite_parameter
 from .model_card import render_model_card
-from .run_dir import _check_output_dir, check_same_run, prepare_output_dir
+from .run_dir import INPUTS_FILE, _check_output_dir, check_same_run, input_hashes, prepare_output_dir, run_inputs
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +38,47 @@ def method_summary(cfg: TrainConfig) -> dict:
 
 
 def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
-    """Run one training job end to end; returns the metrics written to ``metrics.json``."""
-    from ..models import check_loadable, load_tokenizer
+    """Run one training job end to end; returns the metrics written to ``metrics.json``.
+
+    Everything that can be checked is checked before the run writes anything: the settings, the output directory
+    (never holding nor inside an input, :func:`run_inputs`; a resumed run's settings), the models, the data, the
+    precision, the tokenizer against the model and the LoRA adapter against its layers. A new run that still fails
+    with an error before its first checkpoint leaves no trace (a diverged one keeps what it wrote, to inspect)."""
+    from ..models import check_fit, check_loadable, load_tokenizer
+    from .args import check_precision
+    from .guard import TrainingDiverged
 
     validate(cfg)
     out_dir = Path(cfg.output_dir).expanduser()
     if overwrite and resume:
         raise TasftError("--overwrite and --resume exclude each other (replace the run, or continue it)")
-    if Path(cfg.model).expanduser().is_dir() and outputs.contains(out_dir, Path(cfg.model)):
-        raise TasftError(f"output_dir {out_dir} would hold the starting model {cfg.model}: choose another directory")
     _distributed_cpu_env()
     # bad input fails before anything is written: the directory (and a resumed run's settings), the model, the data
-    if _is_main_process() and _check_output_dir(out_dir, overwrite, resume) == "resume":
+    action = _check_output_dir(out_dir, overwrite, resume) if _is_main_process() else None
+    outputs.check_apart(out_dir, run_inputs(cfg), "output_dir")
+    if action == "resume":
         check_same_run(out_dir, cfg)
     started, wall_started = time.perf_counter(), time.time() - 1.0
+    check_precision(cfg)
     check_loadable(cfg.model, cfg.trust_remote_code)
     method = get_method(cfg.method)
     for other in method.other_models(cfg):
         check_loadable(other, cfg.trust_remote_code)
     method.check_inputs(cfg)
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    check_fit(cfg.model, tokenizer, cfg.lora, cfg.trust_remote_code)
     sources = read_sources(cfg)
     check_sources(cfg, tokenizer, sources)
+    created = outputs.first_missing(out_dir)
     lock = prepare_output_dir(out_dir, overwrite, resume)
     try:
         return _train(cfg, out_dir, resume, progress, tokenizer, sources, started, wall_started)
+    except TasftError as exc:
+        if (action in ("new", "restart", "replace") and not isinstance(exc, TrainingDiverged)
+                and not (out_dir / "metrics.json").exists() and last_checkpoint(out_dir) is None
+                and not list(out_dir.glob("diverged-checkpoint-*"))):
+            outputs.discard_new(out_dir, created)  # nothing made: the corrected command starts where this one did
+        raise
     finally:
         if lock is not None:
             lock.release()
@@ -75,14 +91,17 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     from ..models import add_lora, load_model
     from .trainer import JsonlLogCallback
 
+    # torn checkpoints are set aside (or, on a full disk, removed) before anything is written
+    checkpoint = last_checkpoint(out_dir, drop_incomplete=_is_main_process()) if resume else None
     write_yaml_atomic(out_dir / "config.yaml", to_dict(cfg))
+    inputs = input_hashes(cfg)
+    write_json_atomic(out_dir / INPUTS_FILE, inputs)
     set_seed(cfg.seed)
     reset_peak_rss()
     model = load_model(cfg.model, cfg.dtype, cfg.trust_remote_code)
     data = load_datasets(cfg, tokenizer, model, out_dir, sources)
     pad_id = tokenizer.pad_token_id
 
-    checkpoint = last_checkpoint(out_dir, drop_incomplete=_is_main_process()) if resume else None
     before = measure_all(model, data, pad_id, cfg.eval_batch_size) if cfg.measure else {}
     if cfg.lora is not None:
         model = add_lora(model, cfg.lora)
@@ -118,6 +137,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
         "steps": int(result.global_step),
         "resumed_from": checkpoint,
         "data": data.stats,
+        "inputs": inputs,  # each input file's SHA-256, each model directory's weights (inputs.json)
         "before": before,
         "after": after,
         "train_seconds": round(train_seconds, 2),
@@ -131,8 +151,17 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     if bad is not None:
         raise trainer.divergence_error(int(result.global_step), f"parameter {bad} is not finite after the last step")
     if trainer.is_world_process_zero():
-        trainer.save_model(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
+        from ..models import model_fingerprint
+
+        try:
+            trainer.save_model(str(out_dir))
+            tokenizer.save_pretrained(str(out_dir))
+        except Exception as exc:  # torch, safetensors and json each raise their own kind
+            if not no_space(exc, out_dir):
+                raise
+            raise disk_full_error(out_dir, "the final model") from None
+        # which weights these are (an evaluation records the same; a retrained run differs), kept after pruning
+        metrics["model_fingerprint"] = model_fingerprint(str(out_dir))
         write_json_atomic(out_dir / "metrics.json", metrics)
         write_text_atomic(out_dir / "README.md", render_model_card(cfg, metrics))
         if not cfg.keep_checkpoints:

@@ -3,24 +3,31 @@ attempt), done by the main process under the directory's lock (:mod:`tasft.outpu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 from .. import outputs
 from ..config import TrainConfig, to_dict
 from ..errors import TasftError
+from ..methods import get_method
 from ..run_config import RESUMABLE_KEYS, saved_config_changes
-from .checkpoints import last_checkpoint
+from .checkpoints import TORN_PREFIX, last_checkpoint
 from .contrastive import CONTRASTIVE_FILE
 from .datasets import HARVEST_FILE
 
 log = logging.getLogger(__name__)
 
 
+INPUTS_FILE = "inputs.json"  # what a run was made from: each input file's SHA-256, each model directory's weights
 #: what a training run writes into its directory before its first checkpoint; an attempt that holds only these
 #: (and no checkpoint, no final metrics) was abandoned and is started afresh
-ATTEMPT_FILES = (outputs.MARKER, "config.yaml", "log.jsonl", "runs", f"{HARVEST_FILE}*", f"{CONTRASTIVE_FILE}*",
-                 ".tasft-prepared-*", ".*.tmp")
+ATTEMPT_FILES = (outputs.MARKER, "config.yaml", INPUTS_FILE, "log.jsonl", "runs", f"{HARVEST_FILE}*",
+                 f"{CONTRASTIVE_FILE}*", ".tasft-prepared-*", ".*.tmp")
+#: checkpoints an attempt set aside (diverged, torn): they do not block the restart of an attempt that has no good
+#: checkpoint, and the restart keeps them (to inspect; ``--overwrite`` removes them)
+SET_ASIDE = ("diverged-checkpoint-*", f"{TORN_PREFIX}checkpoint-*")
 
 
 def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.DirectoryLock | None:
@@ -57,7 +64,7 @@ def _check_output_dir(path: Path, overwrite: bool, resume: bool, locked: bool = 
             raise TasftError(f"{what} {path} holds no tasft training run to resume")
         return "resume"
     if (kind == "train" and not (path / "metrics.json").exists() and last_checkpoint(path) is None
-            and not outputs.unexpected_entries(path, ATTEMPT_FILES)):
+            and not outputs.unexpected_entries(path, ATTEMPT_FILES + SET_ASIDE)):
         return "restart"
     raise TasftError(f"{what} {path} already exists (use --overwrite to replace it or --resume)")
 
@@ -69,10 +76,11 @@ def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.Di
     try:
         if action in ("replace", "restart"):
             _check_output_dir(path, overwrite, resume, locked=True)  # still so, now that this process holds it
+            kept = sorted(p.name for g in SET_ASIDE for p in path.glob(g)) if action == "restart" else []
             if action == "restart":
                 log.warning("output_dir %s holds an attempt that stopped before its first checkpoint: starting "
-                            "afresh", path)
-            outputs.empty_owned(path, what, "train")
+                            "afresh%s", path, f" (its set-aside {', '.join(kept)} kept)" if kept else "")
+            outputs.empty_owned(path, what, "train", keep=SET_ASIDE if action == "restart" else ())
         if resume and action == "new":
             log.warning("--resume: %s does not exist yet, starting a new run", path)
     except BaseException:
@@ -82,10 +90,78 @@ def _prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.Di
 
 
 def check_same_run(path: Path, cfg: TrainConfig) -> None:
-    """``--resume`` continues the run in ``path`` only under the settings it was started with (``config.yaml``);
-    what may change is how long it runs and what it saves, logs and measures (:data:`RESUMABLE_KEYS`). Anything else
-    — another learning rate, data set, method — is a one-line error naming the settings, never a silent mix."""
+    """``--resume`` continues the run in ``path`` only under the settings it was started with (``config.yaml``)
+    and from the same inputs (``inputs.json``: the files' hashes); what may change is how long it runs and what it
+    saves, logs and measures (:data:`RESUMABLE_KEYS`). Anything else — another learning rate, data set, method, or
+    a data file whose content changed under the same name — is a one-line error naming it, never a silent mix."""
     changes = saved_config_changes(path, to_dict(cfg), RESUMABLE_KEYS)
     if changes:
         raise TasftError(f"output_dir {path} holds a run with other settings ({changes}): --resume only continues "
                          "the same run (use another output_dir, or --overwrite)")
+    check_same_inputs(path, cfg, "--resume only continues the same run (use another output_dir, or --overwrite)")
+
+
+def check_same_inputs(path: Path, cfg: TrainConfig, advice: str) -> None:
+    """The one-line error when a file ``cfg`` reads is no longer what the run in ``path`` was made from (its
+    ``inputs.json``; a run written before tasft recorded its inputs is not checked)."""
+    saved_file = path / INPUTS_FILE
+    if not saved_file.is_file():
+        return
+    try:
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise TasftError(f"{saved_file}: unreadable, so nobody can tell what the run was made from (move the run "
+                         "away, or replace it)") from None
+    now = input_hashes(cfg)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if changed:
+        more = f" and {len(changed) - 2} more" if len(changed) > 2 else ""
+        raise TasftError(f"output_dir {path} holds a run made from other inputs ({', '.join(changed[:2])}{more} "
+                         f"changed since): {advice}")
+
+
+def run_inputs(cfg: TrainConfig) -> dict[str, Path]:
+    """Everything a run reads from disk, by the key that names it: the starting model, its data sources (with their
+    audit and exclude files), the contrastive data and the method's own files and models."""
+    paths: dict[str, str] = {"the starting model": cfg.model}
+    for key in ("train_data", "harmful_data", "eval_data"):
+        source = getattr(cfg, key)
+        if source is None:
+            continue
+        paths[key] = source.path
+        if source.audit is not None:
+            paths[f"{key}.audit"] = source.audit
+        paths.update({f"{key}.exclude[{i}]": p for i, p in enumerate(source.exclude)})
+    if cfg.contrastive.enabled and cfg.contrastive.safety_data:
+        paths["contrastive.safety_data"] = cfg.contrastive.safety_data
+    paths.update(get_method(cfg.method).input_paths(cfg))
+    return {k: Path(v).expanduser() for k, v in paths.items() if isinstance(v, str) and v}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_hashes(cfg: TrainConfig) -> dict[str, str]:
+    """What a run is made from, by input (:func:`run_inputs`): a file's SHA-256; a model directory's weights
+    fingerprint (:func:`tasft.models.model_fingerprint`); another directory's files, each hashed; nothing for what
+    is not on disk (an alias, a hub id, ``demo:`` data)."""
+    from ..models import model_fingerprint
+
+    out = {}
+    for key, path in run_inputs(cfg).items():
+        if path.is_file():
+            out[key] = "sha256:" + _file_sha256(path)
+        elif path.is_dir():
+            if (weights := model_fingerprint(str(path))) is not None:
+                out[key] = "weights:" + weights
+            else:
+                digest = hashlib.sha256()
+                for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                    digest.update(f"{f.relative_to(path)}\0{_file_sha256(f)}\n".encode())
+                out[key] = "files:" + digest.hexdigest()
+    return out
