@@ -102,23 +102,6 @@ def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tin
     assert "already exists" in _one_error_line(capfd) and len(list(out.glob("diverged-checkpoint-*"))) == 3
 
 
-def test_only_set_aside_checkpoints_block_a_restart(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
-    """Every checkpoint collapsed: none is left to resume from, yet the re-run does not empty the folder."""
-    from tasft.training.trainer import TasftTrainer
-
-    original = TasftTrainer.compute_loss
-    monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
-    out = tmp_path / "run"
-    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=8, save_steps=1)) == 3
-    assert "no checkpoint was saved before it" in _one_error_line(capfd)
-    kept = sorted(p.name for p in out.glob("diverged-checkpoint-*"))
-    assert kept and not list(out.glob("checkpoint-*"))
-    monkeypatch.setattr(TasftTrainer, "compute_loss", original)
-    assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 2
-    assert "already exists" in _one_error_line(capfd)
-    assert sorted(p.name for p in out.glob("diverged-checkpoint-*")) == kept
-
-
 def test_collapse_check_can_be_switched_off(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
     from tasft.training.trainer import TasftTrainer
 
