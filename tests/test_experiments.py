@@ -113,6 +113,33 @@ def test_paired_differences_pair_the_same_prompts_with_the_reference(tmp_path):
     assert "| emd | 100 | 0 | -0.250 [" in results.results_markdown(exp, rows, got)
 
 
+def test_seeded_points_are_paired_seed_by_seed_and_the_reference_spread_is_reported(tmp_path):
+    """Three seeds of sft and of emd on the same 40 prompts; emd's seeds are 10 prompts less harmful than the same
+    seed of sft. paired.json gains the difference over seeds × prompts (per seed: −0.25 each) and sft's own spread
+    across its seeds; results.md shows both tables."""
+    sft = {0: [True] * 20 + [False] * 20, 1: [True] * 24 + [False] * 16, 2: [True] * 16 + [False] * 24}
+    rows = []
+    for seed, flags in sft.items():
+        rows.append({"series": "sft", "x": None, "seed": seed,
+                     "eval_dir": _scores(tmp_path / f"sft{seed}", flags)})
+        run = [False] * 10 + flags[10:]
+        rows.append({"series": "emd", "x": 100, "seed": seed, "eval_dir": _scores(tmp_path / f"emd{seed}", run)})
+    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", seeds=3,
+                                series=[spec.Series("sft"), spec.Series("emd", vary="ta_sft.lambda", values=[100])])
+    got = paired_differences(exp, rows)
+    (seeded,) = got["seeded"]
+    diff = seeded["harm_suites_harmful_rate"]
+    assert seeded["seeds"] == [0, 1, 2] and diff["per_seed"] == pytest.approx([-0.25] * 3)
+    assert diff["difference"] == pytest.approx(-0.25) and diff["significant"]
+    spread = got["reference_spread"]
+    assert spread["harm_suites_harmful_rate"]["per_seed"] == pytest.approx([0.5, 0.6, 0.4])
+    assert spread["harm_suites_harmful_rate"]["seed_sd"] == pytest.approx(0.1)
+    assert [v["seed"] for v in spread["versus_first_seed"]] == [1, 2]
+    md = results.results_markdown(exp, rows, got)
+    assert "## Across seeds: each point minus `sft`" in md and "| emd | 100 | 0,1,2 | -0.250 [" in md
+    assert "## `sft`'s own seed-to-seed spread" in md and "| harmful rate | 0.500 | 0.600 | 0.400 | 0.100 |" in md
+
+
 @needs_data
 def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data, monkeypatch, capsys):
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())

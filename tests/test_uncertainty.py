@@ -56,6 +56,55 @@ def test_seeds_add_their_own_spread():
         stats.resampled_means([shifted, base])
 
 
+def _crossed(rng: np.random.Generator, k: int, n: int, seed_sd: float, prompt_sd: float, noise_sd: float,
+             mean: float = 0.3) -> np.ndarray:
+    """Synthetic per-seed, per-prompt scores x_ji = mean + a_j + b_i + e_ji: a training seed's shift a_j (the
+    between-seed variance is seed_sd²), a prompt's difficulty b_i shared by every seed, and noise."""
+    return (mean + rng.normal(0, seed_sd, (k, 1)) + rng.normal(0, prompt_sd, (1, n))
+            + rng.normal(0, noise_sd, (k, n)))
+
+
+def test_the_interval_over_seeds_and_prompts_covers_the_method_mean():
+    """Coverage, known answer: 3 seeds × 300 prompts whose seeds differ (seed sd 0.05, the size of SFT's own seed
+    spread) — the mean over the population of seeds and prompts is 0.3. The interval over seeds × prompts covers it
+    at about its nominal 95 %; an interval over the prompts of one run covers it far less often, and a bootstrap
+    that resamples the 3 seeds (with prompts crossed) falls short too — why Student's t carries the seed term."""
+    rng = np.random.default_rng(11)
+    trials, hits, one_run, boot = 300, 0, 0, 0
+    for _ in range(trials):
+        x = _crossed(rng, 3, 300, seed_sd=0.05, prompt_sd=0.15, noise_sd=0.3)
+        lo, hi = stats.seeded_interval([x])["ci95"]
+        hits += lo <= 0.3 <= hi
+        lo1, hi1 = stats.mean_interval([x[0]], resamples=400)
+        one_run += lo1 <= 0.3 <= hi1
+        lob, hib = stats.mean_interval([x], resamples=400)
+        boot += lob <= 0.3 <= hib
+    assert 0.90 <= hits / trials <= 0.99
+    assert one_run / trials < 0.75 and boot / trials < hits / trials
+    # no seed effect at all: the interval is not inflated by Student's t (its seed term is only the prompt noise)
+    x = _crossed(rng, 3, 300, seed_sd=0.0, prompt_sd=0.15, noise_sd=0.3)
+    width = np.diff(stats.seeded_interval([x])["ci95"])[0]
+    assert width < 1.3 * np.diff(stats.mean_interval([x.mean(axis=0)], resamples=400))[0]
+
+
+def test_a_seeded_difference_is_significant_only_if_the_seeds_agree():
+    """Each seed of a method 0.1 below its paired reference seed: significant over seeds × prompts. The same size
+    of difference in one seed only (the other two at 0): every one-seed interval of that seed excludes 0, the
+    interval over the seeds does not."""
+    rng = np.random.default_rng(5)
+    ref = _crossed(rng, 3, 400, seed_sd=0.05, prompt_sd=0.15, noise_sd=0.1)
+    steady = stats.seeded_difference([ref - 0.1], [ref])
+    assert steady["difference"] == pytest.approx(-0.1) and steady["significant"] and steady["seeds"] == 3
+    lucky = ref.copy()
+    lucky[0] -= 0.1
+    one = stats.paired_difference([lucky[0]], [ref[0]])
+    assert one["significant"]  # one run alone looks like a finding
+    across = stats.seeded_difference([lucky], [ref])
+    assert not across["significant"] and across["per_seed"] == pytest.approx([-0.1, 0.0, 0.0])
+    bounded = stats.seeded_interval([[[0.0] * 10, [1.0] * 10]], bounds=(0.0, 1.0))["ci95"]
+    assert bounded == [0.0, 1.0]  # two seeds that disagree completely: anything in the rate's range
+
+
 def test_paired_difference_pairs_prompts_and_is_narrower_than_unpaired():
     rng = random.Random(3)
     ref = [float(rng.random() < 0.5) for _ in range(300)]

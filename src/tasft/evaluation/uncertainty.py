@@ -153,28 +153,67 @@ def _by_seed(per_seed: list[Rows]) -> list[Rows]:
     return [[{str(r["id"]): r for r in rows}[i] for i in order] for rows in per_seed]
 
 
-def seed_intervals(per_seed: list[dict[str, Rows]], summary_keys: list[str], resamples: int = stats.RESAMPLES,
-                   seed: int = stats.SEED) -> dict[str, list[float]]:
-    """95% intervals of the summary metrics of a point evaluated with several training seeds on the same prompts:
-    seeds and prompts resampled crossed (:mod:`.stats`); a prompt counts where every seed answered it."""
+def _seed_groups(per_seed: list[dict[str, Rows]]) -> tuple[list[str], dict[str, list[Rows]]]:
+    """The suites every seed has, each as its seeds' rows on the prompts every seed answered (one order)."""
+    suites = [s for s in per_seed[0] if all(s in rows for rows in per_seed)]
+    return suites, {s: _by_seed([rows[s] for rows in per_seed]) for s in suites}
+
+
+def _metric_arrays(aligned: dict[str, list[Rows]], suites: list[str], key: str) -> list[list[list[float]]] | None:
+    """Per suite behind summary metric ``key``, its (seeds × prompts) values; None when the rows cannot give it."""
+    spec = summary_suites(key, suites)
+    if spec is None or not spec[1]:
+        return None
+    groups = [[row_values(rows, spec[0]) for rows in aligned[s]] for s in spec[1]]
+    return None if any(v is None or not v for g in groups for v in g) else groups
+
+
+def _nll_arrays(aligned: dict[str, list[Rows]], suites: list[str], k: int) -> tuple[list, list] | None:
+    seeds = [nll_rows({s: aligned[s][j] for s in suites}) for j in range(k)]
+    if not seeds[0] or any(len(x) != len(seeds[0]) for x in seeds):
+        return None
+    return [[r["ref_nll_sum"] for r in x] for x in seeds], [[r["ref_nll_tokens"] for r in x] for x in seeds]
+
+
+def seed_intervals(per_seed: list[dict[str, Rows]], summary_keys: list[str]) -> dict[str, list[float]]:
+    """95% intervals of the summary metrics of a point trained with several seeds and evaluated on the same
+    prompts, over seeds × prompts (:func:`stats.seeded_interval`); a prompt counts where every seed answered it."""
+    return {key: value["ci95"] for key, value in seed_summary(per_seed, summary_keys).items()}
+
+
+def seed_summary(per_seed: list[dict[str, Rows]], summary_keys: list[str]) -> dict[str, dict]:
+    """Per summary metric: its mean over seeds × prompts, interval, per-seed values and seed-to-seed standard
+    deviation (:func:`stats.seeded_interval`, :func:`stats.seeded_ratio_interval` for the reference NLL)."""
     if not per_seed:
         return {}
-    suites = [s for s in per_seed[0] if all(s in rows for rows in per_seed)]
-    aligned = {s: _by_seed([rows[s] for rows in per_seed]) for s in suites}
-    out: dict[str, list[float]] = {}
+    suites, aligned = _seed_groups(per_seed)
+    out: dict[str, dict] = {}
     for key in summary_keys:
         if key == "reference_nll":
-            seeds = [nll_rows({s: aligned[s][k] for s in suites}) for k in range(len(per_seed))]
-            if seeds[0] and all(len(x) == len(seeds[0]) for x in seeds):
-                out[key] = list(stats.ratio_interval([[r["ref_nll_sum"] for r in x] for x in seeds],
-                                                     [[r["ref_nll_tokens"] for r in x] for x in seeds],
-                                                     resamples, seed))
+            if (arrays := _nll_arrays(aligned, suites, len(per_seed))) is not None:
+                out[key] = stats.seeded_ratio_interval(*arrays)
             continue
-        spec = summary_suites(key, suites)
-        if spec is None or not spec[1]:
+        if (groups := _metric_arrays(aligned, suites, key)) is not None:
+            out[key] = stats.seeded_interval(groups, bounds=(0.0, 1.0))  # rates and judge scores
+    return out
+
+
+def seed_paired(run: list[dict[str, Rows]], reference: list[dict[str, Rows]], summary_keys: list[str]
+                ) -> dict[str, dict]:
+    """run − reference over k seeds (run's seed j paired with the reference's seed j, the same prompts), with the
+    interval over seeds × prompts (:func:`stats.seeded_difference`); a prompt counts where every run answered it."""
+    if not run or len(run) != len(reference):
+        raise ValueError("run and reference need the same, non-zero number of seeds")
+    suites, aligned = _seed_groups([*run, *reference])
+    k = len(run)
+    out: dict[str, dict] = {}
+    for key in summary_keys:
+        if key == "reference_nll":
+            a = _nll_arrays({s: v[:k] for s, v in aligned.items()}, suites, k)
+            b = _nll_arrays({s: v[k:] for s, v in aligned.items()}, suites, k)
+            if a is not None and b is not None and len(a[0][0]) == len(b[0][0]):
+                out[key] = stats.seeded_ratio_difference(a[0], a[1], b[0], b[1])
             continue
-        groups = [[row_values(rows, spec[0]) for rows in aligned[s]] for s in spec[1]]
-        if any(v is None or not v for g in groups for v in g):
-            continue
-        out[key] = list(stats.mean_interval(groups, resamples, seed))
+        if (groups := _metric_arrays(aligned, suites, key)) is not None:
+            out[key] = stats.seeded_difference([g[:k] for g in groups], [g[k:] for g in groups], bounds=(-1.0, 1.0))
     return out

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..io_utils import write_json_atomic, write_text_atomic
 from ..plotting import pyplot, save_figure
-from .paired import paired_differences, paired_markdown
+from .paired import paired_differences, paired_markdown, seeded_markdown
 from .pareto import pareto_plot
 from .spec import METRICS, ExperimentConfig, PlotSpec
 
@@ -80,8 +80,10 @@ def results_markdown(exp: ExperimentConfig, rows: list[dict], paired: dict | Non
     named = f"spec `{ev.spec}`, " if ev.spec else ""
     text = (f"# Experiment: {exp.study}\n\nTraining config `{Path(exp.train_config).name}`; evaluation {named}"
             f"suites `{ev.suites}` ({limits}); harm-suite means over the suites present. Each cell: the mean over "
-            "seeds [95% interval — bootstrap over prompts, and over seeds where a point has several].\n\n"
-            + "\n".join(lines) + "\n")
+            "seeds [95% interval — over prompts (bootstrap) for one seed, over seeds × prompts where a point has "
+            "several].\n\n" + "\n".join(lines) + "\n")
+    if paired and (across := seeded_markdown(paired)):
+        text += "\n" + across
     if paired and paired.get("points"):
         text += "\n" + paired_markdown(paired)
     return text
