@@ -46,6 +46,8 @@ def test_plan_gives_extra_seeds_only_to_headline_values(tmp_path, tiny_model_dir
         ("emd", 0.0, 0), ("emd", 0.5, 0), ("emd", 0.5, 1), ("emd", 0.5, 2), ("stages sft", None, 0)]
     assert points[1].slug == "emd__x0.5__seed0" and points[-1].slug == "stages-sft__seed0"
     assert exp.train_config == str(tmp_path / "train.yaml")
+    every = spec.plan(exp, seeds=2, every_point=True)  # tasft experiment --seeds 2: every point gets both seeds
+    assert [(p.x, p.seed) for p in every] == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1), (None, 0), (None, 1)]
 
 
 @pytest.mark.parametrize(("extra", "expected"), [

@@ -284,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", choices=["data-efficiency", "lambda", "stages", "contrastive", "variants"])
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes: finished points are skipped)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds for the headline points (default: the file's)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="train and evaluate every point with seeds 0..N-1; tables, paired differences and the Pareto "
+                   "plot then carry intervals over seeds x prompts (default: the file's seeds, for its "
+                   "headline_values only when it lists them)")
     p.add_argument("--prune", action="store_true",
                    help="delete each point's checkpoints and weights once evaluated (keeps metrics and logs)")
     p.add_argument("--tables-only", action="store_true",

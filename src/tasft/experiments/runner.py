@@ -182,6 +182,8 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     ``tables_only`` runs nothing: it rewrites the tables and plots from the points already finished (here or in a
     sibling study), e.g. after an upgrade of tasft or while a sibling is still running.
     """
+    if seeds is not None and seeds < 1:
+        raise TasftError(f"--seeds: must be >= 1, got {seeds}")
     exp = load_experiment(config)
     if exp.study != study:
         raise TasftError(f"{config} describes study '{exp.study}', not '{study}'")
@@ -190,7 +192,7 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     if tables_only:
         if not out.is_dir():
             raise TasftError(f"{out}: no such study directory (run the experiment first)")
-        rows = ordered(exp, [r for point in plan(exp, seeds or exp.seeds)
+        rows = ordered(exp, [r for point in plan(exp, seeds or exp.seeds, every_point=seeds is not None)
                              for r in finished_rows(exp, point, out, own)])
         if not rows:
             raise TasftError(f"{out}: no finished point yet")
@@ -199,7 +201,7 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "experiment.json", asdict(exp))  # siblings see this study's runs from the start
     rows: list[dict] = []
-    points, deferred = plan(exp, seeds or exp.seeds), []
+    points, deferred = plan(exp, seeds or exp.seeds, every_point=seeds is not None), []
     for point in points:  # a point a sibling study is training right now waits until the end, then is shared
         try:
             rows += run_point(exp, point, out, progress, prune=prune, own=own)

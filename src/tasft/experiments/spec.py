@@ -136,13 +136,15 @@ def _resolve_set_path(key: str, value: Any, base: Path) -> Any:
     return str((base / value).resolve())
 
 
-def plan(exp: ExperimentConfig, seeds: int) -> list[Point]:
-    """Every point: each series × value × seed; extra seeds only for ``headline_values`` (all values if empty)."""
+def plan(exp: ExperimentConfig, seeds: int, every_point: bool = False) -> list[Point]:
+    """Every point: each series × value × seed 0 .. seeds − 1 — for every point with ``every_point`` (``tasft
+    experiment --seeds N``), else the file's ``headline_values`` alone get the extra seeds (all values if it lists
+    none)."""
     points = []
     for s in exp.series:
         values = [None] if s.checkpoints or not s.values else s.values
         for x in values:
-            n = seeds if not exp.headline_values or x in exp.headline_values else 1
+            n = seeds if every_point or not exp.headline_values or x in exp.headline_values else 1
             points += [Point(s, x, seed) for seed in range(n)]
     return points
 
