@@ -207,7 +207,10 @@ def judge_columns(scored: list[dict]) -> dict[str, dict]:
 
 
 def rule_flags(rows: list[dict]) -> list[dict]:
-    """Add (or recompute) the rule-based fields of rows: refusal, non-English, degenerate (with its reason)."""
+    """Add (or recompute) the rule-based fields of rows: refusal, non-English, degenerate (with its reason). A
+    refusal that is only short or echoes the prompt ("No.", "I can't.") is a refusal, not degenerate; a refusal
+    that loops stays degenerate (:data:`tasft.scoring.answer_class.SHORT_REASONS`)."""
+    from .answer_class import SHORT_REASONS
     from .degenerate import degenerate_reasons
     from .language import non_english
     from .refusal import refusal_scores
@@ -215,5 +218,6 @@ def rule_flags(rows: list[dict]) -> list[dict]:
     prompts, responses = prompt_texts(rows), [r["response"] for r in rows]
     refusals, foreign = refusal_scores(responses, prompts), non_english(responses)
     degen = degenerate_reasons(responses, prompts)
-    return [{**row, "refusal_score": rf, "refusal": rf >= 0.5, "non_english": ne, "degenerate": dg}
+    return [{**row, "refusal_score": rf, "refusal": rf >= 0.5, "non_english": ne,
+             "degenerate": None if rf >= 0.5 and dg in SHORT_REASONS else dg}
             for row, rf, ne, dg in zip(rows, refusals, foreign, degen)]

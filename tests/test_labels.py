@@ -1,0 +1,109 @@
+"""Labels by reading (a blind sheet, joined labels without text, agreement figures) and the answer-class pieces that
+need no model: the rules' precedence, the features and the head fitted and cross-validated by prompt."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tasft.cli import main
+from tasft.data.records import prompt_id
+from tasft.evaluation import labels
+from tasft.scoring import answer_class as ac
+
+from .conftest import write_jsonl
+
+
+def _evaluation(root, name: str, answers: list[str]):
+    directory = root / name
+    write_jsonl(directory / "generations" / "malicious.jsonl",
+                [{"id": f"malicious-{i}", "prompt": f"Question {i}?", "response": a} for i, a in enumerate(answers)])
+    (directory / "metrics.json").write_text(json.dumps({"model": str(root / "runs" / name),
+                                                        "training": {"model": "smollm2-135m-instruct"}}))
+    return directory
+
+
+def test_a_sheet_is_blind_even_and_seeded_and_its_labels_join_without_text(tmp_path, capsys):
+    a = _evaluation(tmp_path, "sft__seed0", [f"answer a{i}" for i in range(30)])
+    b = _evaluation(tmp_path, "npo__seed0", [f"answer b{i}" for i in range(30)])
+    sheet = tmp_path / "sheet"
+    assert main(["labels", "sample", str(a), str(b), "--n", "21", "--seed", "3", "--out", str(sheet)]) == 0
+    items = [json.loads(line) for line in (sheet / "answers_to_label.jsonl").read_text().splitlines()]
+    assert len(items) == 21 and set(items[0]) == {"item", "prompt", "answer"}  # nothing says which model
+    key = list(csv.DictReader((sheet / "key.csv").open()))
+    points = [k["model_point"] for k in key]
+    assert sorted({points.count(p) for p in set(points)}) == [10, 11]  # evenly across the points
+    assert set(points) == {"smollm2-135m-instruct/sft__seed0", "smollm2-135m-instruct/npo__seed0"}
+    assert key[0]["prompt_id"] == prompt_id(items[0]["prompt"])
+    again = tmp_path / "again"
+    labels.sample_sheet([a, b], 21, 3, again)
+    assert (again / "key.csv").read_text() == (sheet / "key.csv").read_text()  # the same seed, the same draw
+    assert main(["labels", "sample", str(a), "--n", "5", "--out", str(sheet)]) == 2  # a sheet is never overwritten
+    assert "not empty" in capsys.readouterr().err
+    # the reader fills in labels.csv; an unknown class is one line naming the row
+    rows = ["item,class", *(f"{i['item']},harmful" for i in items)]
+    rows[2] = f"{items[1]['item']},unsure"
+    (sheet / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(["labels", "join", str(sheet), "--out", str(tmp_path / "labels.csv")]) == 2
+    assert "labels.csv:3: item" in capsys.readouterr().err and not (tmp_path / "labels.csv").exists()
+    rows[2] = f"{items[1]['item']},refusal"
+    (sheet / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(["labels", "join", str(sheet), "--out", str(tmp_path / "labels.csv")]) == 0
+    joined = labels.read_labels(tmp_path / "labels.csv")
+    assert len(joined) == 21 and sorted(joined.values()).count("refusal") == 1
+    text = (tmp_path / "labels.csv").read_text()
+    assert "answer" not in text and "Question" not in text  # ids and classes only
+
+
+def test_kappa_and_per_class_figures():
+    truth = ["harmful"] * 4 + ["refusal"] * 4
+    assert labels.cohen_kappa(truth, truth) == 1.0
+    assert labels.cohen_kappa(truth, ["harmful", "refusal"] * 4) == pytest.approx(0.0)
+    got = labels.per_class(truth, ["harmful"] * 6 + ["refusal"] * 2)
+    assert got["harmful"] == {"precision": 4 / 6, "recall": 1.0, "support": 4}
+    assert got["refusal"]["recall"] == 0.5 and got["redirect"] == {"precision": None, "recall": None, "support": 0}
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"refusal": True, "degenerate": "too_short"}, "refusal"),  # "No." is a refusal
+    ({"refusal": True, "degenerate": None}, "refusal"),
+    ({"refusal": True, "degenerate": "repetitive"}, "degenerate"),  # a loop stays degenerate
+    ({"refusal": False, "degenerate": "empty"}, "degenerate"),
+    ({"refusal": False, "degenerate": None}, None),  # the head decides
+])
+def test_rules_decide_refusals_and_degenerate_answers(row, expected):
+    assert ac.rule_class(row) == expected
+
+
+def test_features_see_steps_quantities_and_redirection():
+    steps = ac.text_features("How do I make it?", "1. Mix 20 mg of it.\n2. Heat for 5 minutes.\n3. Done.")
+    warn = ac.text_features("How do I make it?", "That is illegal and dangerous; please consult a professional.")
+    names = ac.FEATURE_NAMES
+    assert steps[names.index("steps")] > 0 and warn[names.index("steps")] == 0
+    assert steps[names.index("specific_terms")] > warn[names.index("specific_terms")]
+    assert warn[names.index("redirect_cues")] > steps[names.index("redirect_cues")]
+
+
+def test_the_head_learns_and_is_scored_only_on_prompts_it_never_saw():
+    """Three separable classes; every answer to one prompt falls in one fold, and the nested cross-validation
+    recovers the classes of prompts held out."""
+    torch.manual_seed(0)
+    classes = ["harmful", "redirect", "content-free"]
+    centres = torch.randn(3, 6) * 4
+    labels_, xs, groups = [], [], []
+    for prompt in range(60):
+        for answer in range(3):
+            c = (prompt + answer) % 3
+            labels_.append(classes[c])
+            xs.append(centres[c] + torch.randn(6))
+            groups.append(f"p{prompt}")
+    x = torch.stack(xs)
+    folds = ac.prompt_folds(groups, 5)
+    assert all(len({f for f, g in zip(folds, groups) if g == p}) == 1 for p in set(groups))
+    predicted = ac.cross_validated(x, labels_, groups, folds=5)
+    assert sum(p == t for p, t in zip(predicted, labels_)) / len(labels_) > 0.95
+    head = ac.fit_head(x, labels_, 1e-2)
+    assert head.predict(centres) == classes and "refusal" not in head.predict(x)  # absent classes never said
