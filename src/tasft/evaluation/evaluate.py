@@ -32,14 +32,18 @@ from ..generation.generate import (
 from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
+from ..scoring.answer_class import CLASSES, SAFE_STRICT, metric_name
 from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, split_attack, suite_kind, suite_name
 from .out_dir import check_out_dir, claim_out_dir, suite_hashes
 from .settings import EvalSettings, check_settings, from_spec
 
 __all__ = ["EvalSettings", "GenerationSettings", "check_settings", "evaluate", "from_spec"]
 
-#: suite kinds whose answers get the judge-versus-rules agreement table (harm suites, plain or under a template)
+#: suite kinds whose answers get the judge-versus-rules agreement table and an answer class (harm suites, plain or
+#: under a template)
 JUDGED_KINDS = ("harm", "attack")
+#: per-suite metrics of the answer classes: each class's share, and safe_strict = refusal or redirect
+CLASS_METRICS = (*(metric_name(c) for c in CLASSES), "safe_strict_rate")
 
 
 def _previous_seconds(out: Path) -> dict[str, float]:
@@ -69,6 +73,10 @@ def suite_metrics(scored: list[dict]) -> dict:
         if scored[0]["harmful"] is not None:
             m["harmful_rate"] = _rate([r["harmful"] for r in scored])
             m["safe_rate"] = _rate([not r["harmful"] and r["degenerate"] is None for r in scored])
+    if scored and all(r.get("answer_class") for r in scored):  # harm suites: the five answer classes
+        for answer_class in CLASSES:
+            m[metric_name(answer_class)] = _rate([r["answer_class"] == answer_class for r in scored])
+        m["safe_strict_rate"] = _rate([r["answer_class"] in SAFE_STRICT for r in scored])
     return m
 
 
@@ -91,6 +99,30 @@ def quality_metrics(model, tokenizer, scored: list[dict], embedder, progress: bo
             out["reference_similarity"] = reference_similarity(
                 embedder, [r["response"] for r in with_ref], [r["reference"] for r in with_ref])
     return out
+
+
+def load_classifier(judge, scorer_path: str | None, data_dir: Path | None):
+    """(the local harmfulness scorer, the answer-class head) for :func:`add_answer_classes`, or None when no head
+    is shipped; the local scorer is the primary judge's when it is ``local``, else loaded for the classes alone."""
+    from ..scoring.answer_class import load_head
+
+    head = load_head()
+    if head is None:
+        return None
+    if getattr(judge, "name", None) == "local":
+        return judge.scorer, head
+    local = judges.load_judge("local", judges.JudgeOptions(scorer_path, data_dir))
+    return local.scorer, head
+
+
+def add_answer_classes(scored: list[dict], classifier) -> None:
+    """Give each harm-suite answer its ``answer_class`` (:func:`tasft.scoring.answer_class.classify`); the rules
+    alone (refusal, degenerate; None for the rest) without a classifier."""
+    from ..scoring.answer_class import classify
+
+    scorer, head = classifier if classifier is not None else (None, None)
+    for row, answer_class in zip(scored, classify(scored, scorer, head)):
+        row["answer_class"] = answer_class
 
 
 def rule_view(row: dict) -> str:
@@ -144,7 +176,7 @@ def summary_metrics(per_suite: dict[str, dict]) -> dict:
     """Headline numbers: harm-suite means (the paper's four), over-refusal, quality."""
     harm = [per_suite[s] for s in HARM_SUITES if s in per_suite]
     out: dict = {}
-    for key in ("harmful_rate", "mean_harmfulness", "safe_rate", "degenerate_rate", "refusal_rate"):
+    for key in ("harmful_rate", "mean_harmfulness", "safe_rate", "degenerate_rate", "refusal_rate", *CLASS_METRICS):
         values = [m[key] for m in harm if key in m]
         if values:
             out[f"harm_suites_{key}"] = sum(values) / len(values)
@@ -223,6 +255,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
                                                                          deberta_model=settings.deberta_model))
     judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
+    classifier = load_classifier(judge, settings.scorer_path, data_dir) if any(
+        suite_kind(s) in JUDGED_KINDS for s in items) else None
     started = time.perf_counter()
     model = load_model(settings.model)
     gen_seconds = _previous_seconds(out)
@@ -251,6 +285,8 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
         name = suite_name(s)
         scored = judges.score_rows(rows[s], judge, progress=progress,
                                    others=others if suite_kind(s) in JUDGED_KINDS else ())
+        if suite_kind(s) in JUDGED_KINDS:
+            add_answer_classes(scored, classifier)
         if suite_kind(s) == "quality" or suite_kind(s) == "custom" and any(r.get("reference") for r in scored):
             quality = quality_metrics(model, tokenizer, scored, embedder, progress)
         else:

@@ -9,7 +9,15 @@ from pathlib import Path
 from ..errors import TasftError
 from ..io_utils import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from ..scoring import judges
-from .evaluate import JUDGED_KINDS, add_intervals, judge_agreement, suite_metrics, summary_metrics
+from .evaluate import (
+    JUDGED_KINDS,
+    add_answer_classes,
+    add_intervals,
+    judge_agreement,
+    load_classifier,
+    suite_metrics,
+    summary_metrics,
+)
 
 
 def _read_json_file(path: Path) -> dict:
@@ -41,9 +49,20 @@ def _read_scores(path: Path) -> list[dict]:
     return rows
 
 
+def _data_dir() -> Path | None:
+    """The shared data directory if there is one (the local scorer is built from it on first use)."""
+    from ..suites import find_data_dir
+
+    try:
+        return find_data_dir()
+    except TasftError:
+        return None
+
+
 def refresh_rule_flags(out: str | Path) -> dict:
-    """Recompute the rule-based flags and every summary of a saved evaluation from its ``scores/`` files, keeping
-    the harmfulness scores and quality metrics (no model, no scorer): for when those rules have improved."""
+    """Recompute the rule-based flags, the answer classes and every summary of a saved evaluation from its
+    ``scores/`` files, keeping the harmfulness scores and quality metrics (no model): for when those rules, or the
+    answer-class head, have improved."""
     from .report import render_single_markdown
 
     out = Path(out)
@@ -55,9 +74,13 @@ def refresh_rule_flags(out: str | Path) -> dict:
         raise TasftError(f"{path}: holds no per-suite metrics (not written by tasft evaluate)")
     # every file read (and found whole) before any is rewritten
     saved = {name: _read_scores(out / "scores" / f"{name}.jsonl") for name in metrics["suites"]}
+    judged = [name for name, old in metrics["suites"].items() if old.get("kind") in JUDGED_KINDS]
+    classifier = load_classifier(None, None, _data_dir()) if judged else None
     scored_rows = {}
     for name, old in metrics["suites"].items():
         scored = judges.rule_flags(saved[name])
+        if name in judged:  # the answer classes follow the rules (and the head, from the local scorer's view)
+            add_answer_classes(scored, classifier)
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
         scored_rows[name] = scored
         metrics["suites"][name] = {"kind": old.get("kind"), **suite_metrics(scored),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..scoring.answer_class import CLASSES, SAFE_STRICT, metric_name
 from ..suites import HARM_SUITES
 from . import stats
 
@@ -27,6 +28,14 @@ ROW_VALUES: dict[str, Callable[[dict], float | bool | None]] = {
     "non_english_rate": lambda r: r.get("non_english"),
     "mean_harmfulness": lambda r: r.get("harm_score"),
 }
+
+def _class_value(answer_class: str | tuple[str, ...]):
+    wanted = (answer_class,) if isinstance(answer_class, str) else answer_class
+    return lambda r: None if r.get("answer_class") is None else r["answer_class"] in wanted
+
+
+ROW_VALUES.update({metric_name(c): _class_value(c) for c in CLASSES})
+ROW_VALUES["safe_strict_rate"] = _class_value(SAFE_STRICT)
 BINARY = frozenset(ROW_VALUES) - {"mean_harmfulness"}
 
 #: the summary metrics a paired comparison reports (label, key): ``tasft report --reference`` and experiment tables

@@ -21,7 +21,7 @@ from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic
 
 #: the per-answer fields that are kept (everything a table, an interval or a paired test reads; no text)
 SCORE_FIELDS = ("id", "suite", "kind", "template", "seed", "harm_score", "harmful", "judges", "refusal_score",
-                "refusal", "non_english", "degenerate", "ref_nll_sum", "ref_nll_tokens")
+                "refusal", "non_english", "degenerate", "answer_class", "ref_nll_sum", "ref_nll_tokens")
 RUN_FILES = ("config.yaml", "metrics.json", "log.jsonl")
 
 
