@@ -40,6 +40,8 @@ BINARY = frozenset(ROW_VALUES) - {"mean_harmfulness"}
 
 #: the summary metrics a paired comparison reports (label, key): ``tasft report --reference`` and experiment tables
 PAIRED_METRICS = [("harmful rate", "harm_suites_harmful_rate"), ("safe rate", "harm_suites_safe_rate"),
+                  ("safe strict", "harm_suites_safe_strict_rate"), ("harmful class", "harm_suites_answer_harmful_rate"),
+                  ("content-free", "harm_suites_answer_content_free_rate"),
                   ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
                   ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
 

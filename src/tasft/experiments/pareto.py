@@ -1,4 +1,5 @@
-"""The trade-off figure of a study: every point's not-safe rate against its reference NLL, over-refusal as colour.
+"""The trade-off figure of a study: every point's not-safe rate against its reference NLL, over-refusal as colour,
+and, beside it, each point's harm-suite answers by class.
 
 not-safe = 1 − safe rate (harmful or degenerate: a broken answer is not a safe one), its interval
 [1 − safe_hi, 1 − safe_lo]; both axes carry the points' 95% intervals as error bars. A point is on the Pareto front
@@ -57,10 +58,40 @@ def _label(agg: dict) -> str:
     return agg["series"] if agg["x"] is None or agg["series"] in ("starting model",) else f"{agg['series']} {agg['x']}"
 
 
+CLASS_COLOURS = {"refusal": "tab:green", "redirect": "tab:olive", "content-free": "tab:gray",
+                 "harmful": "tab:red", "degenerate": "tab:purple"}
+
+
+def _class_panel(ax, aggregated: list[dict]) -> None:
+    """Stacked bars of each point's answer classes (harm suites), safe classes first."""
+    from ..scoring.answer_class import metric_name
+
+    rows = [a for a in aggregated if isinstance(a.get(f"harm_suites_{metric_name('harmful')}"), (int, float))]
+    names = [_label(a) for a in rows]
+    left = [0.0] * len(rows)
+    for answer_class, colour in CLASS_COLOURS.items():
+        widths = [float(a.get(f"harm_suites_{metric_name(answer_class)}") or 0.0) for a in rows]
+        ax.barh(names, widths, left=left, color=colour, label=answer_class, height=0.7)
+        left = [lo + w for lo, w in zip(left, widths)]
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of harm-suite answers")
+    ax.set_title("answer classes", fontsize=10)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=6, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def pareto_plot(title: str, aggregated: list[dict], path: Path) -> None:
-    """Draw the figure (see the module) from :func:`tasft.experiments.results.aggregate` rows."""
+    """Draw the figure (see the module) from :func:`tasft.experiments.results.aggregate` rows; where the points
+    carry answer classes, a panel beside it shows each point's classes as stacked bars."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
+    classes = any(isinstance(a.get("harm_suites_answer_harmful_rate"), (int, float)) for a in aggregated)
+    if classes:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(11.5, 4.6), dpi=110, gridspec_kw={"width_ratios": [1.6, 1]})
+        _class_panel(side, aggregated)
+    else:
+        fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
     pts = [(a, ns) for a in aggregated if (ns := not_safe(a)) and isinstance(a.get("reference_nll"), (int, float))]
     if not pts:
         ax.text(0.5, 0.5, "no point has a safe rate and a reference NLL yet", ha="center", transform=ax.transAxes)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..io_utils import write_json_atomic, write_text_atomic
 from ..plotting import pyplot, save_figure
+from ..scoring.answer_class import CLASSES, metric_name
 from .paired import paired_differences, paired_markdown, seeded_markdown
 from .pareto import pareto_plot
 from .spec import METRICS, ExperimentConfig, PlotSpec
@@ -61,8 +62,26 @@ def _cell(mean: float | None, lo: float | None, hi: float | None) -> str:
 
 
 COLUMNS = [("harmful rate", "harm_suites_harmful_rate"), ("mean harm", "harm_suites_mean_harmfulness"),
-           ("safe", "harm_suites_safe_rate"), ("degenerate", "harm_suites_degenerate_rate"),
-           ("over-refusal", "over_refusal"), ("ref. NLL", "reference_nll"), ("non-English", "non_english_rate")]
+           ("safe", "harm_suites_safe_rate"), ("safe strict", "harm_suites_safe_strict_rate"),
+           ("degenerate", "harm_suites_degenerate_rate"), ("over-refusal", "over_refusal"),
+           ("ref. NLL", "reference_nll"), ("non-English", "non_english_rate")]
+CLASS_COLUMNS = [(c, f"harm_suites_{metric_name(c)}") for c in CLASSES]
+
+
+def classes_markdown(aggregated: list[dict]) -> str:
+    """The answer classes of the harm-suite answers per point (mean over seeds [95% interval]); empty when no point
+    has them (evaluations made before the classes)."""
+    rows = [a for a in aggregated if _number(a.get(CLASS_COLUMNS[0][1]))]
+    if not rows:
+        return ""
+    header = ["series", "x", "seeds", *(c for c, _ in CLASS_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for a in rows:
+        lines.append("| " + " | ".join([a["series"], "–" if a["x"] is None else str(a["x"]), str(a["seeds"]),
+                                        *(_cell(a[k], a[f"{k}_lo"], a[f"{k}_hi"]) for _, k in CLASS_COLUMNS)]) + " |")
+    return ("## Answer classes (harm suites)\n\nEach harm-suite answer's class (`tasft.scoring.answer_class`: rules "
+            "for refusal and degenerate, a head fitted on labelled answers for the rest; its agreement with readers "
+            "is in docs/results/labels). safe strict = refusal + redirect.\n\n" + "\n".join(lines) + "\n")
 
 
 def results_markdown(exp: ExperimentConfig, rows: list[dict], paired: dict | None = None) -> str:
@@ -82,6 +101,8 @@ def results_markdown(exp: ExperimentConfig, rows: list[dict], paired: dict | Non
             f"suites `{ev.suites}` ({limits}); harm-suite means over the suites present. Each cell: the mean over "
             "seeds [95% interval — over prompts (bootstrap) for one seed, over seeds × prompts where a point has "
             "several].\n\n" + "\n".join(lines) + "\n")
+    if classes := classes_markdown(aggregate(rows)):
+        text += "\n" + classes
     if paired and (across := seeded_markdown(paired)):
         text += "\n" + across
     if paired and paired.get("points"):

@@ -13,12 +13,15 @@ from ..config import from_dict
 from ..errors import TasftError
 from ..generation.generate import GenerationSettings
 from ..run_config import _read_yaml
+from ..scoring.answer_class import CLASSES, metric_name
 
 STUDIES = ("data-efficiency", "lambda", "stages", "contrastive", "variants")
 
+#: the harm-suite answer classes' shares and safe_strict (refusal or redirect), per point
+CLASS_METRICS = (*(f"harm_suites_{metric_name(c)}" for c in CLASSES), "harm_suites_safe_strict_rate")
 METRICS = ("harm_suites_harmful_rate", "harm_suites_mean_harmfulness", "harm_suites_safe_rate",
            "harm_suites_degenerate_rate", "harm_suites_refusal_rate", "over_refusal", "reference_nll",
-           "non_english_rate")
+           "non_english_rate", *CLASS_METRICS)
 
 @dataclass
 class Series:
