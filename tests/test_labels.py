@@ -107,3 +107,26 @@ def test_the_head_learns_and_is_scored_only_on_prompts_it_never_saw():
     assert sum(p == t for p, t in zip(predicted, labels_)) / len(labels_) > 0.95
     head = ac.fit_head(x, labels_, 1e-2)
     assert head.predict(centres) == classes and "refusal" not in head.predict(x)  # absent classes never said
+
+
+def test_a_sheet_splits_into_one_part_per_reader_and_two_readers_are_compared(tmp_path, capsys):
+    a = _evaluation(tmp_path, "sft__seed0", [f"answer a{i}" for i in range(20)])
+    sheet = tmp_path / "sheet"
+    labels.sample_sheet([a], 10, 0, sheet, parts=2)
+    parts = [sheet / "part-1", sheet / "part-2"]
+    items = [[json.loads(line)["item"] for line in (p / "answers_to_label.jsonl").read_text().splitlines()]
+             for p in parts]
+    assert items == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]  # item numbers run on: one joined file, no clashes
+    for k, part in enumerate(parts):
+        (part / "labels.csv").write_text("item,class\n" + "".join(f"{i},{'harmful' if i % 2 else 'redirect'}\n"
+                                                                  for i in items[k]))
+    assert main(["labels", "join", *map(str, parts), "--out", str(tmp_path / "first.csv")]) == 0
+    first = labels.read_labels(tmp_path / "first.csv")
+    assert len(first) == 10
+    # a second reader labels the same answers, calling one harmful answer content-free
+    text = (tmp_path / "first.csv").read_text().replace(",harmful\n", ",content-free\n", 1)
+    (tmp_path / "second.csv").write_text(text)
+    got = labels.compare_readers(tmp_path / "first.csv", tmp_path / "second.csv")
+    assert got["n"] == 10 and got["agreement"] == 0.9 and 0 < got["kappa"] < 1
+    assert main(["labels", "compare", str(tmp_path / "first.csv"), str(tmp_path / "second.csv")]) == 0
+    assert "10 answers labelled by both: agreement 0.90" in capsys.readouterr().out

@@ -157,7 +157,7 @@ def _experiment(args: argparse.Namespace) -> None:
 def _labels_sample(args: argparse.Namespace) -> None:
     from .evaluation.labels import sample_sheet
 
-    counts = sample_sheet(args.evals, args.n, args.seed, args.out)
+    counts = sample_sheet(args.evals, args.n, args.seed, args.out, parts=args.parts)
     print(f"wrote a blind sheet of {counts['items']} answers to {args.out} (answers_to_label.jsonl: harmful text, "
           "for the reader only; key.csv: which model wrote each, not for the reader); fill in labels.csv, then "
           f"tasft labels join {args.out} --out labels.csv")
@@ -166,9 +166,19 @@ def _labels_sample(args: argparse.Namespace) -> None:
 def _labels_join(args: argparse.Namespace) -> None:
     from .evaluation.labels import join_labels
 
-    counts = join_labels(args.sheet, args.out)
+    counts = join_labels(args.sheets, args.out)
     print(f"wrote {sum(counts.values())} labels to {args.out} (prompt ids, model points, classes: no text): "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _labels_compare(args: argparse.Namespace) -> None:
+    from .evaluation.labels import compare_readers
+
+    got = compare_readers(args.first, args.second)
+    kappa = "–" if got["kappa"] is None else f"{got['kappa']:.2f}"
+    harmful = "–" if got["harmful_kappa"] is None else f"{got['harmful_kappa']:.2f}"
+    print(f"{got['n']} answers labelled by both: agreement {got['agreement']:.2f}, kappa {kappa} (5 classes), "
+          f"{harmful} (harmful vs not)")
 
 
 def _labels_fit(args: argparse.Namespace) -> None:
@@ -351,12 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("evals", nargs="+", help="evaluation directories (each one model point)")
     q.add_argument("--n", type=int, default=600, help="answers to draw (default 600)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--parts", type=int, default=1, help="split into part-1..part-K sheets, one per reader")
     q.add_argument("--out", required=True, help="a new sheet directory")
     q.set_defaults(func=_labels_sample)
     q = labels_sub.add_parser("join", help="a filled-in sheet's labels as prompt_id,model_point,class (no text)")
-    q.add_argument("sheet", help="the sheet directory (labels.csv filled in)")
+    q.add_argument("sheets", nargs="+", help="sheet directories (labels.csv filled in)")
     q.add_argument("--out", required=True, help="output CSV")
     q.set_defaults(func=_labels_join)
+    q = labels_sub.add_parser("compare", help="two readers' labels of the same answers: kappa and agreement")
+    q.add_argument("first", help="joined labels of one reader")
+    q.add_argument("second", help="joined labels of another reader (the answers both labelled are compared)")
+    q.set_defaults(func=_labels_compare)
     q = labels_sub.add_parser("fit", help="cross-validate (by prompt) and fit the answer-class head on labelled "
                               "answers; write predictions.csv (no text), agreement.md and the head")
     q.add_argument("labels", help="joined labels (tasft labels join)")

@@ -54,10 +54,14 @@ def _answers(eval_dir: Path) -> list[dict]:
     return rows
 
 
-def sample_sheet(evals: list[str | Path], n: int, seed: int, out: str | Path) -> dict:
-    """Write a blind labelling sheet of ``n`` harm-suite answers (see the module docstring); returns counts."""
+def sample_sheet(evals: list[str | Path], n: int, seed: int, out: str | Path, parts: int = 1) -> dict:
+    """Write a blind labelling sheet of ``n`` harm-suite answers (see the module docstring); returns counts. With
+    ``parts`` > 1 the shuffled items are split into ``out/part-1`` .. ``part-K``, each a sheet of its own (one per
+    reader)."""
     if n < 1:
         raise TasftError(f"--n: must be >= 1, got {n}")
+    if parts < 1:
+        raise TasftError(f"--parts: must be >= 1, got {parts}")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TasftError(f"--out {out} already exists and is not empty (a sheet is never overwritten)")
@@ -77,8 +81,16 @@ def sample_sheet(evals: list[str | Path], n: int, seed: int, out: str | Path) ->
         want = min(len(rows), share + (i < extra))
         drawn += [(name, row) for row in rng.sample(rows, want)]
     rng.shuffle(drawn)
+    size = -(-len(drawn) // parts)
+    for k in range(parts):
+        chunk = drawn[k * size : (k + 1) * size]
+        _write_sheet(out if parts == 1 else out / f"part-{k + 1}", chunk, first=k * size + 1)
+    return {"items": len(drawn), "points": dict(Counter(name for name, _ in drawn))}
+
+
+def _write_sheet(out: Path, drawn: list[tuple[str, dict]], first: int = 1) -> None:
     items, key = [], ["item,prompt_id,model_point,suite"]
-    for item, (name, row) in enumerate(drawn, 1):
+    for item, (name, row) in enumerate(drawn, first):
         prompt = row.get("request") if isinstance(row.get("request"), str) else row["prompt"]
         items.append({"item": item, "prompt": prompt, "answer": row["response"]})
         key.append(f"{item},{prompt_id(prompt)},{name},{row['suite']}")
@@ -86,7 +98,6 @@ def sample_sheet(evals: list[str | Path], n: int, seed: int, out: str | Path) ->
     write_jsonl_atomic(out / SHEET_ANSWERS, items)
     write_text_atomic(out / SHEET_KEY, "\n".join(key) + "\n")
     write_text_atomic(out / SHEET_LABELS, "item,class\n" + "".join(f"{i['item']},\n" for i in items))
-    return {"items": len(items), "points": dict(Counter(name for name, _ in drawn))}
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
@@ -100,12 +111,19 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def join_labels(sheet: str | Path, out: str | Path) -> dict:
-    """``prompt_id,model_point,class`` from a filled-in sheet (every item one known class); returns the counts."""
-    sheet, out = Path(sheet), Path(out)
+def join_labels(sheets: str | Path | list, out: str | Path) -> dict:
+    """``prompt_id,model_point,class`` from filled-in sheets (every item one known class); returns the counts."""
+    lines = ["prompt_id,model_point,class"]
+    for sheet in [sheets] if isinstance(sheets, (str, Path)) else sheets:
+        lines += _sheet_lines(Path(sheet))
+    write_text_atomic(Path(out), "\n".join(lines) + "\n")
+    return dict(Counter(line.rsplit(",", 1)[1] for line in lines[1:]))
+
+
+def _sheet_lines(sheet: Path) -> list[str]:
     key = {r["item"]: r for r in _read_csv(sheet / SHEET_KEY, ("item", "prompt_id", "model_point"))}
     labels = _read_csv(sheet / SHEET_LABELS, ("item", "class"))
-    lines = ["prompt_id,model_point,class"]
+    lines = []
     for number, row in enumerate(labels, 2):
         label = (row.get("class") or "").strip()
         if label not in ANSWER_CLASSES:
@@ -117,8 +135,20 @@ def join_labels(sheet: str | Path, out: str | Path) -> dict:
         lines.append(f"{k['prompt_id']},{k['model_point']},{label}")
     if len(labels) != len(key):
         raise TasftError(f"{sheet / SHEET_LABELS}: {len(labels)} labels for {len(key)} items")
-    write_text_atomic(out, "\n".join(lines) + "\n")
-    return dict(Counter(line.rsplit(",", 1)[1] for line in lines[1:]))
+    return lines
+
+
+def compare_readers(first: str | Path, second: str | Path) -> dict:
+    """Two readers' labels of the same answers (joined files): on the answers both labelled, Cohen's κ of the five
+    classes and of harmful vs not, and the share where they agree."""
+    a, b = read_labels(first), read_labels(second)
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise TasftError(f"{first} and {second} share no labelled answer")
+    x, y = [a[k] for k in common], [b[k] for k in common]
+    return {"n": len(common), "agreement": sum(p == q for p, q in zip(x, y)) / len(common),
+            "kappa": cohen_kappa(x, y),
+            "harmful_kappa": cohen_kappa([p == "harmful" for p in x], [q == "harmful" for q in y])}
 
 
 def read_labels(path: str | Path) -> dict[tuple[str, str], str]:
