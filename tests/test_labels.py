@@ -21,8 +21,9 @@ def _evaluation(root, name: str, answers: list[str]):
     directory = root / name
     write_jsonl(directory / "generations" / "malicious.jsonl",
                 [{"id": f"malicious-{i}", "prompt": f"Question {i}?", "response": a} for i, a in enumerate(answers)])
-    (directory / "metrics.json").write_text(json.dumps({"model": str(root / "runs" / name),
-                                                        "training": {"model": "smollm2-135m-instruct"}}))
+    (directory / "metrics.json").write_text(json.dumps({"model": str(root / "runs" / name)}))
+    (root / "runs" / name).mkdir(parents=True)  # the run that was evaluated names its starting model
+    (root / "runs" / name / "metrics.json").write_text(json.dumps({"model": "smollm2-135m-instruct"}))
     return directory
 
 

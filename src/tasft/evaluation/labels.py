@@ -33,15 +33,27 @@ ANSWER_CLASSES = CLASSES  # the registry lives with the classifier (tasft.scorin
 SHEET_ANSWERS, SHEET_KEY, SHEET_LABELS = "answers_to_label.jsonl", "key.csv", "labels.csv"
 
 
-def model_point(eval_dir: Path) -> str:
-    """A model point's name: the evaluated model's base and the evaluation directory (``smollm2-…/sft__x…``)."""
+def _json(path: Path) -> dict:
     try:
-        metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        metrics = {}
-    training = metrics.get("training") if isinstance(metrics.get("training"), dict) else {}
-    base = training.get("model") or metrics.get("model") or "model"
-    return f"{Path(str(base)).name}/{eval_dir.name}"
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def model_point(eval_dir: Path) -> str:
+    """A model point's name: the starting model the evaluated model was trained from (the evaluated model itself
+    when it was not trained by tasft) and the evaluation directory, e.g. ``smollm2-135m-instruct/sft__xNone__seed0``.
+    The run is looked up where the evaluation recorded it (relative paths: from the evaluation's parent folders)."""
+    eval_dir = Path(eval_dir)
+    model = str(_json(eval_dir / "metrics.json").get("model") or "model")
+    base = model
+    for place in (Path(model), *(parent / model for parent in eval_dir.resolve().parents)):
+        run = _json(place / "metrics.json")
+        if run.get("model"):
+            base = str(run["model"])
+            break
+    return f"{Path(base).name}/{eval_dir.name}"
 
 
 def _answers(eval_dir: Path) -> list[dict]:
