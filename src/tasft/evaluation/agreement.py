@@ -77,11 +77,13 @@ def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | 
     table = agreement(out / "predictions.csv")
     l2 = ac.choose_l2(x[open_], [truth[i] for i in open_], [scored[i]["prompt_id"] for i in open_], folds)
     head = ac.fit_head(x[open_], [truth[i] for i in open_], l2)
-    save_file({"weight": head.weight.contiguous(), "bias": head.bias, "mean": head.mean, "std": head.std},
+    save_file({"weight": head.weight.contiguous(), "bias": head.bias, "mean": head.mean, "std": head.std,
+               "center": head.center.contiguous(), "components": head.components.contiguous()},
               str(out / f"{HEAD_NAME}.safetensors"))
     digest = hashlib.sha256(Path(labels_csv).read_bytes()).hexdigest()
     write_json_atomic(out / f"{HEAD_NAME}.json", {
         "classes": list(ac.HEAD_CLASSES), "features": list(ac.FEATURE_NAMES) + ["e(r)", "e(p)*e(r)"],
+        "pca_components": ac.PCA_COMPONENTS, "class_weights": "balanced",
         "embedding_model": getattr(judge.scorer, "meta", {}).get("embedding_model"),
         "local_scorer_threshold": judge.threshold, "l2": l2, "labels_sha256": digest,
         "labels": len(truth), "fitted_on": len(open_), "cross_validated": table["overall"]})

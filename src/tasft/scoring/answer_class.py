@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -128,42 +128,94 @@ def features(rows: Sequence[dict], scorer) -> torch.Tensor:
                      dim=1)
 
 
+PCA_COMPONENTS = 16  # each embedding block is reduced to its first principal components, fitted on the training rows
+
+
 @dataclass
 class ClassHead:
-    """softmax(W x̂ + b) over :data:`HEAD_CLASSES`, x̂ = (x − mean) / std of the fitted features."""
+    """softmax(W x̂ + b) over :data:`HEAD_CLASSES`, x̂ = (reduce(x) − mean) / std: ``reduce`` keeps the handcrafted
+    features and projects each embedding block (e(r), e(p) ⊙ e(r)) on its principal components (``center``,
+    ``components``: fitted on the training rows; ``components`` empty = no reduction)."""
 
-    weight: torch.Tensor  # (F, C)
+    weight: torch.Tensor  # (F', C)
     bias: torch.Tensor  # (C,)
-    mean: torch.Tensor  # (F,)
-    std: torch.Tensor  # (F,)
+    mean: torch.Tensor  # (F',)
+    std: torch.Tensor  # (F',)
     l2: float
+    center: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (2, D)
+    components: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (2, D, k)
+
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return _reduce(x, self.center, self.components)
 
     def proba(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(((x - self.mean) / self.std) @ self.weight + self.bias, dim=1)
+        return torch.softmax(((self.reduce(x) - self.mean) / self.std) @ self.weight + self.bias, dim=1)
 
     def predict(self, x: torch.Tensor) -> list[str]:
         return [HEAD_CLASSES[i] for i in self.proba(x).argmax(dim=1).tolist()] if len(x) else []
 
 
-def fit_head(x: torch.Tensor, labels: Sequence[str], l2: float, steps: int = 200) -> ClassHead:
-    """Multinomial logistic regression by L-BFGS: minimise mean cross-entropy + l2 · ‖W‖² over standardised
-    features; classes absent from ``labels`` keep a bias of −20 (never predicted)."""
+def _blocks(x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """φ's handcrafted part and its two embedding blocks."""
+    n = len(FEATURE_NAMES)
+    d = (x.shape[1] - n) // 2
+    return x[:, :n], [x[:, n : n + d], x[:, n + d :]]
+
+
+def _reduce(x: torch.Tensor, center: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+    if components.numel() == 0:
+        return x
+    hand, blocks = _blocks(x)
+    return torch.cat([hand, *((b - c) @ v for b, c, v in zip(blocks, center, components))], dim=1)
+
+
+def _fit_reduction(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each embedding block's mean and first ``k`` principal directions (SVD of the centred training rows)."""
+    _, blocks = _blocks(x)
+    centers, comps = [], []
+    for b in blocks:
+        c = b.mean(0)
+        _, _, vh = torch.linalg.svd(b - c, full_matrices=False)
+        v = vh[: min(k, vh.shape[0])].T
+        if v.shape[1] < k:  # fewer training rows than components: pad with zeros (a constant feature)
+            v = torch.cat([v, torch.zeros(v.shape[0], k - v.shape[1])], dim=1)
+        centers.append(c)
+        comps.append(v)
+    return torch.stack(centers), torch.stack(comps)
+
+
+def fit_head(x: torch.Tensor, labels: Sequence[str], l2: float, steps: int = 200, balanced: bool = True,
+             components: int = PCA_COMPONENTS) -> ClassHead:
+    """Multinomial logistic regression by L-BFGS: minimise the cross-entropy + l2 · ‖W‖² over standardised,
+    reduced features (each embedding block on its first ``components`` principal directions, fitted on these rows;
+    0 = no reduction), each class weighted n / (C·n_c) when ``balanced`` (a rare class — a redirect — counts as
+    much as a common one: the goal is every class's recall, not the majority's accuracy); classes absent from
+    ``labels`` keep a bias of −20 (never predicted)."""
     y = torch.tensor([HEAD_CLASSES.index(c) for c in labels])
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    w = torch.zeros(x.shape[1], len(HEAD_CLASSES), requires_grad=True)
+    counts = torch.bincount(y, minlength=len(HEAD_CLASSES)).float()
+    present = counts > 0
+    weights = torch.where(present, len(y) / (present.sum() * counts.clamp_min(1)), torch.zeros_like(counts))
+    if components and x.shape[1] > len(FEATURE_NAMES):
+        center, comps = _fit_reduction(x, components)
+    else:
+        center, comps = torch.zeros(0), torch.zeros(0)
+    r = _reduce(x, center, comps)
+    mean, std = r.mean(0), r.std(0).clamp_min(1e-6)
+    z = (r - mean) / std
+    w = torch.zeros(r.shape[1], len(HEAD_CLASSES), requires_grad=True)
     b = torch.zeros(len(HEAD_CLASSES), requires_grad=True)
     absent = torch.tensor([float(i not in set(y.tolist())) for i in range(len(HEAD_CLASSES))]) * -20.0
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w + b + absent, y) + l2 * (w**2).sum()
+        loss = torch.nn.functional.cross_entropy(z @ w + b + absent, y, weight=weights if balanced else None) \
+            + l2 * (w**2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    return ClassHead(w.detach(), (b + absent).detach(), mean, std, l2)
+    return ClassHead(w.detach(), (b + absent).detach(), mean, std, l2, center, comps)
 
 
 def prompt_folds(groups: Sequence[str], folds: int) -> list[int]:
@@ -174,7 +226,7 @@ def prompt_folds(groups: Sequence[str], folds: int) -> list[int]:
     return [int(hashlib.sha256(g.encode()).hexdigest()[:8], 16) % folds for g in groups]
 
 
-L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+L2_GRID = (1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 
 
 def choose_l2(x: torch.Tensor, labels: list[str], groups: list[str], folds: int) -> float:
@@ -239,7 +291,8 @@ def load_head(directory=None) -> ClassHead | None:
     if tuple(info.get("classes", ())) != HEAD_CLASSES:
         return None
     t = load_file(str(weights))
-    return ClassHead(t["weight"], t["bias"], t["mean"], t["std"], float(info.get("l2", 0.0)))
+    return ClassHead(t["weight"], t["bias"], t["mean"], t["std"], float(info.get("l2", 0.0)),
+                     t.get("center", torch.zeros(0)), t.get("components", torch.zeros(0)))
 
 
 def classify(rows: Sequence[dict], scorer=None, head: ClassHead | None = None) -> list[str | None]:
