@@ -154,54 +154,6 @@ def _experiment(args: argparse.Namespace) -> None:
         print(f"exported {count} finished runs and evaluations of {args.out} without generated text to {args.export}")
 
 
-def _labels_sample(args: argparse.Namespace) -> None:
-    from .evaluation.labels import sample_sheet
-
-    counts = sample_sheet(args.evals, args.n, args.seed, args.out, parts=args.parts)
-    print(f"wrote a blind sheet of {counts['items']} answers to {args.out} (answers_to_label.jsonl: harmful text, "
-          "for the reader only; key.csv: which model wrote each, not for the reader); fill in labels.csv, then "
-          f"tasft labels join {args.out} --out labels.csv")
-
-
-def _labels_join(args: argparse.Namespace) -> None:
-    from .evaluation.labels import join_labels
-
-    counts = join_labels(args.sheets, args.out)
-    print(f"wrote {sum(counts.values())} labels to {args.out} (prompt ids, model points, classes: no text): "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-
-
-def _labels_compare(args: argparse.Namespace) -> None:
-    from .evaluation.labels import compare_readers
-
-    got = compare_readers(args.first, args.second)
-    kappa = "–" if got["kappa"] is None else f"{got['kappa']:.2f}"
-    harmful = "–" if got["harmful_kappa"] is None else f"{got['harmful_kappa']:.2f}"
-    print(f"{got['n']} answers labelled by both: agreement {got['agreement']:.2f}, kappa {kappa} (5 classes), "
-          f"{harmful} (harmful vs not)")
-
-
-def _labels_fit(args: argparse.Namespace) -> None:
-    from .evaluation.agreement import fit_classifier
-
-    table = fit_classifier(args.labels, args.sheets, args.out, data_dir=args.data_dir)
-    overall = table["overall"]
-    print(f"{overall['n']} labelled answers; cross-validated by prompt: classifier kappa "
-          f"{overall['classifier_kappa']:.2f} (5 classes), {overall['classifier_harmful_kappa']:.2f} (harmful vs "
-          f"not); local scorer {overall['local_scorer_harmful_kappa']:.2f}; wrote {args.out}/predictions.csv, "
-          "agreement.md and the fitted head answer_head.*")
-
-
-def _labels_agree(args: argparse.Namespace) -> None:
-    from .evaluation.agreement import write_agreement
-
-    overall = write_agreement(args.predictions, args.out)["overall"]
-    where = args.out or str(Path(args.predictions).parent)
-    print(f"{overall['n']} labelled answers: classifier kappa {overall['classifier_kappa']:.2f}, harmful vs not "
-          f"{overall['classifier_harmful_kappa']:.2f}, local scorer {overall['local_scorer_harmful_kappa']:.2f}; "
-          f"wrote {where}/agreement.md and agreement.json")
-
-
 def _scorer_train(args: argparse.Namespace) -> None:
     from .scoring.harmfulness_train import train_local_scorer
     from .suites import find_data_dir
@@ -354,36 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true", help="replace files whose bytes differ from the pinned ones")
     q.set_defaults(func=_data_fetch)
 
-    p = sub.add_parser("labels", help="label answers by reading, blind to the model: a sheet, the joined labels")
-    labels_sub = p.add_subparsers(dest="labels_command", required=True, parser_class=_Parser)
-    q = labels_sub.add_parser("sample", help="a blind, shuffled sheet of harm-suite answers drawn evenly from "
-                              "evaluation directories (seeded)")
-    q.add_argument("evals", nargs="+", help="evaluation directories (each one model point)")
-    q.add_argument("--n", type=int, default=600, help="answers to draw (default 600)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--parts", type=int, default=1, help="split into part-1..part-K sheets, one per reader")
-    q.add_argument("--out", required=True, help="a new sheet directory")
-    q.set_defaults(func=_labels_sample)
-    q = labels_sub.add_parser("join", help="a filled-in sheet's labels as prompt_id,model_point,class (no text)")
-    q.add_argument("sheets", nargs="+", help="sheet directories (labels.csv filled in)")
-    q.add_argument("--out", required=True, help="output CSV")
-    q.set_defaults(func=_labels_join)
-    q = labels_sub.add_parser("compare", help="two readers' labels of the same answers: kappa and agreement")
-    q.add_argument("first", help="joined labels of one reader")
-    q.add_argument("second", help="joined labels of another reader (the answers both labelled are compared)")
-    q.set_defaults(func=_labels_compare)
-    q = labels_sub.add_parser("fit", help="cross-validate (by prompt) and fit the answer-class head on labelled "
-                              "answers; write predictions.csv (no text), agreement.md and the head")
-    q.add_argument("labels", help="joined labels (tasft labels join)")
-    q.add_argument("sheets", nargs="+", help="the sheet directories the labelled answers came from")
-    q.add_argument("--out", required=True, help="output directory")
-    q.add_argument("--data-dir", default=None, help="shared data directory (the local scorer is built from it)")
-    q.set_defaults(func=_labels_fit)
-    q = labels_sub.add_parser("agree", help="the agreement table (kappa, per-class precision and recall, per model "
-                              "point) from a predictions.csv alone")
-    q.add_argument("predictions", help="predictions.csv written by tasft labels fit")
-    q.add_argument("--out", default=None, help="directory for agreement.md / .json (default: beside the input)")
-    q.set_defaults(func=_labels_agree)
+    from .cli_labels import add_labels_parser
+
+    add_labels_parser(sub, _Parser)
 
     p = sub.add_parser("scorer", help="offline harmfulness scorer")
     scorer_sub = p.add_subparsers(dest="scorer_command", required=True, parser_class=_Parser)
