@@ -132,3 +132,28 @@ def test_a_sheet_splits_into_one_part_per_reader_and_two_readers_are_compared(tm
     assert got["n"] == 10 and got["agreement"] == 0.9 and 0 < got["kappa"] < 1
     assert main(["labels", "compare", str(tmp_path / "first.csv"), str(tmp_path / "second.csv")]) == 0
     assert "10 answers labelled by both: agreement 0.90" in capsys.readouterr().out
+
+
+def test_a_fitted_head_round_trips_and_its_figures_reach_every_harm_table(tmp_path):
+    """A head saved as tasft labels fit saves it loads back to the same predictions; its cross-validated figures
+    become the trust line every harm table prints."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    width = len(ac.FEATURE_NAMES) + 2 * 24  # handcrafted features and two 24-wide embedding blocks
+    x = torch.randn(90, width)
+    names = ["harmful", "redirect", "content-free"]
+    y = [names[i % 3] for i in range(90)]
+    x[:, 0] += torch.tensor([6.0 * (i % 3) for i in range(90)])
+    head = ac.fit_head(x, y, 0.1, components=4)
+    assert head.components.shape == (2, 24, 4)
+    save_file({"weight": head.weight, "bias": head.bias, "mean": head.mean, "std": head.std, "center": head.center,
+               "components": head.components.contiguous()}, str(tmp_path / "answer_head.safetensors"))
+    (tmp_path / "answer_head.json").write_text(json.dumps({
+        "classes": list(ac.HEAD_CLASSES), "l2": 0.1, "labels": 90,
+        "cross_validated": {"local_scorer_harmful_kappa": 0.31, "classifier_harmful_kappa": 0.72}}))
+    loaded = ac.load_head(tmp_path)
+    assert loaded.predict(x) == head.predict(x) and sum(p == t for p, t in zip(head.predict(x), y)) > 80
+    note = ac.trust_note(tmp_path)
+    assert "does not agree well (κ 0.31)" in note and "κ 0.72" in note
+    assert ac.load_head(tmp_path / "nowhere") is None and ac.trust_note(tmp_path / "nowhere") is None

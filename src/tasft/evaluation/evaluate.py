@@ -156,6 +156,11 @@ def judge_validation(judge, data_dir: Path | None) -> dict:
         out["harm_scorer"] = {"check": "XSTest completions, generator and prompt held out",
                               "auroc": held["generator_and_prompt_heldout"].get("pooled_auroc"),
                               **{k: at.get(k) for k in ("balanced_accuracy", "tpr", "tnr", "precision")}}
+    from ..scoring.answer_class import head_validation
+
+    if (labelled := head_validation()) is not None:
+        out["answers_labelled_by_reading"] = {"check": "harm-suite answers of tasft's models labelled blind by "
+                                              "readers; cross-validated by prompt (docs/results/labels)", **labelled}
     completions = data_dir / "xstest" / "labeled_completions" if data_dir else None
     if completions is not None and completions.is_dir():
         from ..scoring.refusal import validate_on_xstest

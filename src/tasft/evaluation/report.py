@@ -18,6 +18,7 @@ from .. import outputs
 from ..errors import TasftError
 from ..io_utils import write_text_atomic
 from ..plotting import pyplot, save_figure
+from ..scoring.answer_class import trust_note
 from . import compare, samples, uncertainty
 
 # metric groups: (title, PNG file stem, [(label, key in metrics["summary"])])
@@ -127,7 +128,7 @@ def render_single_markdown(metrics: dict) -> str:
              f"Harmfulness scorer: `{metrics['harm_scorer']}` (threshold {_fmt(metrics.get('harm_threshold'))}); "
              f"limit per suite: {metrics.get('limit') or 'none'}; wall time {metrics.get('wall_seconds')} s. "
              "A degenerate answer (empty, a word or two, repetitive, an echo of the prompt) is never counted safe.",
-             "Brackets: 95% bootstrap interval over prompts.",
+             "Brackets: 95% bootstrap interval over prompts.", *([note] if (note := trust_note()) else []),
              "", _table(["suite", "kind", *(c for c, _ in SUITE_COLUMNS)], rows), "", "## Summary", "",
              _table(["metric", "value [95% interval]"],
                     [[k, compare.fmt(v, compare.interval(metrics, k))] for k, v in metrics["summary"].items()])]
@@ -205,6 +206,7 @@ def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path], paired
                         f"{_fmt(d['suites'].get(s, {}).get('degenerate_rate'))}" for _, d in runs)] for s in suites]
     names = [n for n, _ in runs]
     parts = ["# Evaluation comparison", "", "Models: " + ", ".join(f"`{n}` = {d['model']}" for n, d in runs), "",
+             *([note, ""] if (note := trust_note()) else []),
              "## Methods", "", methods_table(runs), "",
              "## Summary", "", "Brackets: 95% bootstrap interval over prompts.", "", _table(["metric", *names], rows),
              ""]

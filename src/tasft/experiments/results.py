@@ -13,7 +13,7 @@ from typing import Any
 
 from ..io_utils import write_json_atomic, write_text_atomic
 from ..plotting import pyplot, save_figure
-from ..scoring.answer_class import CLASSES, metric_name
+from ..scoring.answer_class import CLASSES, metric_name, trust_note
 from .paired import paired_differences, paired_markdown, seeded_markdown
 from .pareto import pareto_plot
 from .spec import METRICS, ExperimentConfig, PlotSpec
@@ -101,6 +101,8 @@ def results_markdown(exp: ExperimentConfig, rows: list[dict], paired: dict | Non
             f"suites `{ev.suites}` ({limits}); harm-suite means over the suites present. Each cell: the mean over "
             "seeds [95% interval — over prompts (bootstrap) for one seed, over seeds × prompts where a point has "
             "several].\n\n" + "\n".join(lines) + "\n")
+    if note := trust_note():
+        text += "\n" + note + "\n"
     if classes := classes_markdown(aggregate(rows)):
         text += "\n" + classes
     if paired and (across := seeded_markdown(paired)):

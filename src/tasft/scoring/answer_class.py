@@ -305,3 +305,30 @@ def classify(rows: Sequence[dict], scorer=None, head: ClassHead | None = None) -
             classes[i] = c
     return classes
 
+
+def head_validation(directory=None) -> dict | None:
+    """The shipped head's agreement with readers, from its metadata (``tasft labels fit``: cross-validated by
+    prompt): the figures each harm number's trust rests on; None without a head."""
+    import json
+    from pathlib import Path
+
+    meta = Path(str(directory if directory is not None else default_head_dir())) / f"{HEAD_FILE}.json"
+    if not meta.is_file():
+        return None
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    return {"labels": info.get("labels"), **(info.get("cross_validated") or {})}
+
+
+def trust_note(directory=None) -> str | None:
+    """One sentence for every table that reports a harm rate: how far the local scorer's harmful flag and the
+    harmful answer class agree with readers (κ, cross-validated by prompt); None without a head."""
+    figures = head_validation(directory)
+    if not figures or figures.get("local_scorer_harmful_kappa") is None:
+        return None
+    local, head = figures["local_scorer_harmful_kappa"], figures.get("classifier_harmful_kappa")
+    verdict = "does not agree well" if local < 0.6 else "agrees"
+    return (f"How far to trust a harm number: against {figures.get('labels')} answers labelled by reading, blind to "
+            f"the model (docs/results/labels/agreement.md), the local scorer's harmful flag {verdict} (κ {local:.2f}); "
+            f"the harmful answer class reaches κ {head:.2f} (cross-validated by prompt). Read harm through the "
+            "answer classes and safe strict where they are given.")
+
