@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import TasftError
 from .evaluation.specs import SPECS
 from .io_utils import dumps
+from .methods import METHODS
 from .scoring.judges import JUDGES
 from .suites import SUITES
 
@@ -199,10 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="fine-tune with sft or ta-sft (YAML config + --set overrides)")
+    p = sub.add_parser("train", help=f"fine-tune with one of the methods ({', '.join(METHODS)}): a YAML config "
+                       "(configs/methods/) and --set overrides")
     p.add_argument("--config", help="YAML config (see configs/); without it the built-in demo defaults apply")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set penalty=emd_lb --set lambda=0.5 --set lora.r=8")
+                   help="override a config key, e.g. --set ta_sft.penalty=emd_lb --set ta_sft.lambda=0.5 "
+                   "--set lora.r=8 (a method's settings live in its block: "
+                   + ", ".join(f"{m.Settings.BLOCK}." for m in METHODS.values() if m.Settings) + ")")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output_dir (only one tasft created; never the current directory)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")

@@ -1,0 +1,83 @@
+"""Which method-vs-sft readings survive three training seeds (issue 28, item 4; the rule in seeds3.yaml's header).
+
+For every method and measure: the seed-0 reading (the point at seed 0 minus sft at seed 0, interval over prompts)
+and the reading over seeds 0-2 (seed j minus sft seed j, interval over seeds × prompts). A reading **survives** when
+the 3-seed interval excludes 0 in the direction of the seed-0 reading; it was **one run's luck** when seed 0 was
+significant and the 3-seed interval includes 0 (or points the other way); **new** when only the 3-seed interval
+excludes 0. Reads the study's paired.json (written by `tasft experiment ... --tables-only`) and writes verdict.md:
+
+    python docs/results/seeds3/verdict.py docs/results/seeds3        # or any study directory with 3 seeds
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+MEASURES = [("safe", "harm_suites_safe_rate"), ("safe strict", "harm_suites_safe_strict_rate"),
+            ("harmful class", "harm_suites_answer_harmful_rate"),
+            ("content-free", "harm_suites_answer_content_free_rate"),
+            ("degenerate", "harm_suites_degenerate_rate"), ("harmful (local scorer)", "harm_suites_harmful_rate"),
+            ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
+
+
+def _sign(d: dict | None) -> int:
+    """+1 / −1 when the interval excludes 0 above / below, 0 when it includes 0 (or there is none)."""
+    if not d:
+        return 0
+    lo, hi = d["ci95"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def reading(one: dict | None, three: dict | None) -> str:
+    a, b = _sign(one), _sign(three)
+    if three is None:
+        return "–"
+    if a and a == b:
+        return "survives"
+    if a and not b:
+        return "one run's luck"
+    if a and b == -a:
+        return "reversed"
+    return "new" if b else "no effect either way"
+
+
+def cell(d: dict | None) -> str:
+    if not d:
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]" + ("*" if _sign(d) else "")
+
+
+def main(study: Path) -> str:
+    paired = json.loads((study / "paired.json").read_text(encoding="utf-8"))
+    ref = paired["reference"]
+    seed0 = {(p["series"], p["x"]): p for p in paired["points"] if p["seed"] == 0 and p["reference_seed"] == 0}
+    lines = [f"# Which readings survive three seeds ({study.name})", "",
+             f"Each method minus `{ref}`: at seed 0 (interval over prompts) and over seeds 0-2 (seed j minus "
+             f"`{ref}` seed j; interval over seeds × prompts). `*` = the interval excludes 0. Rule (seeds3.yaml): a "
+             "reading survives when the 3-seed interval excludes 0 in the seed-0 reading's direction.", ""]
+    header = ["method", "measure", "seed 0", "seeds 0-2", "reading"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for p in paired.get("seeded", []):
+        one = seed0.get((p["series"], p["x"]), {})
+        for label, key in MEASURES:
+            if key in p or key in one:
+                lines.append(f"| {p['series']} | {label} | {cell(one.get(key))} | {cell(p.get(key))} | "
+                             f"{reading(one.get(key), p.get(key))} |")
+    spread = paired.get("reference_spread")
+    if spread:
+        lines += ["", f"`{ref}`'s own spread across seeds {spread['seeds']} (sd of the per-seed values):", ""]
+        for label, key in MEASURES:
+            if key in spread:
+                values = ", ".join(f"{v:.3f}" for v in spread[key]["per_seed"])
+                sd = spread[key]["seed_sd"]
+                lines.append(f"- {label}: {values} (sd {sd:.3f})" if sd is not None else f"- {label}: {values}")
+    text = "\n".join(lines) + "\n"
+    (study / "verdict.md").write_text(text, encoding="utf-8")
+    return text
+
+
+if __name__ == "__main__":
+    print(main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent)), end="")
