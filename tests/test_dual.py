@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tasft.training.dual import dual_update
+from tasft.methods.dual import dual_update
 
 from .conftest import SHARED
 
@@ -76,8 +76,8 @@ def test_the_controller_measures_rows_the_evaluation_does_not_score():
     from tasft.config import DataSource
     from tasft.data import Tokenized, load_source
     from tasft.evaluation.specs import get_spec
+    from tasft.methods.dual import HELDOUT_ROWS, LambdaController
     from tasft.suites import load_suite
-    from tasft.training.dual import HELDOUT_ROWS, LambdaController
 
     class Term:
         lam, controller = 1.0, None
@@ -132,7 +132,7 @@ def test_a_reference_run_sets_the_budget_step_by_step(tiny_model_dir, tiny_data,
     """log_heldout_nll writes a run's held-out NLL curve; a λ-by-constraint run with lambda_reference_run compares
     its NLL after step t with that curve's value at step t (not with one number for the whole run)."""
     from tasft import load_train_config, train
-    from tasft.training.dual import HELDOUT_FILE
+    from tasft.methods.dual import HELDOUT_FILE
     from tests.conftest import tiny_overrides
 
     sft = tmp_path / "sft"
@@ -160,7 +160,7 @@ def test_a_reference_run_that_cannot_be_followed_is_one_line_error(tiny_model_di
     from tasft import load_train_config, train
     from tasft.cli import main
     from tasft.errors import TasftError
-    from tasft.training.dual import HELDOUT_FILE
+    from tasft.methods.dual import HELDOUT_FILE
     from tests.conftest import tiny_overrides
 
     def argv(out, reference, **extra):
@@ -191,7 +191,7 @@ def test_a_reference_run_that_cannot_be_followed_is_one_line_error(tiny_model_di
 
 def test_a_resumed_run_keeps_its_curve_up_to_the_checkpoint(tiny_model_dir, tiny_data, tmp_path):
     from tasft import load_train_config, train
-    from tasft.training.dual import HELDOUT_FILE
+    from tasft.methods.dual import HELDOUT_FILE
     from tests.conftest import tiny_overrides
 
     out = tmp_path / "sft"

@@ -54,6 +54,51 @@ def test_the_import_graph_has_no_cycle():
             visit(node)
 
 
+#: the packages and top-level modules from the bottom up (shared/DESIGN.md's data flow): each may import only its own
+#: layer and those below it. generation and scoring sit below training — training harvests D_h with them, and
+#: neither needs training — and the helpers at the bottom are everyone's.
+LAYERS = [
+    {"errors", "io_utils", "outputs", "plotting", "memory", "config"},
+    {"data"},
+    {"models"},
+    {"data_fetch", "suites"},
+    {"objectives"},
+    {"methods"},
+    {"run_config"},
+    {"scoring"},
+    {"generation"},
+    {"training"},
+    {"evaluation"},
+    {"experiments"},
+    {"cli", "cli_labels", "__main__", "tasft"},  # the command line and the package's own API at the top
+]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    unit = parts[1] if len(parts) > 1 else parts[0]
+    return next(i for i, layer in enumerate(LAYERS) if unit in layer)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a layer above its own (lazy imports inside functions count)."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if _layer(b) > _layer(a))
+
+
+def test_every_package_has_a_layer_and_no_import_goes_up():
+    graph = _graph()
+    unplaced = sorted(m for m in graph if not any((m.split(".")[1:2] or ["tasft"])[0] in layer for layer in LAYERS))
+    assert unplaced == [], f"give these a layer in LAYERS: {unplaced}"
+    assert upward_imports(graph) == []
+
+
+def test_an_upward_import_is_caught():
+    """The check itself: methods importing training (the cycle this layout removed) is reported."""
+    graph = _graph()
+    graph["tasft.methods.base"] = graph["tasft.methods.base"] | {"tasft.training.trainer"}
+    assert upward_imports(graph) == ["tasft.methods.base -> tasft.training.trainer"]
+
+
 def test_training_never_imports_evaluation():
     graph = _graph()
     reach: dict[str, set[str]] = {}

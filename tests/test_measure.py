@@ -8,8 +8,7 @@ import pytest
 from tasft.data.batches import tokenize_record
 from tasft.data.records import Record
 from tasft.models import load_model, load_tokenizer
-from tasft.objectives import fused
-from tasft.training import measure
+from tasft.objectives import fused, measure
 
 from .conftest import BENIGN
 

@@ -26,6 +26,9 @@ class TrainerInputs:
     out_dir: Path
     #: builds tasft's own loop from these inputs (the pipeline passes :func:`tasft.training.api.loop_trainer`)
     loop_trainer: Callable[[TrainerInputs], Any] | None = None
+    #: the trainer mixins every trainer of a run carries (the pipeline passes the divergence guard and the tied-weights
+    #: resume fix, :data:`tasft.training.trainer.TRAINER_MIXINS`): a method with a trainer of its own puts them first
+    mixins: tuple[type, ...] = ()
 
 
 class Method:
@@ -78,7 +81,7 @@ class Method:
         return inputs.loop_trainer(inputs)
 
     def harmful_term(self, inputs: TrainerInputs):
-        """The D_h term of the loss (:class:`tasft.training.terms.HarmfulTerm`), or None."""
+        """The D_h term of the loss (:class:`tasft.objectives.terms.HarmfulTerm`), or None."""
         return None
 
     def summary(self, cfg: TrainConfig) -> dict:

@@ -73,11 +73,8 @@ def build_kto_trainer(inputs: TrainerInputs):
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    from ..training.checkpoints import TiedWeightsLoadMixin
-    from ..training.guard import DivergenceGuardMixin
-
-    class GuardedKTOTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, KTOTrainer):
-        """TRL's KTO trainer with the divergence guard."""
+    GuardedKTOTrainer = type("GuardedKTOTrainer", (*inputs.mixins, KTOTrainer),  # noqa: N806 - a class
+                             {"__doc__": "TRL's KTO trainer with the run's mixins (the divergence guard first)."})
 
     cfg, settings, model, tokenizer = inputs.cfg, inputs.cfg.method_settings, inputs.model, inputs.tokenizer
     desirable, undesirable = inputs.data.train_records, inputs.data.harmful_records

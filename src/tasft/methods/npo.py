@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from ..training.terms import HarmfulTerm
+from ..objectives.terms import HarmfulTerm
 from .base import Method
 
 

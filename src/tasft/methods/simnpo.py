@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..training.terms import HarmfulTerm
+from ..objectives.terms import HarmfulTerm
 from .base import Method
 
 

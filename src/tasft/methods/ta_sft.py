@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 import torch
 
 from ..errors import TasftError
-from ..training.terms import HarmfulTerm
+from ..objectives.terms import HarmfulTerm
 from .base import Method
 
 
@@ -34,7 +34,7 @@ class TaSftSettings:
     D_u NLL within (1 + ε)· ``lambda_reference_nll`` — or the NLL on the same rows of ``lambda_reference_model``, a
     model such as plain SFT's run directory, measured once before the first step, or, step by step, the curve that
     ``lambda_reference_run`` (a run trained with ``log_heldout_nll: true``, e.g. plain SFT) measured on those rows
-    after each of its steps; none: the starting model's — with step ``lambda_step`` η, :mod:`tasft.training.dual`;
+    after each of its steps; none: the starting model's — with step ``lambda_step`` η, :mod:`tasft.methods.dual`;
     needs ``eval_data``; null: λ fixed)."""
 
     BLOCK: ClassVar[str] = "ta_sft"
@@ -149,7 +149,7 @@ class TaSft(Method):
         return paths
 
     def check_inputs(self, cfg) -> None:
-        from ..training.dual import reference_curve_file
+        from .dual import reference_curve_file
 
         if cfg.method_settings.lambda_reference_run is not None:
             reference_curve_file(cfg.method_settings.lambda_reference_run)
@@ -180,7 +180,7 @@ class TaSft(Method):
                                        token_counts(responses(inputs.data.train), vocab))
         term = PenaltyTerm(s, table, reference, weights)
         if s.lambda_budget is not None:
-            from ..training.dual import LambdaController
+            from .dual import LambdaController
 
             if not inputs.data.eval:
                 raise TasftError("ta_sft.lambda_budget needs held-out D_u rows to measure (set eval_data)")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ..data.batches import tokenize_record
 from ..data.records import Record
-from ..training.measure import token_logprob_sums
+from ..objectives.measure import token_logprob_sums
 from .degenerate import repetition_rate
 
 

@@ -16,7 +16,7 @@ from ..generation.generate import GenerationSettings, generate_jsonl
 from ..generation.harvest import harvest_items
 from ..io_utils import read_jsonl
 from ..methods import get_method
-from .measure import mean_token_logprob
+from ..objectives.measure import mean_token_logprob
 
 log = logging.getLogger(__name__)
 HARVEST_FILE = "harmful_responses_harvested.jsonl"

@@ -89,7 +89,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     from transformers import set_seed
 
     from ..models import add_lora, load_model
-    from .trainer import JsonlLogCallback
+    from .trainer import TRAINER_MIXINS, JsonlLogCallback
 
     # torn checkpoints are set aside (or, on a full disk, removed) before anything is written
     checkpoint = last_checkpoint(out_dir, drop_incomplete=_is_main_process()) if resume else None
@@ -111,12 +111,12 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
 
     callbacks = [JsonlLogCallback(out_dir / "log.jsonl")]
     if cfg.log_heldout_nll:
-        from .dual import HELDOUT_FILE, HeldoutNllLog
+        from ..methods.dual import HELDOUT_FILE, HeldoutNllLog
 
         callbacks.append(HeldoutNllLog(data.eval, pad_id, out_dir / HELDOUT_FILE))
     method = get_method(cfg.method)
     trainer = method.build_trainer(TrainerInputs(cfg, model, tokenizer, data, training_kwargs(cfg, out_dir, model),
-                                                 callbacks, out_dir, loop_trainer))
+                                                 callbacks, out_dir, loop_trainer, TRAINER_MIXINS))
     if not progress:
         trainer.args.disable_tqdm = True
     trainer.set_guard(cfg.guard.collapse_steps, cfg.guard.min_grad_norm)

@@ -22,9 +22,9 @@ from ..data.batches import Tokenized, collate
 from ..io_utils import dumps, write_json_atomic, write_text_atomic
 from ..objectives import fused as chunked_penalty
 from ..objectives import losses
+from ..objectives.terms import HarmfulTerm
 from .checkpoints import TiedWeightsLoadMixin
 from .guard import DivergenceGuardMixin
-from .terms import HarmfulTerm
 
 
 def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
@@ -61,9 +61,14 @@ class HarmfulBatchSampler:
         return out
 
 
+#: the mixins every trainer of a run carries, tasft's loop and a method's own trainer alike (handed to methods in
+#: :class:`tasft.methods.TrainerInputs`: methods sit below training and never import it)
+TRAINER_MIXINS: tuple[type, ...] = (DivergenceGuardMixin, TiedWeightsLoadMixin)
+
+
 class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
     """L = NLL(D_u) + term(D_h): every method of tasft's own loop (sft and stl: no term; ta-sft: λ·penalty; npo,
-    simnpo: their sequence-level losses — :mod:`tasft.training.terms`, built by :mod:`tasft.methods`).
+    simnpo: their sequence-level losses — :mod:`tasft.objectives.terms`, built by :mod:`tasft.methods`).
 
     ``loss_chunk_size`` (rows per chunk, or None): training losses skip the full (B, T, V) logits — the model
     returns its final hidden states (logits of the last position only) and :mod:`tasft.objectives.fused`

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.batches import Tokenized, collate
-from ..objectives import fused
+from . import fused
 
 CHUNK_ROWS = fused.DEFAULT_CHUNK_SIZE
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..objectives.fused import ChunkFn
+from .fused import ChunkFn
 
 
 class HarmfulTerm:
@@ -27,7 +27,7 @@ class HarmfulTerm:
     position_decay: float | None = None
     #: (V,) weight of each token id at the penalised positions (None: every token alike)
     token_weights: torch.Tensor | None = None
-    #: a callback that moves the term's weight during training (:class:`tasft.training.dual.LambdaController`)
+    #: a callback that moves the term's weight during training (:class:`tasft.methods.dual.LambdaController`)
     controller = None
 
     def __init__(self, reference: torch.nn.Module | None = None) -> None:
