@@ -43,10 +43,11 @@ def _plain_generate(model, tokenizer, encoded: list[list[int]], max_new_tokens: 
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from tasft.config import DEFAULT_MODEL
     from tasft.evaluation.specs import get_spec
     from tasft.generation.decode import greedy_decode
     from tasft.generation.generate import _encode_prompts
-    from tasft.models import DEFAULT_MODEL, load_model, load_tokenizer
+    from tasft.models import load_model, load_tokenizer
     from tasft.suites import find_data_dir, load_suite, parse_suites
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

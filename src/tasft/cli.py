@@ -12,10 +12,12 @@ import os
 import sys
 from pathlib import Path
 
+from .config import DEFAULT_MODEL
 from .errors import TasftError
 from .evaluation.specs import SPECS
 from .io_utils import dumps
 from .methods import METHODS
+from .scoring.deberta import DEFAULT_MODEL as DEBERTA_MODEL
 from .scoring.judges import JUDGES
 from .suites import SUITES
 
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("harvest", help="the model's own responses to toxic prompts, as a D_h file")
-    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--prompts", required=True, help="file of toxic prompts (responses in it are ignored)")
     p.add_argument("--out", required=True, help="output JSONL of {prompt, response, model, seed}")
     p.add_argument("--exclude", action="append", default=[], metavar="PATH",
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the harmfulness judge(s), NAME[:MODEL_ID][,NAME…] (the first gives the rates, the others "
                    f"their own columns): {' | '.join(JUDGES)}")
     p.add_argument("--scorer", default=None, help="local scorer directory (default: cache, built on first use)")
-    p.add_argument("--deberta-model", default="safepaca/absolute-harmfulness-predictor-redteam")
+    p.add_argument("--deberta-model", default=DEBERTA_MODEL)
     p.add_argument("--suite-limit", action="append", default=[], metavar="SUITE=N",
                    help="prompts of one suite, overriding --limit (repeatable), e.g. xstest-safe=50")
     p.add_argument("--attacks", default=None, metavar="all|NAME,...",

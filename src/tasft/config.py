@@ -18,6 +18,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import TasftError
 
+#: the model every command uses when none is named (an offline alias: tasft.models.ALIASES)
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
 
 @dataclass
 class DataSource:
@@ -88,7 +91,7 @@ class TrainConfig:
     """One training run: the model, the data, the loop's settings, and ``method`` (a name registered in
     :data:`tasft.methods.METHODS`) with its ``method_settings``."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # how the weights are stored (and the master copy)
     # the compute: fp32, or mixed precision — bf16 / fp16 autocast over the stored weights (the Trainer's bf16 /

@@ -52,7 +52,6 @@ ALIASES: dict[str, GgufAlias] = {
         assembled=True,
     ),
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -40,8 +40,11 @@ SUITE_COLUMNS = [("n", "n"), ("harmful", "harmful_rate"), ("mean harm", "mean_ha
                  ("words", "mean_length_words")]
 
 
-TRAINING_KEYS = ("method", "label", "penalty", "lambda", "bound_constant", "contrastive", "stl", "kto", "npo", "simnpo",
-                 "steps", "seed", "train_seconds", "wall_seconds", "peak_rss_gib", "data")
+#: what an evaluation does not copy from its run's metrics.json: the bulky measurements and provenance that stay in
+#: the run's own file — everything else (the method, its label, whatever settings its summary writes, steps, seed,
+#: time) is the training summary, so a new method's settings reach the reports without a list to update
+TRAINING_DROP = frozenset({"before", "after", "inputs", "model", "model_fingerprint", "resumed_from", "train_tokens",
+                           "tokens_per_second", "final_train_loss", "peak_rss_bytes"})
 
 
 def training_summary(model: str) -> dict | None:
@@ -55,7 +58,7 @@ def training_summary(model: str) -> dict | None:
         return None
     if "method" not in data:
         return None
-    return {k: data[k] for k in TRAINING_KEYS if k in data}
+    return {k: v for k, v in data.items() if k not in TRAINING_DROP}
 
 
 def _method_label(training: dict | None) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..errors import TasftError
 from ..generation.generate import GenerationSettings
 from ..scoring import judges
+from ..scoring.deberta import DEFAULT_MODEL as DEBERTA_MODEL
 
 
 @dataclass
@@ -20,7 +21,7 @@ class EvalSettings:
     data_dir: str | None = None
     harm_scorer: str = "local"
     scorer_path: str | None = None
-    deberta_model: str = "safepaca/absolute-harmfulness-predictor-redteam"
+    deberta_model: str = DEBERTA_MODEL
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     overwrite: bool = False
     spec: str | None = None  # the named spec (tasft.evaluation.specs) the suites and limits came from

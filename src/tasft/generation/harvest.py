@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import outputs
-from ..config import DataSource
+from ..config import DEFAULT_MODEL, DataSource
 from ..data.records import Record, load_source
 from ..errors import TasftError
 from ..io_utils import read_jsonl, write_jsonl_atomic
@@ -26,7 +26,7 @@ class HarvestSettings:
 
     prompts: str
     out: str
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     limit: int | None = None
     seed: int = 0
     exclude: list[str] = field(default_factory=list)

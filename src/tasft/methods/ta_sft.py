@@ -7,12 +7,15 @@ frozen starting model's distribution at that position; optionally position-weigh
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
 
 from ..errors import TasftError
+from ..objectives import PENALTIES
 from ..objectives.terms import HarmfulTerm
 from .base import Method
 
@@ -105,7 +108,7 @@ class TaSft(Method):
     Settings = TaSftSettings
     needs_harmful = True
     objective = ("NLL(D_u) + sign·λ·penalty(D_h) [+ μ·KL(Q̃‖P̃) off the harmful token] "
-                 "(penalty: emd, emd_lb, nlcl, ga)")
+                 f"(penalty: {', '.join(PENALTIES)})")
 
     def check(self, cfg) -> None:
         from .. import objectives
@@ -199,7 +202,17 @@ class TaSft(Method):
                 "lambda_reference_run": s.lambda_reference_run}
 
     def label(self, cfg) -> str:
-        return f"ta-sft {cfg.method_settings.penalty} λ={cfg.method_settings.lambda_}"
+        """``ta-sft <penalty> λ=<λ>`` and every other setting that is not its default (the variants of one penalty
+        and λ must not print the same label): ``trust_region=1.0``, ``lambda_reference_run=sft_curve`` …"""
+        s, default = cfg.method_settings, TaSftSettings()
+        extra = []
+        for f in dataclasses.fields(s):
+            value = getattr(s, f.name)
+            if f.name in ("penalty", "lambda_") or value == getattr(default, f.name):
+                continue
+            shown = Path(value).name if isinstance(value, str) and f.name.startswith("lambda_reference") else value
+            extra.append(f"{f.name}={shown}")
+        return " ".join([f"ta-sft {s.penalty} λ={s.lambda_}", *extra])
 
     def describe(self, cfg, metrics) -> str:
         from .. import objectives
