@@ -9,7 +9,6 @@ sources', not tasft's (the LICENSE files of XSTest and HH-RLHF are fetched with 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import urllib.error
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TasftError
+from .io_utils import sha256_file
 
 _STL = "https://raw.githubusercontent.com/vinid/safety-tuned-llamas/36a4b8d5c2177ed165bf61f59b590161394f7f12/data"
 _XSTEST = "https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d"
@@ -89,14 +89,6 @@ def default_data_dir() -> Path:
     return cache_dir() / "data"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(url: str, part: Path, timeout: float) -> bool:
     """Append ``url``'s bytes to ``part``, resuming after what it holds (a server that ignores the range restarts);
     True when the server's whole answer arrived (its Content-Length, when it sends one), False when it broke off."""
@@ -120,7 +112,7 @@ def fetch_file(item: RemoteFile, dest: Path, url: str, attempts: int = 3, timeou
     A file already there with other bytes is replaced only with ``overwrite``."""
     target = dest / item.path
     if target.is_file():
-        if target.stat().st_size == item.size and sha256_of(target) == item.sha256:
+        if target.stat().st_size == item.size and sha256_file(target) == item.sha256:
             return "present"
         if not overwrite:
             raise TasftError(f"{target} exists with other content than the pinned file (use --overwrite to replace "
@@ -152,7 +144,7 @@ def fetch_file(item: RemoteFile, dest: Path, url: str, attempts: int = 3, timeou
         if size < item.size and not complete:  # the connection broke off: the next attempt resumes from here
             problem = f"stopped after {size} of {item.size} bytes"
             continue
-        got = sha256_of(part)
+        got = sha256_file(part)
         if got != item.sha256:
             part.unlink()
             raise TasftError(f"{item.path}: checksum mismatch (got sha256 {got[:12]}…, pinned {item.sha256[:12]}…); "

@@ -62,6 +62,26 @@ def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> Path:
     return write_text_atomic(path, "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file's object, or {} when it is missing, unreadable or not an object (for optional records)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The objects of a JSONL file written by this package (blank lines skipped)."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -17,14 +17,13 @@ assigned with the labels: Cohen's κ, and each class's precision and recall, ove
 from __future__ import annotations
 
 import csv
-import json
 import random
 from collections import Counter
 from pathlib import Path
 
 from ..data.records import prompt_id
 from ..errors import TasftError
-from ..io_utils import read_jsonl, write_jsonl_atomic, write_text_atomic
+from ..io_utils import read_json_object, read_jsonl, write_jsonl_atomic, write_text_atomic
 from ..scoring.answer_class import CLASSES
 from ..suites import HARM_SUITES
 
@@ -33,23 +32,15 @@ ANSWER_CLASSES = CLASSES  # the registry lives with the classifier (tasft.scorin
 SHEET_ANSWERS, SHEET_KEY, SHEET_LABELS = "answers_to_label.jsonl", "key.csv", "labels.csv"
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def model_point(eval_dir: Path) -> str:
     """A model point's name: the starting model the evaluated model was trained from (the evaluated model itself
     when it was not trained by tasft) and the evaluation directory, e.g. ``smollm2-135m-instruct/sft__xNone__seed0``.
     The run is looked up where the evaluation recorded it (relative paths: from the evaluation's parent folders)."""
     eval_dir = Path(eval_dir)
-    model = str(_json(eval_dir / "metrics.json").get("model") or "model")
+    model = str(read_json_object(eval_dir / "metrics.json").get("model") or "model")
     base = model
     for place in (Path(model), *(parent / model for parent in eval_dir.resolve().parents)):
-        run = _json(place / "metrics.json")
+        run = read_json_object(place / "metrics.json")
         if run.get("model"):
             base = str(run["model"])
             break

@@ -32,6 +32,17 @@ def _as_seeds(group: Sequence) -> np.ndarray:
     return arr[None, :] if arr.ndim == 1 else arr
 
 
+def _seed_arrays(groups: Sequence[Sequence]) -> tuple[list[np.ndarray], int]:
+    """The groups as (seeds, prompts) arrays and their common number of seeds k (one error line otherwise)."""
+    arrays = [_as_seeds(g) for g in groups]
+    if not arrays or any(a.shape[1] == 0 for a in arrays):
+        raise ValueError("every group needs at least one value")
+    k = arrays[0].shape[0]
+    if any(a.shape[0] != k for a in arrays):
+        raise ValueError("every group needs the same number of seeds")
+    return arrays, k
+
+
 def _percentiles(stats: np.ndarray, level: float) -> Interval:
     lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
@@ -42,12 +53,7 @@ def resampled_means(groups: Sequence[Sequence], resamples: int = RESAMPLES, seed
 
     All groups must have the same number of seeds k; the seeds are resampled once per replicate for every group.
     """
-    arrays = [_as_seeds(g) for g in groups]
-    if not arrays or any(a.shape[1] == 0 for a in arrays):
-        raise ValueError("every group needs at least one value")
-    k = arrays[0].shape[0]
-    if any(a.shape[0] != k for a in arrays):
-        raise ValueError("every group needs the same number of seeds")
+    arrays, k = _seed_arrays(groups)
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, k, size=(resamples, k)) if k > 1 else np.zeros((resamples, 1), dtype=int)
     total = np.zeros(resamples)
@@ -152,12 +158,7 @@ def seeded_interval(groups: Sequence[Sequence], level: float = LEVEL, bounds: In
     quantiles are those of 3 values; ``tests/test_uncertainty.py`` measures both). One seed: V_seed is unknown
     and the interval is over prompts alone (``seeds`` = 1 says so). ``bounds``: the range the mean cannot leave
     (a rate's [0, 1]); the interval is cut to it."""
-    arrays = [_as_seeds(g) for g in groups]
-    if not arrays or any(a.shape[1] == 0 for a in arrays):
-        raise ValueError("every group needs at least one value")
-    k = arrays[0].shape[0]
-    if any(a.shape[0] != k for a in arrays):
-        raise ValueError("every group needs the same number of seeds")
+    arrays, k = _seed_arrays(groups)
     n_suites = len(arrays)
     mean = float(np.mean([a.mean() for a in arrays]))
     per_seed = np.mean([a.mean(axis=1) for a in arrays], axis=0)

@@ -11,6 +11,7 @@ import yaml
 from .. import outputs
 from ..config import from_dict, to_dict
 from ..errors import TasftError
+from ..io_utils import read_json_object
 from ..run_config import comparable, load_train_config
 from .spec import EvalSpec, ExperimentConfig, plan, point_overrides
 
@@ -37,7 +38,7 @@ def model_identity(model_dir: Path) -> str | None:
 def evaluated_identity(eval_dir: Path) -> str | None:
     """The weights' fingerprint an evaluation recorded (``metrics.json``; an older one: its ``eval_config.json`` or
     the first answer it generated), None when it recorded none (an alias or hub model, an older export)."""
-    for record in (_finished(eval_dir) or {}, _read_json(eval_dir / "eval_config.json")):
+    for record in (_finished(eval_dir) or {}, read_json_object(eval_dir / "eval_config.json")):
         if isinstance(record.get("model_fingerprint"), str):
             return record["model_fingerprint"]
     for answers in sorted((eval_dir / "generations").glob("*.jsonl")):
@@ -49,14 +50,6 @@ def evaluated_identity(eval_dir: Path) -> str | None:
         if isinstance(first, dict) and isinstance(first.get("model_fingerprint"), str):
             return first["model_fingerprint"]
     return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def check_evaluated(model_dir: Path, eval_dir: Path) -> None:

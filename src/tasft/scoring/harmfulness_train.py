@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import TasftError
+from ..io_utils import sha256_file
 from . import harmfulness_data as hd
 from .harmfulness import (
     EMBEDDING_MODEL_ID,
@@ -251,7 +252,7 @@ def train_local_scorer(out_dir: str | Path, shared_data_dir: str | Path, setting
         "validation": validation,
         "training_counts": {"xstest": len(xs), "xstest_harmful": int(y_xs.sum()), "stl": len(stl),
                             "alpaca_eval_train": len(alpaca), "hh_rlhf_train_pairs": len(hh_train)},
-        "training_data_sha256": {str(f.relative_to(data_dir)): hd.sha256_file(f) for f in files},
+        "training_data_sha256": {str(f.relative_to(data_dir)): sha256_file(f) for f in files},
         "train_seconds": round(time.time() - start, 1),
     }
     save_artefact(out_dir, prompt_head, response_head, meta)

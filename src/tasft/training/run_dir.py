@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import outputs
 from ..config import TrainConfig, to_dict
 from ..errors import TasftError
+from ..io_utils import sha256_file
 from ..methods import get_method
 from ..run_config import RESUMABLE_KEYS, saved_config_changes
 from .checkpoints import TORN_PREFIX, last_checkpoint
@@ -138,13 +139,6 @@ def run_inputs(cfg: TrainConfig) -> dict[str, Path]:
     return {k: Path(v).expanduser() for k, v in paths.items() if isinstance(v, str) and v}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def input_hashes(cfg: TrainConfig) -> dict[str, str]:
     """What a run is made from, by input (:func:`run_inputs`): a file's SHA-256; a model directory's weights
@@ -155,13 +149,13 @@ def input_hashes(cfg: TrainConfig) -> dict[str, str]:
     out = {}
     for key, path in run_inputs(cfg).items():
         if path.is_file():
-            out[key] = "sha256:" + _file_sha256(path)
+            out[key] = "sha256:" + sha256_file(path)
         elif path.is_dir():
             if (weights := model_fingerprint(str(path))) is not None:
                 out[key] = "weights:" + weights
             else:
                 digest = hashlib.sha256()
                 for f in sorted(p for p in path.rglob("*") if p.is_file()):
-                    digest.update(f"{f.relative_to(path)}\0{_file_sha256(f)}\n".encode())
+                    digest.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
                 out[key] = "files:" + digest.hexdigest()
     return out
