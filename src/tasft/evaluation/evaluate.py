@@ -101,18 +101,17 @@ def quality_metrics(model, tokenizer, scored: list[dict], embedder, progress: bo
     return out
 
 
-def load_classifier(judge, scorer_path: str | None, data_dir: Path | None):
-    """(the local harmfulness scorer, the answer-class head) for :func:`add_answer_classes`, or None when no head
-    is shipped; the local scorer is the primary judge's when it is ``local``, else loaded for the classes alone."""
+def load_classifier(judge):
+    """(the local harmfulness scorer, the answer-class head) for :func:`add_answer_classes` when the primary judge
+    is ``local`` — the head reads the local scorer's factors, and another judge would need it loaded (built, on a
+    new machine) for this alone — and a head is shipped; else None (the rules' classes only)."""
     from ..scoring.answer_class import load_head
 
-    head = load_head()
-    if head is None:
+    scorer = getattr(judge, "scorer", None)
+    if getattr(judge, "name", None) != "local" or not hasattr(scorer, "factors"):
         return None
-    if getattr(judge, "name", None) == "local":
-        return judge.scorer, head
-    local = judges.load_judge("local", judges.JudgeOptions(scorer_path, data_dir))
-    return local.scorer, head
+    head = load_head()
+    return (scorer, head) if head is not None else None
 
 
 def add_answer_classes(scored: list[dict], classifier) -> None:
@@ -260,8 +259,7 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
     loaded = judges.load_judges(settings.harm_scorer, judges.JudgeOptions(settings.scorer_path, data_dir,
                                                                          deberta_model=settings.deberta_model))
     judge, others = (loaded[0], loaded[1:]) if loaded else (None, [])
-    classifier = load_classifier(judge, settings.scorer_path, data_dir) if any(
-        suite_kind(s) in JUDGED_KINDS for s in items) else None
+    classifier = load_classifier(judge) if any(suite_kind(s) in JUDGED_KINDS for s in items) else None
     started = time.perf_counter()
     model = load_model(settings.model)
     gen_seconds = _previous_seconds(out)

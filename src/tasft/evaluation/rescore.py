@@ -49,14 +49,18 @@ def _read_scores(path: Path) -> list[dict]:
     return rows
 
 
-def _data_dir() -> Path | None:
-    """The shared data directory if there is one (the local scorer is built from it on first use)."""
+def _local_classifier(metrics: dict):
+    """The answer-class head with the local scorer, for an evaluation whose primary judge was ``local`` (the cached
+    scorer, built from the shared data if missing); None for another judge (the rules' classes only)."""
+    if str(metrics.get("harm_scorer", "")).split(",")[0].strip() != "local":
+        return None
     from ..suites import find_data_dir
 
     try:
-        return find_data_dir()
+        data_dir = find_data_dir()
     except TasftError:
-        return None
+        data_dir = None
+    return load_classifier(judges.load_judge("local", judges.JudgeOptions(data_dir=data_dir)))
 
 
 def refresh_rule_flags(out: str | Path) -> dict:
@@ -75,7 +79,7 @@ def refresh_rule_flags(out: str | Path) -> dict:
     # every file read (and found whole) before any is rewritten
     saved = {name: _read_scores(out / "scores" / f"{name}.jsonl") for name in metrics["suites"]}
     judged = [name for name, old in metrics["suites"].items() if old.get("kind") in JUDGED_KINDS]
-    classifier = load_classifier(None, None, _data_dir()) if judged else None
+    classifier = _local_classifier(metrics) if judged else None
     scored_rows = {}
     for name, old in metrics["suites"].items():
         scored = judges.rule_flags(saved[name])
