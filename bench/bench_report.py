@@ -79,7 +79,7 @@ def render(result: dict) -> str:
         lines.append(f"| {int(k):,} | {sec:.3f} | {sec / lb:,.0f} |")
     runs = result.get("e2e", {}).get("runs", {})
     warm = result.get("e2e", {}).get("warmup_steps", 1)
-    lines += ["", "## End to end (`TasftTrainer.train`: ta-sft emd_lb fused, the Trainer's optimizer, logging to "
+    lines += ["", "## End to end (`MethodTrainer.train`: ta-sft emd_lb fused, the Trainer's optimizer, logging to "
               "log.jsonl every step)", "",
               f"Per optimizer step (medians over the timed steps; the first {warm} "
               "warm up and are not counted): "

@@ -5,7 +5,7 @@
 Sections (all on the same random token batch and the same model):
 
 1. **step** — forward+backward of: the bare NLL (model logits → cross-entropy, no trainer), the ``sft`` step
-   (``TasftTrainer.compute_loss``, D_u and D_h rows in one batch: the same tokens as ta-sft), the ``ta-sft``
+   (``MethodTrainer.compute_loss``, D_u and D_h rows in one batch: the same tokens as ta-sft), the ``ta-sft``
    steps for ``emd_lb``, ``emd`` (one-hot) and ``nlcl`` on the plain (full logits) and fused/chunked paths,
    ``emd_lb`` fused once more with gradients already present (what micro-steps 2, 3, ... of gradient
    accumulation do: autograd adds into ``.grad`` in place instead of taking the new tensor), and the
@@ -17,7 +17,7 @@ Sections (all on the same random token batch and the same model):
 4. **exact** — per-row time of the soft-target lower bound at full V against ``ot.emd2`` on subsets of the
    vocabulary (the full-V transport problem has a V×V cost matrix: 19 GB in fp64 at V = 49,152, so the
    measured subset times are a *lower* bound on the exact cost and the speed-up a conservative one).
-5. **e2e** — ``TasftTrainer.train`` (data loading, collation, optimizer, logging to log.jsonl) on the same
+5. **e2e** — ``MethodTrainer.train`` (data loading, collation, optimizer, logging to log.jsonl) on the same
    batch shape: tokens/s against a bare forward+backward run after every optimizer step (paired), and each
    step split into forward+backward, optimizer and the rest.
 6. **profile** — torch.profiler top operators of the sft and ta-sft emd_lb (fused) steps.
@@ -93,7 +93,7 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
     from transformers import TrainingArguments
 
     from tasft.methods.ta_sft import PenaltyTerm, TaSftSettings
-    from tasft.training.trainer import JsonlLogCallback, TasftTrainer, collate_train
+    from tasft.training.trainer import JsonlLogCallback, MethodTrainer, collate_train
 
     dataset = train_args.pop("dataset", None)
     term = None
@@ -105,7 +105,7 @@ def build_trainer(model, out: str, device: torch.device, method: str, penalty: s
         output_dir=out, report_to=[], use_cpu=device.type == "cpu", per_device_train_batch_size=train_args.pop(
             "batch_size", 4), save_strategy="no", disable_tqdm=True, **train_args,
     )
-    return TasftTrainer(
+    return MethodTrainer(
         model=model, args=args, train_dataset=dataset,
         data_collator=lambda b: collate_train(b, 0), callbacks=[JsonlLogCallback(Path(out) / "log.jsonl")],
         term=term, harmful=harmful, harmful_batch_size=len(harmful or [None]), pad_id=0, loss_chunk_size=chunk,
@@ -130,7 +130,7 @@ def bare_step(model, inputs: dict, clear_after: bool = False):
 
 
 def trainer_step(model, trainer, inputs: dict, accumulate: bool = False):
-    """``TasftTrainer.compute_loss`` + backward on ``inputs``, from no gradients (or adding to the ones there)."""
+    """``MethodTrainer.compute_loss`` + backward on ``inputs``, from no gradients (or adding to the ones there)."""
 
     def run():
         if not accumulate:  # else the previous call's gradients stay: autograd adds to them in place
@@ -261,7 +261,7 @@ E2E_WARMUP = 2
 
 
 def e2e_section(model, device, args, normalized, tmp) -> dict:
-    """``TasftTrainer.train`` for each gradient-accumulation value, timed per optimizer step by
+    """``MethodTrainer.train`` for each gradient-accumulation value, timed per optimizer step by
     :func:`bench_measure.step_clock`, with a bare forward+backward of the same tokens on the same model after
     every step (a copy of the model runs slower than the original for a while after it is made: the
     reference must share the trained copy's memory, not the original's)."""

@@ -7,7 +7,7 @@ import sys
 import tasft.training.trainer as trainer_module
 from tasft.cli import main
 
-_init = trainer_module.TasftTrainer.__init__
+_init = trainer_module.MethodTrainer.__init__
 
 
 def _init_fused(self, *args, **kwargs):
@@ -15,5 +15,5 @@ def _init_fused(self, *args, **kwargs):
     _init(self, *args, **kwargs)
 
 
-trainer_module.TasftTrainer.__init__ = _init_fused
+trainer_module.MethodTrainer.__init__ = _init_fused
 sys.exit(main())

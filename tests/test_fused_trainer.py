@@ -14,7 +14,7 @@ from tasft.methods.ta_sft import PenaltyTerm, TaSftSettings
 from tasft.models import add_lora, load_model, load_tokenizer, token_embeddings
 from tasft.objectives import losses
 from tasft.objectives.fused import supports_fused
-from tasft.training.trainer import TasftTrainer, collate_train
+from tasft.training.trainer import MethodTrainer, collate_train
 
 from .conftest import BENIGN, HARMFUL
 
@@ -25,7 +25,7 @@ def _trainer(model, tokenizer, tmp_path, method, penalty, chunk):
     train, _ = tokenize_records(tokenizer, benign, 64)
     bad, _ = tokenize_records(tokenizer, harmful, 64)
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=4)
-    return TasftTrainer(
+    return MethodTrainer(
         model=model, args=args, train_dataset=train, processing_class=tokenizer,
         data_collator=lambda b: collate_train(b, tokenizer.pad_token_id),
         term=_term(model, method, penalty), harmful=bad, harmful_batch_size=3, pad_id=tokenizer.pad_token_id,

@@ -364,16 +364,16 @@ def test_a_diverged_attempt_does_not_block_the_corrected_command(case, capfd, ca
     """As the README's learning_rate 1e3 example on the default model: the gradient vanishes from the first step,
     the run stops (exit 3) with every checkpoint set aside as collapsed and none to resume from; the corrected
     command (the same one, training normally) restarts, and the set-aside checkpoints are kept, byte for byte."""
-    from tasft.training.trainer import TasftTrainer
+    from tasft.training.trainer import MethodTrainer
 
     out = case["root"] / "run"
-    original = TasftTrainer.compute_loss
-    monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
+    original = MethodTrainer.compute_loss
+    monkeypatch.setattr(MethodTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
     assert _run(_train_argv(case["model"], case["data"], out, max_steps=8, save_steps=1), capfd)[0] == 3
     aside = sorted(p.name for p in out.glob("diverged-checkpoint-*"))
     assert aside and not list(out.glob("checkpoint-*"))
     sums = {name: _checksums(out / name) for name in aside}
-    monkeypatch.setattr(TasftTrainer, "compute_loss", original)
+    monkeypatch.setattr(MethodTrainer, "compute_loss", original)
     code, err = _run(_train_argv(case["model"], case["data"], out, max_steps=8, save_steps=1), capfd)
     assert code == 0, err
     assert "starting afresh" in "\n".join(err) + caplog.text and "kept" in "\n".join(err) + caplog.text

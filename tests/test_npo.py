@@ -20,7 +20,7 @@ from tasft.models import load_model, load_tokenizer
 from tasft.objectives.sequence import npo_loss, sequence_logprob, simnpo_loss
 from tasft.run_config import load_train_config
 from tasft.training.pipeline import train
-from tasft.training.trainer import TasftTrainer, collate_train
+from tasft.training.trainer import MethodTrainer, collate_train
 
 from .conftest import BENIGN, HARMFUL, tiny_overrides
 
@@ -49,7 +49,7 @@ def _batches(tokenizer):
 def _trainer(model, tokenizer, tmp_path, term, chunk):
     benign, harmful = _batches(tokenizer)
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, per_device_train_batch_size=4)
-    return TasftTrainer(model=model, args=args, train_dataset=benign, processing_class=tokenizer,
+    return MethodTrainer(model=model, args=args, train_dataset=benign, processing_class=tokenizer,
                         data_collator=lambda b: collate_train(b, tokenizer.pad_token_id), term=term, harmful=harmful,
                         harmful_batch_size=4, pad_id=tokenizer.pad_token_id, loss_chunk_size=chunk), benign, harmful
 

@@ -60,15 +60,15 @@ def test_exploding_learning_rate_stops_at_the_first_nonfinite_gradient(tiny_mode
 
 
 def test_nonfinite_loss_stops_before_the_optimizer_step(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
-    from tasft.training.trainer import TasftTrainer
+    from tasft.training.trainer import MethodTrainer
 
-    original = TasftTrainer.compute_loss
+    original = MethodTrainer.compute_loss
 
     def poisoned(self, model, inputs, *args, **kwargs):
         loss = original(self, model, inputs, *args, **kwargs)
         return loss * float("nan") if self.state.global_step == 2 else loss  # the 3rd step's loss
 
-    monkeypatch.setattr(TasftTrainer, "compute_loss", poisoned)
+    monkeypatch.setattr(MethodTrainer, "compute_loss", poisoned)
     out = tmp_path / "run"
     assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=6, save_steps=2)) == 3
     msg = _one_error_line(capfd)
@@ -80,15 +80,15 @@ def test_nonfinite_loss_stops_before_the_optimizer_step(tiny_model_dir, tiny_dat
 def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
     """No gradient from step 3 on (loss detached): the weights that gave it came out of step 2, so checkpoints 2-4
     are collapsed and renamed; checkpoint-1 is the one to resume from."""
-    from tasft.training.trainer import TasftTrainer
+    from tasft.training.trainer import MethodTrainer
 
-    original = TasftTrainer.compute_loss
+    original = MethodTrainer.compute_loss
 
     def frozen(self, model, inputs, *args, **kwargs):
         loss = original(self, model, inputs, *args, **kwargs)
         return loss * 0 if self.state.global_step >= 2 else loss
 
-    monkeypatch.setattr(TasftTrainer, "compute_loss", frozen)
+    monkeypatch.setattr(MethodTrainer, "compute_loss", frozen)
     out = tmp_path / "run"
     assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=8, save_steps=1, save_total_limit=10)) == 3
     msg = _one_error_line(capfd)
@@ -103,10 +103,10 @@ def test_collapse_stops_and_sets_collapsed_checkpoints_aside(tiny_model_dir, tin
 
 
 def test_collapse_check_can_be_switched_off(tiny_model_dir, tiny_data, tmp_path, capfd, monkeypatch):
-    from tasft.training.trainer import TasftTrainer
+    from tasft.training.trainer import MethodTrainer
 
-    original = TasftTrainer.compute_loss
-    monkeypatch.setattr(TasftTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
+    original = MethodTrainer.compute_loss
+    monkeypatch.setattr(MethodTrainer, "compute_loss", lambda self, *a, **k: original(self, *a, **k) * 0)
     out = tmp_path / "run"
     assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=4, **{"guard.collapse_steps": "null"})) == 0
     assert (out / "model.safetensors").exists()

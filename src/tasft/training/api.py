@@ -35,7 +35,7 @@ from ..data.batches import Tokenized, tokenize_records
 from ..data.records import Record, parse_record
 from ..errors import TasftError
 from ..methods import METHODS, TrainerInputs, get_method
-from .trainer import TasftTrainer, collate_train
+from .trainer import MethodTrainer, collate_train
 
 
 def loop_methods() -> list[str]:
@@ -117,7 +117,7 @@ def _tokenized(rows: Iterable) -> bool:
     return isinstance(rows, list) and bool(rows) and all(isinstance(r, Tokenized) for r in rows)
 
 
-class TASFTTrainer(TasftTrainer):
+class TASFTTrainer(MethodTrainer):
     """A ``transformers.Trainer`` for every method of tasft's loop: L = NLL(train_dataset) + the method's term on
     ``harmful_dataset`` (TA-SFT: λ·sign·penalty; NPO, SimNPO: their sequence losses; SFT: none).
 

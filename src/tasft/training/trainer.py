@@ -20,8 +20,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..data.batches import Tokenized, collate
 from ..io_utils import dumps, write_json_atomic, write_text_atomic
-from ..objectives import fused as chunked_penalty
-from ..objectives import losses
+from ..objectives import fused, losses
 from ..objectives.terms import HarmfulTerm
 from .checkpoints import TiedWeightsLoadMixin
 from .guard import DivergenceGuardMixin
@@ -66,7 +65,7 @@ class HarmfulBatchSampler:
 TRAINER_MIXINS: tuple[type, ...] = (DivergenceGuardMixin, TiedWeightsLoadMixin)
 
 
-class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
+class MethodTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
     """L = NLL(D_u) + term(D_h): every method of tasft's own loop (sft and stl: no term; ta-sft: λ·penalty; npo,
     simnpo: their sequence-level losses — :mod:`tasft.objectives.terms`, built by :mod:`tasft.methods`).
 
@@ -135,15 +134,15 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         if self.chunk_size is None or not model.training:
             return False
         if self._fused_ok is None:
-            self._fused_ok = chunked_penalty.supports_fused(model)
+            self._fused_ok = fused.supports_fused(model)
         return self._fused_ok
 
     def _fused_nll(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """NLL over the batch's loss-masked next-token positions, on the fused path."""
-        hidden = chunked_penalty.final_hidden_states(model, batch["input_ids"], batch["attention_mask"])
+        hidden = fused.final_hidden_states(model, batch["input_ids"], batch["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, batch["input_ids"], batch["loss_mask"])
-        return chunked_penalty.fused_linear_measure(
-            chunked_penalty.nll_chunk, h[mk], chunked_penalty.lm_head_weight(model), tg[mk],
+        return fused.fused_linear_measure(
+            fused.nll_chunk, h[mk], fused.lm_head_weight(model), tg[mk],
             chunk_size=self.chunk_size)
 
     def _joint_objective(self, model, inputs, harmful, fused_term) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,16 +156,16 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         fill = {"input_ids": self.pad_id, "attention_mask": 0, "loss_mask": False}
         joint = {k: torch.cat([_pad_right(inputs[k], width, v), _pad_right(harmful[k], width, v)])
                  for k, v in fill.items()}
-        hidden = chunked_penalty.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
+        hidden = fused.final_hidden_states(model, joint["input_ids"], joint["attention_mask"])
         h, tg, mk = losses.shift_for_causal_lm(hidden, joint["input_ids"], joint["loss_mask"])
         benign_rows = int(mk[:rows].sum())  # mask order is row-major: the D_u positions come first
         penalty = (measure_fn, int(mk.sum()) - benign_rows, coef)
         if "loss_weight" in harmful:  # the D_h rows' per-token weights, aligned and selected like their positions
             w = _pad_right(harmful["loss_weight"], width, 0.0)[:, 1:]
             penalty = (*penalty, w[mk[rows:]])
-        segments = [(chunked_penalty.nll_chunk, benign_rows, 1.0), penalty]
-        loss, (nll, measure) = chunked_penalty.fused_linear_objective(
-            h[mk], chunked_penalty.lm_head_weight(model), tg[mk], segments, table, chunk_size=self.chunk_size,
+        segments = [(fused.nll_chunk, benign_rows, 1.0), penalty]
+        loss, (nll, measure) = fused.fused_linear_objective(
+            h[mk], fused.lm_head_weight(model), tg[mk], segments, table, chunk_size=self.chunk_size,
             constant=getattr(self.term, "constant", "tight"))
         return loss, nll, measure
 
@@ -176,11 +175,11 @@ class TasftTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         harmful_cpu = self.harmful_batch(self._micro_step()) if with_term else None
         harmful = {k: v.to(inputs["input_ids"].device, non_blocking=True) for k, v in harmful_cpu.items()} \
             if with_term else None
-        fused = self._fused(model) and not return_outputs
-        fused_term = self.term.fused(inputs["input_ids"].device) if with_term and fused else None
+        on_fused_path = self._fused(model) and not return_outputs
+        fused_term = self.term.fused(inputs["input_ids"].device) if with_term and on_fused_path else None
         if fused_term is not None:
             loss, nll, measure = self._joint_objective(model, inputs, harmful, fused_term)
-        elif fused:
+        elif on_fused_path:
             nll = self._fused_nll(model, inputs)
         else:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
