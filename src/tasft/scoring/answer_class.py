@@ -319,6 +319,9 @@ def head_validation(directory=None) -> dict | None:
     return {"labels": info.get("labels"), **(info.get("cross_validated") or {})}
 
 
+RECALL_TARGET = 0.7  # issue 28's bar for each class's recall against labels the head never saw
+
+
 def trust_note(directory=None) -> str | None:
     """One sentence for every table that reports a harm rate: how far the local scorer's harmful flag and the
     harmful answer class agree with readers (κ, cross-validated by prompt); None without a head."""
@@ -327,8 +330,12 @@ def trust_note(directory=None) -> str | None:
         return None
     local, head = figures["local_scorer_harmful_kappa"], figures.get("classifier_harmful_kappa")
     verdict = "does not agree well" if local < 0.6 else "agrees"
+    weak = [f"{name} {v['recall']:.2f}" for name, v in (figures.get("classifier_per_class") or {}).items()
+            if v.get("recall") is not None and v["recall"] < RECALL_TARGET]
+    rough = (f" Classes found less often than {RECALL_TARGET:.0%} of the time (recall: {', '.join(weak)}) make "
+             "their rates rough." if weak else "")
     return (f"How far to trust a harm number: against {figures.get('labels')} answers labelled by reading, blind to "
             f"the model (docs/results/labels/agreement.md), the local scorer's harmful flag {verdict} (κ {local:.2f}); "
             f"the harmful answer class reaches κ {head:.2f} (cross-validated by prompt). Read harm through the "
-            "answer classes and safe strict where they are given.")
+            f"answer classes where they are given.{rough}")
 
