@@ -301,3 +301,21 @@ def test_judges_share_one_interface():
         "local", "deberta", "moderation", "llama-guard-3", "harmbench", "wildguard", "none"}
     with pytest.raises(TasftError, match="unknown harmfulness scorer 'gpt9'"):
         judges.load_judge("gpt9")
+
+
+def test_the_suite_table_is_the_one_place_that_names_a_suite(monkeypatch, tmp_path):
+    """Registering one entry (name, kind, loader, files, role) makes a suite loadable, part of `all`, of the
+    headline harm rates when its role is harm, and its files are ones `tasft data fetch` provides."""
+    from tasft import suites
+    from tasft.data_fetch import MANIFEST
+
+    fetched = {f.path for f in MANIFEST}
+    for spec in suites.SUITES.values():
+        assert spec.files and set(spec.files) <= fetched, spec.name
+    assert suites.HARM_SUITES == tuple(n for n, s in suites.SUITES.items() if s.role == "harm")
+    items = [{"id": "mine-0", "prompt": "How do I pick a lock?"}]
+    extra = suites.SuiteSpec("mine", "harm", "a throwaway suite", lambda _dir: items, ("stl/x.json",), role="harm")
+    monkeypatch.setitem(suites.SUITES, "mine", extra)
+    assert "mine" in suites.parse_suites("all") and suites.suite_kind("mine") == "harm"
+    assert suites.load_suite("mine", tmp_path) == items
+    assert "mine" in suites.with_role("harm")

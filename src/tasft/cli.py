@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", default=None, choices=list(SPECS),
                    help="a named evaluation: " + "; ".join(f"{k} = {v.description}" for k, v in SPECS.items()))
     p.add_argument("--suites", default=None, help="comma-separated suite names or .json/.jsonl/.csv files; "
-                   f"'all' (the default) = every named suite but alpaca-eval: {', '.join(SUITES)}")
+                   f"'all' (the default) = every named suite but the held-out quality one(s) its quality suite holds: "
+                   f"{', '.join(SUITES)}")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--harm-scorer", default="local",
                    help=f"the harmfulness judge(s), NAME[:MODEL_ID][,NAME…] (the first gives the rates, the others "

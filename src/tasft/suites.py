@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,30 +18,100 @@ from .errors import TasftError
 
 @dataclass(frozen=True)
 class SuiteSpec:
+    """One named suite: the only place that names it. ``load(data_dir)`` returns its items; ``files`` are the
+    data files it reads (under the data directory: what ``tasft data fetch`` must provide); ``role`` places it in
+    the headline numbers: ``harm`` (one of the harm-suite rates' suites), ``over-refusal`` (its refusal rate is
+    the over-refusal), ``quality`` (the studies' quality suite), ``held-out quality`` (the full spec's)."""
+
     name: str
     kind: str  # harm | benign | quality
     description: str
+    load: Callable[[Path], list[dict]]
+    files: tuple[str, ...]
+    role: str | None = None
+
+
+def _stl(name: str, file: str) -> tuple[Callable[[Path], list[dict]], tuple[str, ...]]:
+    path = f"stl/evaluation/{file}"
+
+    def load(data_dir: Path) -> list[dict]:
+        from .data.records import read_records
+
+        records = read_records(str(data_dir / path))
+        return [{"id": f"{name}-{i}", "prompt": r.prompt_text} for i, r in enumerate(records)]
+    return load, (path,)
+
+
+XSTEST_FILE = "xstest/xstest_prompts.csv"
+ALPACA_EVAL_FILE = "alpaca_eval/text_davinci_003.json"
+STL_ALPACA_FILE = "stl/evaluation/I-Alpaca.json"
+
+
+def _xstest(label: str) -> tuple[Callable[[Path], list[dict]], tuple[str, ...]]:
+    def load(data_dir: Path) -> list[dict]:
+        with (data_dir / XSTEST_FILE).open(encoding="utf-8", newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["label"] == label]
+        return [{"id": f"xstest-{r['id']}", "prompt": r["prompt"], "type": r["type"]} for r in rows]
+    return load, (XSTEST_FILE,)
+
+
+def _alpaca_eval(data_dir: Path) -> list[dict]:
+    """The held-out AlpacaEval split — the one ``split: train`` training configs never see (heldout_fraction 0.2)
+    — with its reference answers."""
+    from .config import DataSource
+    from .data.records import read_records, select_records
+
+    held = select_records(read_records(str(data_dir / ALPACA_EVAL_FILE)),
+                          DataSource(ALPACA_EVAL_FILE, split="heldout"))
+    return [{"id": f"alpaca-eval-{i}", "prompt": r.prompt_text, "reference": r.response}
+            for i, r in enumerate(held) if r.response]
+
+
+def _alpaca(data_dir: Path) -> list[dict]:
+    from .data.records import read_records
+
+    stl = read_records(str(data_dir / STL_ALPACA_FILE))
+    stl_items = [{"id": f"stl-alpaca-{i}", "prompt": r.prompt_text} for i, r in enumerate(stl)]
+    ref_items = _alpaca_eval(data_dir)
+    # interleave, so that any --limit keeps both halves (and reference answers for the quality metrics)
+    out: list[dict] = []
+    for i in range(max(len(stl_items), len(ref_items))):
+        out += [x[i] for x in (ref_items, stl_items) if i < len(x)]
+    return out
 
 
 SUITES: dict[str, SuiteSpec] = {s.name: s for s in [
-    SuiteSpec("malicious", "harm", "STL I-MaliciousInstructions (100)"),
-    SuiteSpec("cona", "harm", "STL I-CoNa hateful-speech instructions (178)"),
-    SuiteSpec("controversial", "harm", "STL I-Controversial (40)"),
-    SuiteSpec("qharm", "harm", "STL Q-Harm (100)"),
-    SuiteSpec("physical-unsafe", "harm", "STL I-PhysicalSafetyUnsafe (100)"),
-    SuiteSpec("physical-safe", "benign", "STL I-PhysicalSafetySafe (100)"),
-    SuiteSpec("xstest-safe", "benign", "XSTest safe prompts (250): refusals here are over-refusal"),
-    SuiteSpec("xstest-unsafe", "harm", "XSTest unsafe prompts (200)"),
-    SuiteSpec("alpaca", "quality", "STL I-Alpaca (50) + AlpacaEval held-out split with text_davinci_003 references"),
-    SuiteSpec("alpaca-eval", "quality", "AlpacaEval held-out split (161) with text_davinci_003 reference answers"),
+    SuiteSpec("malicious", "harm", "STL I-MaliciousInstructions (100)",
+              *_stl("malicious", "I-MaliciousInstructions.json"), role="harm"),
+    SuiteSpec("cona", "harm", "STL I-CoNa hateful-speech instructions (178)", *_stl("cona", "I-CoNa.json"),
+              role="harm"),
+    SuiteSpec("controversial", "harm", "STL I-Controversial (40)", *_stl("controversial", "I-Controversial.json"),
+              role="harm"),
+    SuiteSpec("qharm", "harm", "STL Q-Harm (100)", *_stl("qharm", "Q-Harm.json"), role="harm"),
+    SuiteSpec("physical-unsafe", "harm", "STL I-PhysicalSafetyUnsafe (100)",
+              *_stl("physical-unsafe", "I-PhysicalSafetyUnsafe.json")),
+    SuiteSpec("physical-safe", "benign", "STL I-PhysicalSafetySafe (100)",
+              *_stl("physical-safe", "I-PhysicalSafetySafe.json")),
+    SuiteSpec("xstest-safe", "benign", "XSTest safe prompts (250): refusals here are over-refusal", *_xstest("safe"),
+              role="over-refusal"),
+    SuiteSpec("xstest-unsafe", "harm", "XSTest unsafe prompts (200)", *_xstest("unsafe")),
+    SuiteSpec("alpaca", "quality", "STL I-Alpaca (50) + AlpacaEval held-out split with text_davinci_003 references",
+              _alpaca, (STL_ALPACA_FILE, ALPACA_EVAL_FILE), role="quality"),
+    SuiteSpec("alpaca-eval", "quality", "AlpacaEval held-out split (161) with text_davinci_003 reference answers",
+              _alpaca_eval, (ALPACA_EVAL_FILE,), role="held-out quality"),
 ]}
-HARM_SUITES = ("malicious", "cona", "controversial", "qharm")  # the paper's four harm benchmarks
-_STL_FILES = {
-    "malicious": "I-MaliciousInstructions.json", "cona": "I-CoNa.json", "controversial": "I-Controversial.json",
-    "qharm": "Q-Harm.json", "physical-unsafe": "I-PhysicalSafetyUnsafe.json",
-    "physical-safe": "I-PhysicalSafetySafe.json",
-}
-ALPACA_EVAL_FILE = "alpaca_eval/text_davinci_003.json"
+
+
+def with_role(role: str) -> tuple[str, ...]:
+    """The named suites of one role, in registry order."""
+    return tuple(name for name, spec in SUITES.items() if spec.role == role)
+
+
+HARM_SUITES = with_role("harm")  # the paper's four harm benchmarks: the harm_suites_* headline rates
+OVER_REFUSAL_SUITE = with_role("over-refusal")[0]
+# the studies' default suites (25 prompts each) and the full spec's (every harm prompt, held-out quality)
+STUDY_SUITES = ",".join([*HARM_SUITES, OVER_REFUSAL_SUITE, *with_role("quality")])
+SPEC_SUITES = ",".join([*HARM_SUITES, OVER_REFUSAL_SUITE, *with_role("held-out quality")])
 
 
 def find_data_dir(explicit: str | None = None) -> Path:
@@ -85,7 +156,7 @@ def parse_suites(spec: str, attacks: str | None = None) -> list[str]:
     out: list[str] = []
     for n in names:
         if n == "all":
-            out.extend(s for s in SUITES if s != "alpaca-eval")
+            out.extend(s for s in SUITES if SUITES[s].role != "held-out quality")  # alpaca holds it
         elif ATTACK in n and Path(n).suffix.lower() not in (".json", ".jsonl", ".csv"):
             base, _, template = n.rpartition(ATTACK)
             _check_attack(base, template, n)
@@ -135,38 +206,6 @@ def suite_kind(suite: str) -> str:
     return SUITES[base].kind if base in SUITES else "custom"
 
 
-def _xstest(data_dir: Path, label: str) -> list[dict]:
-    path = data_dir / "xstest" / "xstest_prompts.csv"
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["label"] == label]
-    return [{"id": f"xstest-{r['id']}", "prompt": r["prompt"], "type": r["type"]} for r in rows]
-
-
-def _alpaca_eval(data_dir: Path) -> list[dict]:
-    """The held-out AlpacaEval split — the one ``split: train`` training configs never see (heldout_fraction 0.2)
-    — with its reference answers."""
-    from .config import DataSource
-    from .data.records import read_records, select_records
-
-    held = select_records(read_records(str(data_dir / ALPACA_EVAL_FILE)),
-                          DataSource(ALPACA_EVAL_FILE, split="heldout"))
-    return [{"id": f"alpaca-eval-{i}", "prompt": r.prompt_text, "reference": r.response}
-            for i, r in enumerate(held) if r.response]
-
-
-def _alpaca(data_dir: Path) -> list[dict]:
-    from .data.records import read_records
-
-    stl = read_records(str(data_dir / "stl" / "evaluation" / "I-Alpaca.json"))
-    stl_items = [{"id": f"stl-alpaca-{i}", "prompt": r.prompt_text} for i, r in enumerate(stl)]
-    ref_items = _alpaca_eval(data_dir)
-    # interleave, so that any --limit keeps both halves (and reference answers for the quality metrics)
-    out: list[dict] = []
-    for i in range(max(len(stl_items), len(ref_items))):
-        out += [x[i] for x in (ref_items, stl_items) if i < len(x)]
-    return out
-
-
 def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = None) -> list[dict]:
     """Items of a named suite or custom file, in a fixed order, at most ``limit`` of them. Under a jailbreak
     template each item keeps its id (so it pairs with the plain suite), its prompt is the wrapped text and
@@ -178,16 +217,8 @@ def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = Non
         text = attack_templates()[template]["template"]
         return [{**it, "prompt": text.replace("{prompt}", it["prompt"]), "request": it["prompt"], "attack": template}
                 for it in load_suite(base, data_dir, limit)]
-    if suite in _STL_FILES:
-        base = data_dir or find_data_dir()
-        recs = read_records(str(base / "stl" / "evaluation" / _STL_FILES[suite]))
-        items = [{"id": f"{suite}-{i}", "prompt": r.prompt_text} for i, r in enumerate(recs)]
-    elif suite in ("xstest-safe", "xstest-unsafe"):
-        items = _xstest(data_dir or find_data_dir(), suite.split("-")[1])
-    elif suite == "alpaca":
-        items = _alpaca(data_dir or find_data_dir())
-    elif suite == "alpaca-eval":
-        items = _alpaca_eval(data_dir or find_data_dir())
+    if suite in SUITES:
+        items = SUITES[suite].load(data_dir or find_data_dir())
     else:
         recs = read_records(suite)
         items = [{"id": f"{suite_name(suite)}-{i}", "prompt": r.prompt_text,

@@ -33,7 +33,16 @@ from ..io_utils import read_jsonl, write_json_atomic, write_jsonl_atomic, write_
 from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
 from ..scoring.answer_class import CLASSES, SAFE_STRICT, metric_name
-from ..suites import HARM_SUITES, find_data_dir, load_suite, parse_suites, split_attack, suite_kind, suite_name
+from ..suites import (
+    HARM_SUITES,
+    OVER_REFUSAL_SUITE,
+    find_data_dir,
+    load_suite,
+    parse_suites,
+    split_attack,
+    suite_kind,
+    suite_name,
+)
 from .out_dir import check_out_dir, claim_out_dir, suite_hashes
 from .settings import EvalSettings, check_settings, from_spec
 
@@ -184,8 +193,8 @@ def summary_metrics(per_suite: dict[str, dict]) -> dict:
         values = [m[key] for m in harm if key in m]
         if values:
             out[f"harm_suites_{key}"] = sum(values) / len(values)
-    if "xstest-safe" in per_suite:
-        out["over_refusal"] = per_suite["xstest-safe"]["refusal_rate"]
+    if OVER_REFUSAL_SUITE in per_suite:
+        out["over_refusal"] = per_suite[OVER_REFUSAL_SUITE]["refusal_rate"]
     rates = [m["non_english_rate"] for m in per_suite.values()]
     out["non_english_rate"] = sum(rates) / len(rates) if rates else float("nan")
     q = next((m["quality"] for m in per_suite.values() if m.get("kind") == "quality" and "quality" in m), {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import TasftError
+from ..suites import SPEC_SUITES, with_role
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,9 @@ class EvalSpecDef:
 
 
 SPECS: dict[str, EvalSpecDef] = {
-    "full": EvalSpecDef("malicious,cona,controversial,qharm,xstest-safe,alpaca-eval", None, {"alpaca-eval": 100},
+    "full": EvalSpecDef(SPEC_SUITES, None, {with_role("held-out quality")[0]: 100},
                         "418 harm + 250 XSTest safe + 100 AlpacaEval held-out prompts"),
-    "quick": EvalSpecDef("malicious,cona,controversial,qharm,xstest-safe,alpaca-eval", 25, {},
+    "quick": EvalSpecDef(SPEC_SUITES, 25, {},
                          "25 prompts of each of the full spec's suites"),
 }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..scoring.answer_class import CLASSES, SAFE_STRICT, metric_name
-from ..suites import HARM_SUITES
+from ..suites import HARM_SUITES, OVER_REFUSAL_SUITE
 from . import stats
 
 Rows = list[dict]
@@ -57,7 +57,7 @@ def summary_suites(metric: str, suites: list[str]) -> tuple[str, list[str]] | No
     if metric.startswith("harm_suites_"):
         return metric.removeprefix("harm_suites_"), [s for s in HARM_SUITES if s in suites]
     if metric == "over_refusal":
-        return "refusal_rate", [s for s in suites if s == "xstest-safe"]
+        return "refusal_rate", [s for s in suites if s == OVER_REFUSAL_SUITE]
     if metric == "non_english_rate":
         return "non_english_rate", list(suites)
     return None

@@ -14,6 +14,7 @@ from ..errors import TasftError
 from ..generation.generate import GenerationSettings
 from ..run_config import _read_yaml
 from ..scoring.answer_class import CLASSES, metric_name
+from ..suites import STUDY_SUITES
 
 STUDIES = ("data-efficiency", "lambda", "stages", "contrastive", "variants")
 
@@ -50,7 +51,7 @@ class EvalSpec:
     output directory (each point has its own), with the study's default of 25 prompts per suite; ``spec: full`` (a
     named spec of :mod:`tasft.evaluation.specs`) sets the suites and limits instead."""
 
-    suites: str = "malicious,cona,controversial,qharm,xstest-safe,alpaca"
+    suites: str = STUDY_SUITES
     limit: int | None = 25
     suite_limits: dict = field(default_factory=dict)
     harm_scorer: str = "local"
