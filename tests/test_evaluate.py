@@ -312,7 +312,7 @@ def test_the_suite_table_is_the_one_place_that_names_a_suite(monkeypatch, tmp_pa
     fetched = {f.path for f in MANIFEST}
     for spec in suites.SUITES.values():
         assert spec.files and set(spec.files) <= fetched, spec.name
-    assert suites.HARM_SUITES == tuple(n for n, s in suites.SUITES.items() if s.role == "harm")
+    assert suites.HARM_SUITES == ("malicious", "cona", "controversial", "qharm")  # the paper's four, in order
     items = [{"id": "mine-0", "prompt": "How do I pick a lock?"}]
     extra = suites.SuiteSpec("mine", "harm", "a throwaway suite", lambda _dir: items, ("stl/x.json",), role="harm")
     monkeypatch.setitem(suites.SUITES, "mine", extra)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import TasftError
+from .guards import GUARDS
 from .verdicts import Judge, Verdicts
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,13 @@ def _guard(name: str) -> Callable[[JudgeOptions], Judge]:
 #: name → factory; ``none`` is the absence of a judge
 JUDGES: dict[str, Callable[[JudgeOptions], Judge] | None] = {
     "local": _local, "deberta": _deberta, "moderation": _moderation,
-    "llama-guard-3": _guard("llama-guard-3"), "harmbench": _guard("harmbench"), "wildguard": _guard("wildguard"),
+    **{name: _guard(name) for name in GUARDS},  # the LLM judges: one GuardSpec each in guards.GUARDS
     "none": None,
 }
 
 
 #: the judges whose checkpoint ``NAME:MODEL_ID`` chooses
-TAKES_MODEL = ("deberta", "llama-guard-3", "harmbench", "wildguard")
+TAKES_MODEL = ("deberta", *GUARDS)
 
 
 def parse_specs(text: str) -> list[tuple[str, str | None]]:
