@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import DEFAULT_MODEL
 from .errors import TasftError
 from .evaluation.specs import SPECS
+from .experiments.spec import STUDIES
 from .io_utils import dumps
 from .methods import METHODS
 from .scoring.deberta import DEFAULT_MODEL as DEBERTA_MODEL
@@ -288,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("experiment", help="a study's grid of train + evaluate points (resumable), table and plots")
-    p.add_argument("study", choices=["data-efficiency", "lambda", "stages", "contrastive", "variants"])
+    p.add_argument("study", choices=list(STUDIES))
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")
     p.add_argument("--out", required=True, help="output directory (re-running resumes: finished points are skipped)")
     p.add_argument("--seeds", type=int, default=None,
