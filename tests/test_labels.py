@@ -151,12 +151,13 @@ def test_a_fitted_head_round_trips_and_its_figures_reach_every_harm_table(tmp_pa
                "components": head.components.contiguous()}, str(tmp_path / "answer_head.safetensors"))
     (tmp_path / "answer_head.json").write_text(json.dumps({
         "classes": list(ac.HEAD_CLASSES), "l2": 0.1, "labels": 90,
-        "cross_validated": {"local_scorer_harmful_kappa": 0.31, "classifier_harmful_kappa": 0.72,
+        "cross_validated": {"labels": {"harmful": 30, "redirect": 30, "content-free": 30},
+                            "local_scorer_harmful_kappa": 0.31, "classifier_harmful_kappa": 0.72,
                             "classifier_per_class": {"harmful": {"recall": 0.8}, "redirect": {"recall": 0.45}}}}))
     loaded = ac.load_head(tmp_path)
     assert loaded.predict(x) == head.predict(x) and sum(p == t for p, t in zip(head.predict(x), y)) > 80
     note = ac.trust_note(tmp_path)
-    assert "does not agree well (κ 0.31)" in note and "κ 0.72" in note
+    assert "does not agree well (κ 0.31)" in note and "κ 0.72" in note and "against 90 answers" in note
     assert "recall: redirect 0.45" in note and "harmful 0.8" not in note  # only the classes under the 0.7 bar
     assert ac.load_head(tmp_path / "nowhere") is None and ac.trust_note(tmp_path / "nowhere") is None
 

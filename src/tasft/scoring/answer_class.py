@@ -316,7 +316,7 @@ def head_validation(directory=None) -> dict | None:
     if not meta.is_file():
         return None
     info = json.loads(meta.read_text(encoding="utf-8"))
-    return {"labels": info.get("labels"), **(info.get("cross_validated") or {})}
+    return {**(info.get("cross_validated") or {}), "labels": info.get("labels")}  # labels: how many were read
 
 
 RECALL_TARGET = 0.7  # issue 28's bar for each class's recall against labels the head never saw
