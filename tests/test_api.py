@@ -124,3 +124,12 @@ def test_sft_needs_no_harmful_data_and_lora_trains_the_adapter(tiny_model_dir, t
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
     trainer.train()
     assert lora and any(not torch.equal(lora[n], p) for n, p in trainer.model.named_parameters() if n in lora)
+
+
+def test_the_api_config_takes_its_defaults_from_train_config(tmp_path):
+    """One default per setting: what TASFTConfig adds to TrainingArguments defaults to TrainConfig's value."""
+    from tasft import TASFTConfig, TrainConfig
+
+    cfg = TASFTConfig(output_dir=str(tmp_path))
+    for name in ("method", "harmful_batch_size", "max_length", "loss_chunk_size"):
+        assert getattr(cfg, name) == getattr(TrainConfig(), name), name

@@ -50,11 +50,11 @@ class TASFTConfig(TrainingArguments):
     ``ta-sft``), ``harmful_batch_size`` (D_h rows per micro-step), ``max_length`` (tokens per pair, the response
     truncated to fit) and ``loss_chunk_size`` (rows per chunk of the fused losses; None: full logits)."""
 
-    method: str = "ta-sft"
+    method: str = TrainConfig.method  # each default is TrainConfig's (one default per setting)
     method_args: dict | None = None
-    harmful_batch_size: int = 4
-    max_length: int = 256
-    loss_chunk_size: int | None = 256
+    harmful_batch_size: int = TrainConfig.harmful_batch_size
+    max_length: int = TrainConfig.max_length
+    loss_chunk_size: int | None = TrainConfig.loss_chunk_size
     data_dir: str | None = None
     remove_unused_columns: bool = False  # the batches are tasft's own, not model keywords
 
