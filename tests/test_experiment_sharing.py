@@ -207,8 +207,7 @@ def test_series_file_settings_are_relative_to_the_experiment_file(tmp_path, tiny
 
 @needs_data
 def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
-    import shutil
-
+    from tasft.experiments import publish
     from tasft.experiments.publish import export_points
 
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
@@ -217,12 +216,14 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     (row,) = runner.run_experiment("lambda", str(study), out, progress=False, prune=True)
     pub = tmp_path / "published"
     assert export_points(out, pub) == 2  # one run, one evaluation
+    assert sorted(p.name for p in pub.iterdir()) == ["points.sha256", "points.tar.gz"]
+    archived = publish._archived(pub)
     texts = [r[k] for f in (out / "evals").glob("*/generations/*.jsonl") for r in map(json.loads, f.read_text(
         ).splitlines()) for k in ("prompt", "response") if len(r[k].strip()) > 3]  # the tiny model answers little
     assert len(texts) >= 4
-    exported = "".join(p.read_text() for p in pub.rglob("*") if p.is_file())
+    exported = "".join(data.decode("utf-8") for data in archived.values())
     assert not any(t in exported for t in texts) and '"response"' not in exported and '"prompt"' not in exported
-    assert not list(pub.rglob("generations"))
+    assert not any("generations" in name for name in archived)
 
     def fail(*args, **kwargs):
         raise AssertionError("a restored point was run again")
@@ -230,13 +231,13 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     monkeypatch.setattr("tasft.training.pipeline.train", fail)
     monkeypatch.setattr(ev, "evaluate", fail)
     restored = tmp_path / "elsewhere" / "lambda"
-    shutil.copytree(pub, restored)
+    assert publish.restore_points(pub, restored) == len(archived)
     (again,) = runner.run_experiment("lambda", str(study), restored, progress=False)
     keys = [k for k in row if k != "eval_dir"]
     assert {k: again[k] for k in keys} == {k: row[k] for k in keys}
-    assert export_points(restored, tmp_path / "republished") == 2  # a restored point exports to the same files
-    assert {p.relative_to(pub): p.read_text() for p in pub.rglob("*.jsonl")} == {
-        p.relative_to(tmp_path / "republished"): p.read_text() for p in (tmp_path / "republished").rglob("*.jsonl")}
+    assert export_points(restored, tmp_path / "republished") == 2  # a restored point exports to the same bytes
+    assert (tmp_path / "republished" / "points.tar.gz").read_bytes() == (pub / "points.tar.gz").read_bytes()
+    assert publish.restore_points(pub, restored) == 0  # restoring again writes nothing (same bytes)
     assert '"prompt_id"' in exported
     with pytest.raises(TasftError, match="outside the study directory"):
         export_points(out, out / "pub")
@@ -332,3 +333,46 @@ def test_a_run_evaluated_by_another_sibling_is_shared_with_a_third(tmp_path, tin
     third = _study(tmp_path, tiny_model_dir, tiny_data, "c", "lambda", ONE_POINT)
     (row_c,) = runner.run_experiment("lambda", str(third), results / "c", progress=False)
     assert row_c["eval_dir"] == row_b["eval_dir"]
+
+
+def test_a_points_archive_restores_only_when_it_checks_out(tmp_path):
+    """--restore verifies the archive against its checksum, never writes outside the study directory and never
+    overwrites a file that differs: each refusal is one line and leaves the study directory as it was."""
+    import hashlib
+    import io
+    import tarfile
+
+    from tasft.experiments import publish
+
+    files = {"experiment.json": b"{}\n", "evals/p/metrics.json": b'{"summary": {}}\n'}
+    src = tmp_path / "pub"
+    src.mkdir()
+    data = publish._tar_gz(files)
+    assert data == publish._tar_gz(dict(reversed(files.items())))  # reproducible: order, times, owners fixed
+    (src / "points.tar.gz").write_bytes(data)
+    with pytest.raises(TasftError, match="no points.sha256"):
+        publish.restore_points(src, tmp_path / "a")
+    (src / "points.sha256").write_text(f"{hashlib.sha256(data + b'x').hexdigest()}  points.tar.gz\n")
+    with pytest.raises(TasftError, match="does not match"):
+        publish.restore_points(src, tmp_path / "a")
+    (src / "points.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  points.tar.gz\n")
+    out = tmp_path / "a"
+    (out / "evals" / "p").mkdir(parents=True)
+    (out / "evals" / "p" / "metrics.json").write_text("mine")
+    with pytest.raises(TasftError, match="exists with other contents"):
+        publish.restore_points(src, out)
+    assert (out / "evals" / "p" / "metrics.json").read_text() == "mine" and not (out / "experiment.json").exists()
+    assert publish.restore_points(src, tmp_path / "b") == 2
+
+    buffer = io.BytesIO()  # a hostile archive: a member that climbs out of the study directory
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "points.tar.gz").write_bytes(buffer.getvalue())
+    (bad / "points.sha256").write_text(f"{hashlib.sha256(buffer.getvalue()).hexdigest()}  points.tar.gz\n")
+    with pytest.raises(TasftError, match="not a plain file inside the study"):
+        publish.restore_points(bad, tmp_path / "c")
+    assert not (tmp_path / "escape.txt").exists()

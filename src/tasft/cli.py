@@ -148,6 +148,11 @@ def _rescore(args: argparse.Namespace) -> None:
 def _experiment(args: argparse.Namespace) -> None:
     from .experiments.runner import run_experiment
 
+    if args.restore:
+        from .experiments.publish import restore_points
+
+        written = restore_points(Path(args.restore), Path(args.out))
+        print(f"restored {written} files of the exported points in {args.restore} into {args.out}")
     rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune,
                           tables_only=args.tables_only)
     print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")
@@ -302,7 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: rewrite the tables and plots from the points already finished")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="then write the finished points without generated text (configs, metrics, per-answer flags) "
-                   "to DIR, to commit or share; `cp -r DIR/. OUT/` restores them as finished points")
+                   "as one archive, DIR/points.tar.gz, and its checksum DIR/points.sha256, to commit or share")
+    p.add_argument("--restore", metavar="DIR", default=None,
+                   help="first make the points exported to DIR (checked against their checksum) finished points of "
+                   "--out: nothing is retrained or re-evaluated for them; with --tables-only, rebuild the tables")
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("data", help="the public evaluation and training data sets")
