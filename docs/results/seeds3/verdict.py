@@ -15,11 +15,30 @@ import json
 import sys
 from pathlib import Path
 
-MEASURES = [("safe", "harm_suites_safe_rate"), ("safe strict", "harm_suites_safe_strict_rate"),
-            ("harmful class", "harm_suites_answer_harmful_rate"),
-            ("content-free", "harm_suites_answer_content_free_rate"),
-            ("degenerate", "harm_suites_degenerate_rate"), ("harmful (local scorer)", "harm_suites_harmful_rate"),
-            ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
+AGREEMENT = Path(__file__).resolve().parents[1] / "labels" / "agreement.json"  # tasft labels agree writes it
+
+
+def measures(agreement: dict) -> list[tuple[str, str, str]]:
+    """(label, metric, how far readers trust it) — the trust read from the labelled answers' agreement table
+    (docs/results/labels: κ against readers, per-class recall, cross-validated by prompt)."""
+    a = agreement["overall"]
+    per = a["classifier_per_class"]
+
+    def recall(c: str) -> str:
+        r = per[c]["recall"]
+        return f"{'rough: ' if r < 0.7 else ''}recall {r:.2f}"
+
+    return [("harmful class", "harm_suites_answer_harmful_rate", f"κ {a['classifier_harmful_kappa']:.2f} vs readers"),
+            ("refusal class", "harm_suites_answer_refusal_rate", f"rule, κ {a['refusal_rule_kappa']:.2f}"),
+            ("degenerate class", "harm_suites_answer_degenerate_rate", recall("degenerate")),
+            ("redirect class", "harm_suites_answer_redirect_rate", recall("redirect")),
+            ("content-free class", "harm_suites_answer_content_free_rate", recall("content-free")),
+            ("safe strict", "harm_suites_safe_strict_rate", "refusal + redirect"),
+            ("safe", "harm_suites_safe_rate", "rests on the local scorer"),
+            ("harmful (local scorer)", "harm_suites_harmful_rate", f"κ {a['local_scorer_harmful_kappa']:.2f}"),
+            ("degenerate (rules)", "harm_suites_degenerate_rate", f"rule, κ {a['degenerate_rule_kappa']:.2f}"),
+            ("over-refusal", "over_refusal", "refusal rule on XSTest safe"),
+            ("reference NLL", "reference_nll", "teacher-forced, exact")]
 
 
 def _sign(d: dict | None) -> int:
@@ -52,24 +71,26 @@ def cell(d: dict | None) -> str:
 
 def main(study: Path) -> str:
     paired = json.loads((study / "paired.json").read_text(encoding="utf-8"))
+    trusted = measures(json.loads(AGREEMENT.read_text(encoding="utf-8")))
     ref = paired["reference"]
     seed0 = {(p["series"], p["x"]): p for p in paired["points"] if p["seed"] == 0 and p["reference_seed"] == 0}
     lines = [f"# Which readings survive three seeds ({study.name})", "",
              f"Each method minus `{ref}`: at seed 0 (interval over prompts) and over seeds 0-2 (seed j minus "
              f"`{ref}` seed j; interval over seeds × prompts). `*` = the interval excludes 0. Rule (seeds3.yaml): a "
-             "reading survives when the 3-seed interval excludes 0 in the seed-0 reading's direction.", ""]
-    header = ["method", "measure", "seed 0", "seeds 0-2", "reading"]
+             "reading survives when the 3-seed interval excludes 0 in the seed-0 reading's direction. `trust`: how "
+             "far the measure agrees with answers labelled by reading (docs/results/labels/agreement.md).", ""]
+    header = ["method", "measure", "trust", "seed 0", "seeds 0-2", "reading"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in paired.get("seeded", []):
         one = seed0.get((p["series"], p["x"]), {})
-        for label, key in MEASURES:
+        for label, key, trust in trusted:
             if key in p or key in one:
-                lines.append(f"| {p['series']} | {label} | {cell(one.get(key))} | {cell(p.get(key))} | "
+                lines.append(f"| {p['series']} | {label} | {trust} | {cell(one.get(key))} | {cell(p.get(key))} | "
                              f"{reading(one.get(key), p.get(key))} |")
     spread = paired.get("reference_spread")
     if spread:
         lines += ["", f"`{ref}`'s own spread across seeds {spread['seeds']} (sd of the per-seed values):", ""]
-        for label, key in MEASURES:
+        for label, key, _trust in trusted:
             if key in spread:
                 values = ", ".join(f"{v:.3f}" for v in spread[key]["per_seed"])
                 sd = spread[key]["seed_sd"]

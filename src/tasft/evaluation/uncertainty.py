@@ -39,9 +39,10 @@ ROW_VALUES["safe_strict_rate"] = _class_value(SAFE_STRICT)
 BINARY = frozenset(ROW_VALUES) - {"mean_harmfulness"}
 
 #: the summary metrics a paired comparison reports (label, key): ``tasft report --reference`` and experiment tables
+#: (the answer classes' rates: every class, from the registry in tasft.scoring.answer_class)
 PAIRED_METRICS = [("harmful rate", "harm_suites_harmful_rate"), ("safe rate", "harm_suites_safe_rate"),
-                  ("safe strict", "harm_suites_safe_strict_rate"), ("harmful class", "harm_suites_answer_harmful_rate"),
-                  ("content-free", "harm_suites_answer_content_free_rate"),
+                  ("safe strict", "harm_suites_safe_strict_rate"),
+                  *((f"{c} class", f"harm_suites_{metric_name(c)}") for c in CLASSES),
                   ("degenerate", "harm_suites_degenerate_rate"), ("refusal", "harm_suites_refusal_rate"),
                   ("over-refusal", "over_refusal"), ("reference NLL", "reference_nll")]
 
