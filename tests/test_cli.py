@@ -142,5 +142,8 @@ def test_only_the_main_process_reports_a_training_run(monkeypatch, capsys, tmp_p
                               "tokens_per_second")}
     monkeypatch.setattr("tasft.training.pipeline.train", lambda *a, **k: metrics)
     monkeypatch.setenv("RANK", rank)
-    assert main(["train", "--set", f"output_dir={tmp_path / 'run'}"]) == 0
-    assert ("saved to" in capsys.readouterr().out) is printed
+    assert main(["train", "--set", f"output_dir={tmp_path / 'run'}/"]) == 0
+    out = capsys.readouterr().out
+    assert ("saved to" in out) is printed
+    # what to do next: evaluate the run beside it (never inside it), then report
+    assert (f"tasft evaluate --model {tmp_path / 'run'} --out {tmp_path / 'run'}-eval" in out) is printed

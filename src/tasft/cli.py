@@ -35,6 +35,9 @@ def _train(args: argparse.Namespace) -> None:
                                            "tokens_per_second")}
     print(dumps(summary, indent=2))
     print(f"saved to {cfg.output_dir}")
+    run = Path(cfg.output_dir)
+    print(f"next: tasft evaluate --model {run} --out {run}-eval --spec quick   "
+          f"# then: tasft report {run}-eval --out {run}-report")
 
 
 def _generation_settings(args: argparse.Namespace):
@@ -125,6 +128,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     metrics = evaluate(settings)
     print(dumps(metrics["summary"], indent=2))
     print(f"wrote {args.out}/metrics.json and report.md (generations in {args.out}/generations/)")
+    print(f"next: tasft report {Path(args.out)} [another evaluation ...] --out {Path(args.out)}-report   "
+          "# side by side; --reference EVAL adds paired differences")
 
 
 def _report(args: argparse.Namespace) -> None:
