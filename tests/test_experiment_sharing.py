@@ -376,3 +376,19 @@ def test_a_points_archive_restores_only_when_it_checks_out(tmp_path):
     with pytest.raises(TasftError, match="not a plain file inside the study"):
         publish.restore_points(bad, tmp_path / "c")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_moved_project_keeps_its_points_but_another_file_is_a_change():
+    """Restored points were trained in another clone or worktree: the same file of the project at another root is
+    not a change of settings; a file in another folder, or another file, still is."""
+    from tasft.run_config import config_changes, relocated
+
+    assert relocated("/work/grid/runs/experiments/pool.jsonl", "/home/me/tasft/runs/experiments/pool.jsonl")
+    assert not relocated("/work/grid/runs/a/pool.jsonl", "/work/grid/runs/b/pool.jsonl")
+    assert not relocated("/work/grid/runs/experiments/pool.jsonl", "/work/grid/runs/experiments/other.jsonl")
+    assert not relocated("runs/experiments/pool.jsonl", "/x/runs/experiments/pool.jsonl")  # absolute paths only
+    saved = {"harmful_data": {"path": "/work/grid/runs/experiments/pool.jsonl"}, "learning_rate": 2e-5}
+    moved = {"harmful_data": {"path": "/home/me/tasft/runs/experiments/pool.jsonl"}, "learning_rate": 2e-5}
+    assert config_changes(saved, moved) == []
+    other = {"harmful_data": {"path": "/home/me/tasft/runs/mine/pool.jsonl"}, "learning_rate": 2e-5}
+    assert config_changes(saved, other) and "harmful_data.path" in config_changes(saved, other)[0]

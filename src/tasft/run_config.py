@@ -276,11 +276,22 @@ def config_changes(saved: dict, new: dict, allowed: tuple[str, ...] = ("output_d
                 if not prefix and key in allowed:
                     continue
                 walk(x.get(key), y.get(key), f"{prefix}{key}.")
-        elif x != y:
+        elif x != y and not relocated(x, y):
             changes.append(f"{prefix[:-1]}: {x!r} → {y!r}")
 
     walk(a, b, "")
     return changes
+
+
+def relocated(old, new) -> bool:
+    """Whether two absolute paths name the same file of a project that moved (a clone elsewhere, another worktree):
+    they end in the same directory and file name (``/work/grid/runs/experiments/pool.jsonl`` and
+    ``/home/me/tasft/runs/experiments/pool.jsonl``). The file's bytes are compared where the run recorded them
+    (``inputs.json``: :func:`tasft.training.run_dir.check_same_inputs`)."""
+    if not (isinstance(old, str) and isinstance(new, str) and old.startswith("/") and new.startswith("/")):
+        return False
+    a, b = Path(old).parts, Path(new).parts
+    return len(a) > 2 and len(b) > 2 and a[-2:] == b[-2:]
 
 
 def saved_config_changes(run_dir: Path, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> str | None:
