@@ -266,3 +266,15 @@ def test_the_committed_variants_verdicts_follow_from_their_result_files(study):
     module = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(module)
     assert module.render(results / study) == (results / study / "verdict.md").read_text(encoding="utf-8")
+
+
+def test_the_committed_three_seed_verdict_follows_from_its_result_files():
+    """docs/results/seeds3/verdict.md is what its verdict.py computes from the committed paired.json and the
+    labelled answers' agreement table."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / "seeds3"
+    spec_ = importlib.util.spec_from_file_location("verdict_seeds3", folder / "verdict.py")
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    assert module.render(folder) == (folder / "verdict.md").read_text(encoding="utf-8")

@@ -69,7 +69,8 @@ def cell(d: dict | None) -> str:
     return f"{d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]" + ("*" if _sign(d) else "")
 
 
-def main(study: Path) -> str:
+def render(study: Path) -> str:
+    """The verdict of study directory ``study`` (its paired.json), as markdown."""
     paired = json.loads((study / "paired.json").read_text(encoding="utf-8"))
     trusted = measures(json.loads(AGREEMENT.read_text(encoding="utf-8")))
     ref = paired["reference"]
@@ -95,7 +96,11 @@ def main(study: Path) -> str:
                 values = ", ".join(f"{v:.3f}" for v in spread[key]["per_seed"])
                 sd = spread[key]["seed_sd"]
                 lines.append(f"- {label}: {values} (sd {sd:.3f})" if sd is not None else f"- {label}: {values}")
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def main(study: Path) -> str:
+    text = render(study)
     (study / "verdict.md").write_text(text, encoding="utf-8")
     return text
 
