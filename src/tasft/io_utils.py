@@ -58,13 +58,23 @@ def dumps(obj: Any, **kwargs) -> str:
     return json.dumps(strict_json(obj), allow_nan=False, default=str, **kwargs)
 
 
+def json_text(obj: Any) -> str:
+    """How tasft writes a JSON file: strict JSON, indented by 2, a final newline."""
+    return dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
+def jsonl_text(rows: list[dict]) -> str:
+    """How tasft writes a JSONL file: one strict JSON object per line, non-ASCII kept."""
+    return "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text_atomic(path, dumps(obj, indent=2, sort_keys=False) + "\n")
+    return write_text_atomic(path, json_text(obj))
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> Path:
     """One JSON object per line (UTF-8, non-ASCII kept), written atomically."""
-    return write_text_atomic(path, "".join(dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return write_text_atomic(path, jsonl_text(rows))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

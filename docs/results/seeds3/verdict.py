@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from tasft.scoring.answer_class import RECALL_TARGET  # the 0.7 bar, one place
+
 AGREEMENT = Path(__file__).resolve().parents[1] / "labels" / "agreement.json"  # tasft labels agree writes it
 
 
@@ -26,7 +28,7 @@ def measures(agreement: dict) -> list[tuple[str, str, str]]:
 
     def recall(c: str) -> str:
         r = per[c]["recall"]
-        return f"{'rough: ' if r < 0.7 else ''}recall {r:.2f}"
+        return f"{'rough: ' if r < RECALL_TARGET else ''}recall {r:.2f}"
 
     return [("harmful class", "harm_suites_answer_harmful_rate", f"κ {a['classifier_harmful_kappa']:.2f} vs readers"),
             ("refusal class", "harm_suites_answer_refusal_rate", f"rule, κ {a['refusal_rule_kappa']:.2f}"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..data.records import prompt_id
 from ..errors import TasftError
-from ..io_utils import dumps, read_jsonl, write_bytes_atomic, write_text_atomic
+from ..io_utils import json_text, jsonl_text, read_jsonl, write_bytes_atomic, write_text_atomic
 
 #: the per-answer fields that are kept (everything a table, an interval or a paired test reads; no text)
 SCORE_FIELDS = ("id", "suite", "kind", "template", "seed", "harm_score", "harmful", "judges", "refusal_score",
@@ -58,11 +58,10 @@ def _points(out: Path) -> tuple[dict[str, bytes], int]:
         count += 1
     for evaluation in sorted((out / "evals").glob("*/metrics.json")):
         metrics = json.loads(evaluation.read_text(encoding="utf-8"))
-        files[f"evals/{evaluation.parent.name}/metrics.json"] = (dumps(metrics, indent=2) + "\n").encode("utf-8")
+        files[f"evals/{evaluation.parent.name}/metrics.json"] = json_text(metrics).encode("utf-8")
         for scores in sorted((evaluation.parent / "scores").glob("*.jsonl")):
-            rows = [text_free(r) for r in read_jsonl(scores)]
-            files[f"evals/{evaluation.parent.name}/scores/{scores.name}"] = "".join(
-                dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+            files[f"evals/{evaluation.parent.name}/scores/{scores.name}"] = jsonl_text(
+                [text_free(r) for r in read_jsonl(scores)]).encode("utf-8")
         count += 1
     return files, count
 
