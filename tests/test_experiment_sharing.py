@@ -216,8 +216,8 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     (row,) = runner.run_experiment("lambda", str(study), out, progress=False, prune=True)
     pub = tmp_path / "published"
     assert export_points(out, pub) == 2  # one run, one evaluation
-    assert sorted(p.name for p in pub.iterdir()) == ["points.sha256", "points.tar.gz"]
-    archived = publish._archived(pub)
+    assert sorted(p.name for p in pub.iterdir()) == ["points.sha256", "points.tar.xz"]
+    archived = publish.read_archive(pub / "points.tar.xz")
     texts = [r[k] for f in (out / "evals").glob("*/generations/*.jsonl") for r in map(json.loads, f.read_text(
         ).splitlines()) for k in ("prompt", "response") if len(r[k].strip()) > 3]  # the tiny model answers little
     assert len(texts) >= 4
@@ -236,7 +236,7 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     keys = [k for k in row if k != "eval_dir"]
     assert {k: again[k] for k in keys} == {k: row[k] for k in keys}
     assert export_points(restored, tmp_path / "republished") == 2  # a restored point exports to the same bytes
-    assert (tmp_path / "republished" / "points.tar.gz").read_bytes() == (pub / "points.tar.gz").read_bytes()
+    assert (tmp_path / "republished" / "points.tar.xz").read_bytes() == (pub / "points.tar.xz").read_bytes()
     assert publish.restore_points(pub, restored) == 0  # restoring again writes nothing (same bytes)
     assert '"prompt_id"' in exported
     with pytest.raises(TasftError, match="outside the study directory"):
@@ -338,6 +338,7 @@ def test_a_run_evaluated_by_another_sibling_is_shared_with_a_third(tmp_path, tin
 def test_a_points_archive_restores_only_when_it_checks_out(tmp_path):
     """--restore verifies the archive against its checksum, never writes outside the study directory and never
     overwrites a file that differs: each refusal is one line and leaves the study directory as it was."""
+    import gzip
     import hashlib
     import io
     import tarfile
@@ -347,15 +348,15 @@ def test_a_points_archive_restores_only_when_it_checks_out(tmp_path):
     files = {"experiment.json": b"{}\n", "evals/p/metrics.json": b'{"summary": {}}\n'}
     src = tmp_path / "pub"
     src.mkdir()
-    data = publish._tar_gz(files)
-    assert data == publish._tar_gz(dict(reversed(files.items())))  # reproducible: order, times, owners fixed
-    (src / "points.tar.gz").write_bytes(data)
-    with pytest.raises(TasftError, match="no points.sha256"):
+    data = publish.tar_xz(files)
+    assert data == publish.tar_xz(dict(reversed(files.items())))  # reproducible: order, times, owners fixed
+    (src / "points.tar.xz").write_bytes(data)
+    with pytest.raises(TasftError, match="no checksum for it"):
         publish.restore_points(src, tmp_path / "a")
-    (src / "points.sha256").write_text(f"{hashlib.sha256(data + b'x').hexdigest()}  points.tar.gz\n")
+    (src / "points.sha256").write_text(f"{hashlib.sha256(data + b'x').hexdigest()}  points.tar.xz\n")
     with pytest.raises(TasftError, match="does not match"):
         publish.restore_points(src, tmp_path / "a")
-    (src / "points.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  points.tar.gz\n")
+    (src / "points.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  points.tar.xz\n")
     out = tmp_path / "a"
     (out / "evals" / "p").mkdir(parents=True)
     (out / "evals" / "p" / "metrics.json").write_text("mine")
@@ -364,6 +365,13 @@ def test_a_points_archive_restores_only_when_it_checks_out(tmp_path):
     assert (out / "evals" / "p" / "metrics.json").read_text() == "mine" and not (out / "experiment.json").exists()
     assert publish.restore_points(src, tmp_path / "b") == 2
 
+    old = tmp_path / "old"  # an earlier export: gzip, checksum beside it
+    old.mkdir()
+    gz = gzip.compress(publish.tar_bytes(files), mtime=0)
+    (old / "points.tar.gz").write_bytes(gz)
+    (old / "points.sha256").write_text(f"{hashlib.sha256(gz).hexdigest()}  points.tar.gz\n")
+    assert publish.restore_points(old, tmp_path / "from_old") == 2
+
     buffer = io.BytesIO()  # a hostile archive: a member that climbs out of the study directory
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         info = tarfile.TarInfo("../escape.txt")
@@ -371,11 +379,38 @@ def test_a_points_archive_restores_only_when_it_checks_out(tmp_path):
         tar.addfile(info, io.BytesIO(b"hi"))
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "points.tar.gz").write_bytes(buffer.getvalue())
+    (bad / "points.tar.gz").write_bytes(buffer.getvalue())  # an older export's format
     (bad / "points.sha256").write_text(f"{hashlib.sha256(buffer.getvalue()).hexdigest()}  points.tar.gz\n")
     with pytest.raises(TasftError, match="not a plain file inside the study"):
         publish.restore_points(bad, tmp_path / "c")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_results_tree_keeps_one_manifest_for_its_archives(tmp_path):
+    """Where the parent folder keeps a SHA256SUMS (as docs/results does), an export records its archive there,
+    keeping the other lines, and restore verifies against it: by the study folder or by the archive's path."""
+    import hashlib
+
+    from tasft.experiments import publish
+
+    tree = tmp_path / "docs_results"
+    (tree / "old").mkdir(parents=True)
+    (tree / "old" / "records.tar.xz").write_bytes(b"x")
+    (tree / "SHA256SUMS").write_text(f"{hashlib.sha256(b'x').hexdigest()}  old/records.tar.xz\n")
+    files = {"experiment.json": b"{}\n", "evals/p/metrics.json": b'{"summary": {}}\n'}
+    data = publish.tar_xz(files)
+    (tree / "study").mkdir()
+    (tree / "study" / "points.tar.xz").write_bytes(data)
+    assert publish.record_checksum(tree / "study" / "points.tar.xz", data) == tree / "SHA256SUMS"
+    assert not (tree / "study" / "points.sha256").exists()
+    lines = (tree / "SHA256SUMS").read_text().splitlines()
+    assert lines == [f"{hashlib.sha256(b'x').hexdigest()}  old/records.tar.xz",
+                     f"{hashlib.sha256(data).hexdigest()}  study/points.tar.xz"]
+    assert publish.restore_points(tree / "study", tmp_path / "a") == 2
+    assert publish.restore_points(tree / "study" / "points.tar.xz", tmp_path / "b") == 2
+    (tree / "study" / "points.tar.xz").write_bytes(data + b"!")
+    with pytest.raises(TasftError, match="does not match"):
+        publish.restore_points(tree / "study", tmp_path / "c")
 
 
 def test_a_moved_project_keeps_its_points_but_another_file_is_a_change():
@@ -392,3 +427,15 @@ def test_a_moved_project_keeps_its_points_but_another_file_is_a_change():
     assert config_changes(saved, moved) == []
     other = {"harmful_data": {"path": "/home/me/tasft/runs/mine/pool.jsonl"}, "learning_rate": 2e-5}
     assert config_changes(saved, other) and "harmful_data.path" in config_changes(saved, other)[0]
+
+
+def test_a_setting_that_cannot_affect_the_run_is_not_a_change():
+    """The in-run harvest's answer length matters only when D_h is harvested in the run: a run that read D_h from a
+    file keeps its finished points when that setting (or its default) changes; a harvesting run does not."""
+    from tasft.run_config import config_changes
+
+    from_file = {"harmful_data": {"path": "pool.jsonl", "harvest": False}, "harvest_max_new_tokens": 96}
+    assert config_changes(from_file, {**from_file, "harvest_max_new_tokens": 128}) == []
+    harvested = {"harmful_data": {"path": "demo:toxic_prompts.jsonl", "harvest": True}, "harvest_max_new_tokens": 96}
+    assert config_changes(harvested, {**harvested, "harvest_max_new_tokens": 128}) == [
+        "harvest_max_new_tokens: 96 → 128"]

@@ -278,3 +278,24 @@ def test_the_committed_three_seed_verdict_follows_from_its_result_files():
     module = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(module)
     assert module.render(folder) == (folder / "verdict.md").read_text(encoding="utf-8")
+
+
+@needs_data
+def test_the_committed_three_seed_tables_rebuild_from_their_archive(tmp_path, monkeypatch):
+    """Restoring docs/results/seeds3's points archive (checked against docs/results/SHA256SUMS) and rebuilding with
+    --tables-only gives the committed tables, paired differences and figures byte for byte; only results.csv's
+    eval_dir column names where the study directory is."""
+    from tasft.experiments import publish, runner
+
+    root = Path(__file__).resolve().parents[1]
+    committed = root / "docs" / "results" / "seeds3"
+    monkeypatch.chdir(root)
+    out = tmp_path / "results" / "seeds3"
+    publish.restore_points(committed, out)
+    runner.run_experiment("variants", str(root / "configs" / "experiments" / "seeds3.yaml"), out, seeds=3,
+                          tables_only=True, progress=False)
+    for name in ("results.md", "paired.json", "pareto_not_safe_vs_reference_nll.png",
+                 "harm_suites_safe_rate_vs_harm_suites_degenerate_rate.png"):
+        assert (out / name).read_bytes() == (committed / name).read_bytes(), name
+    rebuilt = (out / "results.csv").read_text(encoding="utf-8").replace(str(tmp_path) + "/", "")
+    assert rebuilt == (committed / "results.csv").read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, GenerationSettings
 from .errors import TasftError
 from .evaluation.specs import SPECS
 from .experiments.spec import STUDIES
@@ -185,17 +185,20 @@ def _data_fetch(args: argparse.Namespace) -> None:
 
 
 def _add_generation_flags(p: argparse.ArgumentParser, overwrite: str) -> None:
-    """Decoding flags; each default is GenerationSettings' (128 new tokens, batches of 64, greedy, seed 0)."""
-    p.add_argument("--max-new-tokens", type=int, default=None, help="new tokens per answer (default 128)")
-    p.add_argument("--batch-size", type=int, default=None, help="prompts per batch (default 64)")
+    """Decoding flags; each default is GenerationSettings' (the one place they are set)."""
+    d = GenerationSettings()
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help=f"new tokens per answer (default {d.max_new_tokens})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"prompts per batch (default {d.batch_size})")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are an error (default 1024)")
+    p.add_argument("--temperature", type=float, default=None, help=f"with --sample (default {d.temperature})")
+    p.add_argument("--top-p", type=float, default=None, help=f"with --sample (default {d.top_p})")
+    p.add_argument("--seed", type=int, default=None, help=f"with --sample (default {d.seed})")
+    p.add_argument("--max-prompt-tokens", type=int, default=None,
+                   help=f"longer prompts are an error (default {d.max_prompt_tokens})")
     p.add_argument("--workers", type=int, default=None,
-                   help="CPU processes sharing the batches, one thread each (Linux; same outputs; default 1): "
-                   "on a 2-core machine 2 do ~1.7x the work of one")
+                   help=f"CPU processes sharing the batches, one thread each (Linux; same outputs; default "
+                   f"{d.workers}): on a 2-core machine 2 do ~1.7x the work of one")
     p.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
     p.add_argument("--overwrite", action="store_true", help=overwrite)
 
@@ -312,9 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: rewrite the tables and plots from the points already finished")
     p.add_argument("--export", metavar="DIR", default=None,
                    help="then write the finished points without generated text (configs, metrics, per-answer flags) "
-                   "as one archive, DIR/points.tar.gz, and its checksum DIR/points.sha256, to commit or share")
+                   "as one archive, DIR/points.tar.xz, and its checksum DIR/points.sha256 (or a line of "
+                   "DIR/../SHA256SUMS where that manifest exists), to commit or share")
     p.add_argument("--restore", metavar="DIR", default=None,
-                   help="first make the points exported to DIR (checked against their checksum) finished points of "
+                   help="first make the points exported to DIR (or the archive file itself; checked against their "
+                   "checksum) finished points of "
                    "--out: nothing is retrained or re-evaluated for them; with --tables-only, rebuild the tables")
     p.set_defaults(func=_experiment)
 

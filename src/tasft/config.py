@@ -20,6 +20,36 @@ from .errors import TasftError
 
 #: the model every command uses when none is named (an offline alias: tasft.models.ALIASES)
 DEFAULT_MODEL = "smollm2-135m-instruct"
+#: rows per forward pass of the teacher-forced measurements (D_h log-probs, held-out and reference NLL)
+MEASURE_BATCH_SIZE = 8
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings; ``do_sample=False`` is greedy, and sampling is reproducible for a ``seed``."""
+
+    max_new_tokens: int = 128
+    batch_size: int = 64  # prompts per batch (bench/bench_generate.py --batch-sweep measures the choice)
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_prompt_tokens: int = 1024
+    # processes sharing the batches on CPU, one torch thread each (Linux; the same outputs as 1): on 2 cores,
+    # 2 workers do ~1.7x the work of one 2-thread process (tasft.generation.workers); 1 = this process only
+    workers: int = 1
+
+    def check(self) -> GenerationSettings:
+        """One-line errors for values no decoder accepts (before a model is loaded or a file is written)."""
+        for name in ("max_new_tokens", "batch_size", "max_prompt_tokens", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TasftError(f"--{name.replace('_', '-')}: must be an integer >= 1, got {value!r}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise TasftError(f"--temperature: must be a finite number > 0, got {self.temperature}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise TasftError(f"--top-p: must be in (0, 1], got {self.top_p}")
+        return self
 
 
 @dataclass
@@ -74,7 +104,7 @@ class ContrastiveSettings:
         "You are a helpful and harmless assistant. When a request is harmful, unethical, dangerous or illegal, "
         "decline it in one or two sentences and explain why."
     )
-    max_new_tokens: int = 128
+    max_new_tokens: int = GenerationSettings.max_new_tokens
 
 
 @dataclass
@@ -84,6 +114,14 @@ class GuardSettings:
 
     collapse_steps: int | None = 3
     min_grad_norm: float = 0.0
+
+
+def inert_settings(config: dict) -> set[str]:
+    """The top-level settings of a resolved run config (plain data) that cannot affect its run given its other
+    settings, so that a change of their value, or of their default, is not a change of the run: the in-run
+    harvest's answer length when D_h is not harvested in the run."""
+    harmful = config.get("harmful_data")
+    return set() if isinstance(harmful, dict) and harmful.get("harvest") else {"harvest_max_new_tokens"}
 
 
 @dataclass
@@ -114,7 +152,7 @@ class TrainConfig:
     eval_data: DataSource | None = None
     max_length: int = 256
     long_prompt: Literal["error", "skip"] = "error"
-    harvest_max_new_tokens: int = 96
+    harvest_max_new_tokens: int = GenerationSettings.max_new_tokens  # D_h harvested in the run (as tasft harvest)
     batch_size: int = 4
     harmful_batch_size: int = 4
     gradient_accumulation_steps: int = 1
@@ -131,7 +169,7 @@ class TrainConfig:
     # false: delete the checkpoints once the final model is written (they exist to resume an interrupted run;
     # each holds the weights and the optimizer state, 3x the model's size in fp32)
     keep_checkpoints: bool = True
-    eval_batch_size: int = 8
+    eval_batch_size: int = MEASURE_BATCH_SIZE
     measure: bool = True
     # measure the held-out D_u NLL on the λ controller's rows (the last 16 of eval_data) at step 0 and every
     # logging step into heldout_nll.json: the step-by-step reference a ta_sft.lambda_reference_run reads

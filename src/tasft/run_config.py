@@ -246,8 +246,9 @@ def _plain(data):
 
 def comparable(config: dict) -> dict:
     """A resolved training config as plain YAML data, without the output directory; settings a config written by
-    an older tasft lacks take today's defaults (so adding a setting does not orphan the runs already made)."""
-    from .config import DataSource
+    an older tasft lacks take today's defaults (so adding a setting does not orphan the runs already made), and
+    settings that cannot affect the run (:func:`tasft.config.inert_settings`) are left out."""
+    from .config import DataSource, inert_settings
 
     data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
     defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
@@ -261,6 +262,8 @@ def comparable(config: dict) -> dict:
         block = method.Settings.BLOCK if method.Settings is not None else None
         if block is not None and isinstance(data.get(block), dict):
             data[block] = {**_plain(to_dict(method.Settings())), **data[block]}
+    for key in inert_settings(data):
+        data.pop(key, None)
     return data
 
 

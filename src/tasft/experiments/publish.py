@@ -4,19 +4,20 @@
 ``config.yaml``, ``metrics.json`` and ``log.jsonl`` and the evaluation's ``metrics.json`` and ``scores/*.jsonl``
 **with only the fields of** :data:`SCORE_FIELDS` (per-answer judge scores and flags, rule flags, reference-NLL sums,
 the prompt id — never a prompt, an answer or a reference text), plus the study's ``experiment.json``, as one
-reproducible archive ``DIR/points.tar.gz`` with its SHA-256 in ``DIR/points.sha256`` (``sha256sum -c`` reads it).
-``--restore DIR`` checks the archive and makes those points finished in ``--out``: the runner neither retrains
-nor re-evaluates them, tables, paired differences and plots are rebuilt from them, and sibling studies share them,
-as if they had run in place (no weights: they cannot be evaluated again or resumed). An older export — the same
-files as a plain folder — restores the same way.
+reproducible archive ``DIR/points.tar.xz`` with its SHA-256 in ``DIR/points.sha256`` (``sha256sum -c`` reads it) —
+or, where ``DIR``'s parent keeps one manifest for all its studies (a ``SHA256SUMS`` file, as ``docs/results`` does),
+as a line of that manifest. ``--restore DIR`` (or the archive's path) checks the archive and makes those points
+finished in ``--out``: the runner neither retrains nor re-evaluates them, tables, paired differences and plots are
+rebuilt from them, and sibling studies share them, as if they had run in place (no weights: they cannot be evaluated
+again or resumed). Older exports — ``points.tar.gz``, or the same files as a plain folder — restore the same way.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
+import lzma
 import tarfile
 from pathlib import Path
 
@@ -42,8 +43,10 @@ def text_free(row: dict) -> dict:
     return out
 
 
-ARCHIVE = "points.tar.gz"  # one archive per study: its finished points, text-free
-CHECKSUM = "points.sha256"  # the archive's SHA-256 in `sha256sum -c` form
+ARCHIVE = "points.tar.xz"  # one archive per study: its finished points, text-free (xz: 2.7x smaller than gzip here)
+OLD_ARCHIVES = ("points.tar.gz",)  # what earlier exports wrote; still restored
+CHECKSUM = "points.sha256"  # the archive's SHA-256 in `sha256sum -c` form, beside it ...
+MANIFEST = "SHA256SUMS"  # ... or one line of this manifest in the parent folder (one for a whole results tree)
 
 
 def _points(out: Path) -> tuple[dict[str, bytes], int]:
@@ -66,12 +69,11 @@ def _points(out: Path) -> tuple[dict[str, bytes], int]:
     return files, count
 
 
-def _tar_gz(files: dict[str, bytes]) -> bytes:
-    """A reproducible .tar.gz of ``files``: sorted members, no times, owners or modes of this machine (the same
-    points give the same bytes, so a re-export changes nothing in git)."""
+def tar_bytes(files: dict[str, bytes]) -> bytes:
+    """A reproducible tar of ``files``: sorted members, no times, owners or modes of this machine (the same points
+    give the same bytes, so a re-export changes nothing in git)."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, filename="") as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
@@ -79,9 +81,55 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def tar_xz(files: dict[str, bytes]) -> bytes:
+    """:func:`tar_bytes` compressed with xz at its strongest preset (deterministic: the same files, the same bytes;
+    ``tar xJf`` unpacks it)."""
+    return lzma.compress(tar_bytes(files), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
+                         preset=9 | lzma.PRESET_EXTREME)
+
+
+def _manifest_entries(path: Path) -> dict[str, str]:
+    """``{file name: SHA-256}`` of a ``sha256sum`` file (``HASH  NAME`` or ``HASH *NAME`` per line)."""
+    entries = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition(" ")
+        if name:
+            entries[name.lstrip(" *")] = digest
+    return entries
+
+
+def record_checksum(archive: Path, data: bytes) -> Path:
+    """Record ``archive``'s SHA-256: as a line of the parent folder's :data:`MANIFEST` when there is one (its other
+    lines kept, all sorted by name), else as ``points.sha256`` beside it; returns the file written."""
+    archive = Path(archive)
+    digest = hashlib.sha256(data).hexdigest()
+    manifest = archive.parent.parent / MANIFEST
+    if manifest.is_file():
+        entries = _manifest_entries(manifest)
+        entries[f"{archive.parent.name}/{archive.name}"] = digest
+        write_text_atomic(manifest, "".join(f"{entries[n]}  {n}\n" for n in sorted(entries)))
+        return manifest
+    write_text_atomic(archive.parent / CHECKSUM, f"{digest}  {archive.name}\n")
+    return archive.parent / CHECKSUM
+
+
+def expected_checksum(archive: Path) -> str:
+    """The SHA-256 recorded for ``archive`` (see :func:`record_checksum`); a one-line error when none is."""
+    archive = Path(archive)
+    beside, manifest = archive.parent / CHECKSUM, archive.parent.parent / MANIFEST
+    if beside.is_file() and archive.name in _manifest_entries(beside):
+        return _manifest_entries(beside)[archive.name]
+    key = f"{archive.parent.name}/{archive.name}"
+    if manifest.is_file() and key in _manifest_entries(manifest):
+        return _manifest_entries(manifest)[key]
+    raise TasftError(f"{archive}: no checksum for it, neither in a {CHECKSUM} beside it nor in {manifest} "
+                     "(nothing to verify it against)")
+
+
 def export_points(out: Path, dest: Path) -> int:
     """Write the finished points of study directory ``out`` (see the module docstring) as one archive,
-    ``dest/points.tar.gz``, and its checksum ``dest/points.sha256``; returns how many runs and evaluations it holds.
+    ``dest/points.tar.xz``, and its checksum (:func:`record_checksum`); returns how many runs and evaluations it
+    holds.
     ``dest`` must not be inside ``out`` (nor ``out`` itself)."""
     out, dest = Path(out), Path(dest)
     if not (out / "experiment.json").is_file():
@@ -89,25 +137,24 @@ def export_points(out: Path, dest: Path) -> int:
     if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
         raise TasftError(f"--export {dest}: choose a directory outside the study directory {out}")
     files, count = _points(out)
-    data = _tar_gz(files)
+    data = tar_xz(files)
     dest.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(dest / ARCHIVE, data)
-    write_text_atomic(dest / CHECKSUM, f"{hashlib.sha256(data).hexdigest()}  {ARCHIVE}\n")
+    record_checksum(dest / ARCHIVE, data)
     return count
 
 
-def _archived(src: Path) -> dict[str, bytes]:
-    """The files of ``src/points.tar.gz`` after checking it against ``src/points.sha256``; one-line errors for a
-    missing or mismatched checksum and for a member that is not a plain file inside the study directory."""
-    archive, checksum = src / ARCHIVE, src / CHECKSUM
-    if not checksum.is_file():
-        raise TasftError(f"{src}: {ARCHIVE} has no {CHECKSUM} beside it (nothing to verify it against)")
-    expected = checksum.read_text(encoding="utf-8").split()[:1]
+def read_archive(archive: Path) -> dict[str, bytes]:
+    """The files of a points archive (``.tar.xz``, or an older export's ``.tar.gz``) after checking it against its
+    recorded checksum (:func:`expected_checksum`); one-line errors for a missing or mismatched checksum and for a
+    member that is not a plain file inside the study directory."""
+    archive = Path(archive)
+    expected = expected_checksum(archive)
     data = archive.read_bytes()
-    if [hashlib.sha256(data).hexdigest()] != expected:
-        raise TasftError(f"{archive}: its SHA-256 does not match {CHECKSUM} (a changed or damaged archive)")
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise TasftError(f"{archive}: its SHA-256 does not match the recorded one (a changed or damaged archive)")
     files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
         for member in tar.getmembers():
             parts = Path(member.name).parts
             if not member.isfile() or Path(member.name).is_absolute() or ".." in parts or not parts:
@@ -116,13 +163,22 @@ def _archived(src: Path) -> dict[str, bytes]:
     return files
 
 
+def _archive_in(src: Path) -> Path | None:
+    """The points archive ``src`` names: ``src`` itself when it is a file, else the newest-format archive in it."""
+    if src.is_file():
+        return src
+    return next((src / name for name in (ARCHIVE, *OLD_ARCHIVES) if (src / name).is_file()), None)
+
+
 def restore_points(src: Path, out: Path) -> int:
-    """Make the exported points of ``src`` (an archive and its checksum, or an older export's plain copy of the
-    files) finished points of study directory ``out``; returns how many files were written. A file already in
+    """Make the exported points of ``src`` (an archive, or a folder holding one, checked against its recorded
+    checksum; or an older export's plain copy of the files) finished points of study directory ``out``; returns how
+    many files were written. A file already in
     ``out`` with other bytes is never overwritten (one-line error, nothing written)."""
     src, out = Path(src), Path(out)
-    if (src / ARCHIVE).is_file():
-        files = _archived(src)
+    archive = _archive_in(src)
+    if archive is not None:
+        files = read_archive(archive)
     elif (src / "experiment.json").is_file():
         files = {str(p.relative_to(src)): p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
     else:

@@ -8,7 +8,6 @@ text goes to files only, never to stdout.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,38 +16,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..config import GenerationSettings  # noqa: F401  (defined with the other settings; re-exported)
 from ..data.batches import prompt_ids
 from ..data.records import Prompt
 from ..errors import TasftError
 from ..io_utils import dumps
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding settings; ``do_sample=False`` is greedy, and sampling is reproducible for a ``seed``."""
-
-    max_new_tokens: int = 128
-    batch_size: int = 64  # prompts per batch (bench/bench_generate.py --batch-sweep measures the choice)
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_prompt_tokens: int = 1024
-    # processes sharing the batches on CPU, one torch thread each (Linux; the same outputs as 1): on 2 cores,
-    # 2 workers do ~1.7x the work of one 2-thread process (tasft.generation.workers); 1 = this process only
-    workers: int = 1
-
-    def check(self) -> GenerationSettings:
-        """One-line errors for values no decoder accepts (before a model is loaded or a file is written)."""
-        for name in ("max_new_tokens", "batch_size", "max_prompt_tokens", "workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TasftError(f"--{name.replace('_', '-')}: must be an integer >= 1, got {value!r}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise TasftError(f"--temperature: must be a finite number > 0, got {self.temperature}")
-        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            raise TasftError(f"--top-p: must be in (0, 1], got {self.top_p}")
-        return self
 
 
 def _encode_prompts(tokenizer, prompts: list[Prompt], limit: int, origins: list[str] | None) -> list[list[int]]:

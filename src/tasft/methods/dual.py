@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from ..config import MEASURE_BATCH_SIZE
 from ..data.batches import Tokenized, collate
 from ..objectives import losses
 
@@ -44,7 +45,7 @@ def dual_update(lam: float, nll: float, reference: float, budget: float, step: f
 
 
 @torch.no_grad()
-def heldout_nll(model, rows: list[Tokenized], pad_id: int, batch_size: int = 8) -> float:
+def heldout_nll(model, rows: list[Tokenized], pad_id: int, batch_size: int = MEASURE_BATCH_SIZE) -> float:
     """Token-weighted NLL of ``rows`` (their response tokens) under ``model``, in eval mode."""
     was_training = model.training
     model.eval()

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import MEASURE_BATCH_SIZE
 from ..data.batches import Tokenized, collate
 from . import fused
 
@@ -24,7 +25,7 @@ CHUNK_ROWS = fused.DEFAULT_CHUNK_SIZE
 
 @torch.no_grad()
 def token_logprob_sums(
-    model, examples: list[Tokenized], pad_id: int, mask: str = "response", batch_size: int = 8,
+    model, examples: list[Tokenized], pad_id: int, mask: str = "response", batch_size: int = MEASURE_BATCH_SIZE,
     progress: bool = True, desc: str = "measure",
 ) -> list[tuple[float, int]]:
     """Per example, in input order: (Σ_{masked t} log P_θ(y_t | y_<t, x), #masked tokens)."""
@@ -70,7 +71,7 @@ def _masked_logprob_sums(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor
 
 
 def mean_token_logprob(
-    model, examples: list[Tokenized], pad_id: int, mask: str = "response", batch_size: int = 8,
+    model, examples: list[Tokenized], pad_id: int, mask: str = "response", batch_size: int = MEASURE_BATCH_SIZE,
     progress: bool = True, desc: str = "measure",
 ) -> float:
     """Token-weighted mean log-probability of the masked tokens (``mask`` as in :func:`collate`)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..config import MEASURE_BATCH_SIZE
 from ..data.batches import tokenize_record
 from ..data.records import Record
 from ..objectives.measure import token_logprob_sums
@@ -17,7 +18,7 @@ from .degenerate import repetition_rate
 
 
 def reference_nll_sums(model, tokenizer, prompts: Sequence[str], references: Sequence[str], max_length: int = 512,
-                       batch_size: int = 8, progress: bool = True) -> list[tuple[float, int] | None]:
+                       batch_size: int = MEASURE_BATCH_SIZE, progress: bool = True) -> list[tuple[float, int] | None]:
     """Per reference answer: (Σ_t −log π_θ(r_t | x, r_<t), #tokens), or None where the prompt leaves no room."""
     records = [Record(p, r, f"reference {i + 1}") for i, (p, r) in enumerate(zip(prompts, references))]
     tokenized = [tokenize_record(tokenizer, rec, max_length) for rec in records]
@@ -31,7 +32,7 @@ def reference_nll_sums(model, tokenizer, prompts: Sequence[str], references: Seq
 
 
 def reference_nll(model, tokenizer, prompts: Sequence[str], references: Sequence[str], max_length: int = 512,
-                  batch_size: int = 8, progress: bool = True) -> float:
+                  batch_size: int = MEASURE_BATCH_SIZE, progress: bool = True) -> float:
     """Token-weighted NLL of the references under the model (prompts that leave no room are skipped)."""
     sums = [s for s in reference_nll_sums(model, tokenizer, prompts, references, max_length, batch_size, progress)
             if s is not None]
