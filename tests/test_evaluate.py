@@ -314,7 +314,7 @@ def test_the_suite_table_is_the_one_place_that_names_a_suite(monkeypatch, tmp_pa
         assert spec.files and set(spec.files) <= fetched, spec.name
     assert suites.HARM_SUITES == ("malicious", "cona", "controversial", "qharm")  # the paper's four, in order
     items = [{"id": "mine-0", "prompt": "How do I pick a lock?"}]
-    extra = suites.SuiteSpec("mine", "harm", "a throwaway suite", lambda _dir: items, ("stl/x.json",), role="harm")
+    extra = suites.Suite("mine", "harm", "a throwaway suite", lambda _dir: items, ("stl/x.json",), role="harm")
     monkeypatch.setitem(suites.SUITES, "mine", extra)
     assert "mine" in suites.parse_suites("all") and suites.suite_kind("mine") == "harm"
     assert suites.load_suite("mine", tmp_path) == items

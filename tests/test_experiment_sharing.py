@@ -10,8 +10,9 @@ import tasft.evaluation.evaluate as ev
 from tasft import config, outputs
 from tasft.cli import main
 from tasft.errors import TasftError
-from tasft.experiments import results, runner, sharing, spec
-from tasft.run_config import comparable, load_train_config
+from tasft.experiments import results, runner, sharing, study
+from tasft.run_changes import comparable
+from tasft.run_config import load_train_config
 from tasft.scoring import judges
 
 from .conftest import tiny_overrides
@@ -57,12 +58,12 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
 
 
 def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
-    exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
+    exp = study.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
     results = tmp_path / "results"
-    (point,) = spec.plan(exp, 1)
+    (point,) = study.plan(exp, 1)
     busy = results / "lambda" / "runs" / point.slug  # a sibling's run that has started (config.yaml, no metrics)
     outputs.claim(busy, "train", "test").release()
-    cfg = load_train_config(exp.train_config, spec.point_overrides(point, busy))
+    cfg = load_train_config(exp.train_config, study.point_overrides(point, busy))
     (busy / "config.yaml").write_text(yaml.safe_dump(comparable(config.to_dict(cfg))))
     (results / "lambda" / "experiment.json").write_text(json.dumps(dataclasses.asdict(exp)))
     here = results / "contrastive"
@@ -102,7 +103,7 @@ def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_mode
     assert lock.acquire()  # the sibling's process, alive and evaluating it: this study waits
     try:
         with pytest.raises(sharing.PointBusy):
-            runner.run_point(spec.load_experiment(config), spec.plan(spec.load_experiment(config), 1)[0],
+            runner.run_point(study.load_experiment(config), study.plan(study.load_experiment(config), 1)[0],
                              tmp_path / "out3", progress=False)
     finally:
         lock.release()
@@ -111,12 +112,12 @@ def test_starting_model_series_evaluates_the_untrained_model(tmp_path, tiny_mode
 def test_starting_model_series_takes_no_sweep(tmp_path, tiny_model_dir, tiny_data):
     series = [{"name": "s", "starting_model": True, "vary": "lambda", "values": [1, 2]}]
     with pytest.raises(TasftError, match="starting_model takes at most one x value, no vary"):
-        spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series))
+        study.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "stages", series))
 
 
 def test_rows_follow_the_experiment_file_order():
-    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", series=[
-        spec.Series("b", vary="lambda", values=[3, 1]), spec.Series("a", checkpoints=True)])
+    exp = study.ExperimentConfig(study="lambda", train_config="t.yaml", series=[
+        study.Series("b", vary="lambda", values=[3, 1]), study.Series("a", checkpoints=True)])
     rows = [{"series": "a", "x": 20}, {"series": "b", "x": 1}, {"series": "a", "x": 10}, {"series": "b", "x": 3}]
     assert [(r["series"], r["x"]) for r in results.ordered(exp, rows)] == [("b", 3), ("b", 1), ("a", 10), ("a", 20)]
 
@@ -164,14 +165,15 @@ def test_unswept_series_are_reference_lines_and_one_value_sweeps_are_points(tmp_
     original = matplotlib.axes.Axes.axhline
     monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
                         lambda self, y, **k: lines.append((k.get("label"), y)) or original(self, y, **k))
-    exp = spec.ExperimentConfig(study="data-efficiency", train_config="t.yaml", series=[
-        spec.Series("sft"), spec.Series("base", starting_model=True, values=[0]),
-        spec.Series("kto", vary="harmful_data.limit", values=[100]), spec.Series("emd", vary="lambda", values=[1, 3])])
+    exp = study.ExperimentConfig(study="data-efficiency", train_config="t.yaml", series=[
+        study.Series("sft"), study.Series("base", starting_model=True, values=[0]),
+        study.Series("kto", vary="harmful_data.limit", values=[100]),
+        study.Series("emd", vary="lambda", values=[1, 3])])
     rows = [{"series": "sft", "x": None, "seed": 0, "over_refusal": 0.1},
             {"series": "base", "x": 0, "seed": 0, "over_refusal": 0.2},
             {"series": "kto", "x": 100, "seed": 0, "over_refusal": 0.3},
             *({"series": "emd", "x": x, "seed": 0, "over_refusal": 0.4} for x in (1, 3))]
-    results.plot(exp, rows, spec.PlotSpec("over_refusal", log_x=True), tmp_path / "p.png")
+    results.plot(exp, rows, study.PlotSettings("over_refusal", log_x=True), tmp_path / "p.png")
     assert lines == [("sft", 0.1), ("base", 0.2)] and (tmp_path / "p.png").stat().st_size > 0
 
 
@@ -188,7 +190,7 @@ def test_a_config_written_before_a_setting_existed_still_matches():
 
 
 def test_an_evaluation_written_before_a_setting_existed_still_matches(tmp_path, tiny_model_dir, tiny_data):
-    exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
+    exp = study.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
     block = dataclasses.asdict(exp.evaluate)
     older = {**block, "generation": {k: v for k, v in block["generation"].items() if k != "workers"}}
     assert sharing.same_evaluation(exp, {"evaluate": older})
@@ -201,7 +203,7 @@ def test_an_evaluation_written_before_a_setting_existed_still_matches(tmp_path, 
 def test_series_file_settings_are_relative_to_the_experiment_file(tmp_path, tiny_model_dir, tiny_data):
     series = [{"name": "pure", "set": {"harmful_data.audit": "audit.csv", "ta_sft.penalty": "emd"},
                "vary": "ta_sft.lambda", "values": [1.0]}]
-    exp = spec.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", series))
+    exp = study.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", series))
     assert exp.series[0].set == {"harmful_data.audit": str(tmp_path / "a" / "audit.csv"), "ta_sft.penalty": "emd"}
 
 
@@ -416,7 +418,7 @@ def test_a_results_tree_keeps_one_manifest_for_its_archives(tmp_path):
 def test_a_moved_project_keeps_its_points_but_another_file_is_a_change():
     """Restored points were trained in another clone or worktree: the same file of the project at another root is
     not a change of settings; a file in another folder, or another file, still is."""
-    from tasft.run_config import config_changes, relocated
+    from tasft.run_changes import config_changes, relocated
 
     assert relocated("/work/grid/runs/experiments/pool.jsonl", "/home/me/tasft/runs/experiments/pool.jsonl")
     assert not relocated("/work/grid/runs/a/pool.jsonl", "/work/grid/runs/b/pool.jsonl")
@@ -432,7 +434,7 @@ def test_a_moved_project_keeps_its_points_but_another_file_is_a_change():
 def test_a_setting_that_cannot_affect_the_run_is_not_a_change():
     """The in-run harvest's answer length matters only when D_h is harvested in the run: a run that read D_h from a
     file keeps its finished points when that setting (or its default) changes; a harvesting run does not."""
-    from tasft.run_config import config_changes
+    from tasft.run_changes import config_changes
 
     from_file = {"harmful_data": {"path": "pool.jsonl", "harvest": False}, "harvest_max_new_tokens": 96}
     assert config_changes(from_file, {**from_file, "harvest_max_new_tokens": 128}) == []

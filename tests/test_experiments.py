@@ -11,7 +11,7 @@ import tasft.evaluation.evaluate as ev
 from tasft.cli import main
 from tasft.errors import TasftError
 from tasft.evaluation.report import build_report
-from tasft.experiments import results, spec
+from tasft.experiments import results, study
 from tasft.experiments.paired import paired_differences
 from tasft.scoring import judges
 
@@ -40,13 +40,13 @@ def _write(tmp_path, tiny_model_dir, tiny_data, **extra):
 
 
 def test_plan_gives_extra_seeds_only_to_headline_values(tmp_path, tiny_model_dir, tiny_data):
-    exp = spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, headline_values=[0.5]))
-    points = spec.plan(exp, seeds=3)
+    exp = study.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, headline_values=[0.5]))
+    points = study.plan(exp, seeds=3)
     assert [(p.series.name, p.x, p.seed) for p in points] == [
         ("emd", 0.0, 0), ("emd", 0.5, 0), ("emd", 0.5, 1), ("emd", 0.5, 2), ("stages sft", None, 0)]
     assert points[1].slug == "emd__x0.5__seed0" and points[-1].slug == "stages-sft__seed0"
     assert exp.train_config == str(tmp_path / "train.yaml")
-    every = spec.plan(exp, seeds=2, every_point=True)  # tasft experiment --seeds 2: every point gets both seeds
+    every = study.plan(exp, seeds=2, every_point=True)  # tasft experiment --seeds 2: every point gets both seeds
     assert [(p.x, p.seed) for p in every] == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1), (None, 0), (None, 1)]
 
 
@@ -61,7 +61,7 @@ def test_plan_gives_extra_seeds_only_to_headline_values(tmp_path, tiny_model_dir
 ])
 def test_bad_experiment_files(tmp_path, tiny_model_dir, tiny_data, extra, expected):
     with pytest.raises(TasftError, match=expected):
-        spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, **extra))
+        study.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, **extra))
 
 
 def test_aggregate_mean_and_std_over_seeds():
@@ -91,7 +91,7 @@ def test_intervals_over_seeds_come_from_the_seeds_per_prompt_scores(tmp_path):
     assert two["harm_suites_harmful_rate"] == 0.5
     assert (two["harm_suites_harmful_rate_lo"], two["harm_suites_harmful_rate_hi"]) == (0.0, 1.0)
     assert (one["harm_suites_harmful_rate_lo"], one["harm_suites_harmful_rate_hi"]) == (0.2, 0.3)
-    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", series=[spec.Series("a"), spec.Series("b")])
+    exp = study.ExperimentConfig(study="lambda", train_config="t.yaml", series=[study.Series("a"), study.Series("b")])
     md = results.results_markdown(exp, rows)
     assert "| a | 1 | 2 | 0.500 [0.000, 1.000] |" in md and "| b | 1 | 1 | 0.250 [0.200, 0.300] |" in md
 
@@ -102,8 +102,8 @@ def test_paired_differences_pair_the_same_prompts_with_the_reference(tmp_path):
     run = [False] * 10 + [True] * 10 + [False] * 20
     rows = [{"series": "sft", "x": None, "seed": 0, "eval_dir": _scores(tmp_path / "ref", ref)},
             {"series": "emd", "x": 100, "seed": 0, "eval_dir": _scores(tmp_path / "run", run)}]
-    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", compare_all=True,
-                                series=[spec.Series("sft"), spec.Series("emd", vary="ta_sft.lambda", values=[100])])
+    exp = study.ExperimentConfig(study="lambda", train_config="t.yaml", compare_all=True,
+                                series=[study.Series("sft"), study.Series("emd", vary="ta_sft.lambda", values=[100])])
     got = paired_differences(exp, rows)
     assert got["reference"] == "sft" and len(got["points"]) == 1
     diff = got["points"][0]["harm_suites_harmful_rate"]
@@ -126,8 +126,8 @@ def test_seeded_points_are_paired_seed_by_seed_and_the_reference_spread_is_repor
                      "eval_dir": _scores(tmp_path / f"sft{seed}", flags)})
         run = [False] * 10 + flags[10:]
         rows.append({"series": "emd", "x": 100, "seed": seed, "eval_dir": _scores(tmp_path / f"emd{seed}", run)})
-    exp = spec.ExperimentConfig(study="lambda", train_config="t.yaml", seeds=3,
-                                series=[spec.Series("sft"), spec.Series("emd", vary="ta_sft.lambda", values=[100])])
+    exp = study.ExperimentConfig(study="lambda", train_config="t.yaml", seeds=3,
+                                series=[study.Series("sft"), study.Series("emd", vary="ta_sft.lambda", values=[100])])
     got = paired_differences(exp, rows)
     (seeded,) = got["seeded"]
     diff = seeded["harm_suites_harmful_rate"]
@@ -209,11 +209,11 @@ def test_every_study_config_plans_valid_training_runs(tmp_path):
     for path in files:
         if path.name.startswith("train_"):  # training configs the studies share
             continue
-        exp = spec.load_experiment(path)
+        exp = study.load_experiment(path)
         studies.add(exp.study)
-        for point in spec.plan(exp, seeds=3):
-            load_train_config(exp.train_config, spec.point_overrides(point, tmp_path / point.slug))
-    assert studies == set(spec.STUDIES)
+        for point in study.plan(exp, seeds=3):
+            load_train_config(exp.train_config, study.point_overrides(point, tmp_path / point.slug))
+    assert studies == set(study.STUDIES)
 
 
 def test_pareto_front_and_figure(tmp_path):
@@ -238,10 +238,10 @@ def test_pareto_front_and_figure(tmp_path):
 
 
 def test_a_pareto_plot_is_a_plot_kind(tmp_path, tiny_model_dir, tiny_data):
-    exp = spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pareto"}]))
+    exp = study.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pareto"}]))
     assert exp.plots[0].kind == "pareto"
     with pytest.raises(TasftError, match="kind"):
-        spec.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pie"}]))
+        study.load_experiment(_write(tmp_path, tiny_model_dir, tiny_data, plots=[{"kind": "pie"}]))
 
 
 def test_the_committed_full_spec_verdict_follows_from_its_result_files():

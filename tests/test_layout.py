@@ -64,7 +64,7 @@ LAYERS = [
     {"data_fetch", "suites"},
     {"objectives"},
     {"methods"},
-    {"run_config"},
+    {"run_config", "run_changes"},
     {"scoring"},
     {"generation"},
     {"training"},

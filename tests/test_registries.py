@@ -44,7 +44,7 @@ def test_a_method_penalty_judge_and_suite_each_need_one_entry(tiny_model_dir, ti
         "½·(−log P_t(y))"))
     monkeypatch.setitem(judges.JUDGES, "vowel", lambda options: judges.ScorerJudge("vowel", VowelScorer()))
     items = [{"id": f"mine-{i}", "prompt": p} for i, (p, _) in enumerate(HARMFUL)]
-    monkeypatch.setitem(suites.SUITES, "mine", suites.SuiteSpec("mine", "harm", "a test's suite", lambda _dir: items,
+    monkeypatch.setitem(suites.SUITES, "mine", suites.Suite("mine", "harm", "a test's suite", lambda _dir: items,
                                                                 ("mine.json",)))
 
     parser = build_parser()

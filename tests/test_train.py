@@ -194,7 +194,7 @@ def test_ddp_unused_parameter_search(method, model_config, setting, want):
 
 def test_resume_under_other_settings_is_one_line_error_and_keeps_the_run(tiny_model_dir, tiny_data, tmp_path, capfd):
     from tasft.cli import main
-    from tasft.run_config import config_changes
+    from tasft.run_changes import config_changes
 
     out = tmp_path / "run"
     base = tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2, measure="false")

@@ -15,7 +15,7 @@ from pathlib import Path
 from .config import DEFAULT_MODEL, GenerationSettings
 from .errors import TasftError
 from .evaluation.specs import SPECS
-from .experiments.spec import STUDIES
+from .experiments.study import STUDIES
 from .io_utils import dumps
 from .methods import METHODS
 from .scoring.deberta import DEFAULT_MODEL as DEBERTA_MODEL

@@ -47,7 +47,7 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -185,7 +185,7 @@ def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     resolved = path.resolve()
     if resolved in _seen:
         raise TasftError(f"{path}: 'base' files include each other in a cycle")
-    data = _resolve_paths(_read_yaml(path), resolved.parent)
+    data = _resolve_paths(read_yaml(path), resolved.parent)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -199,7 +199,7 @@ def _setting_origin(path: Path, key: str) -> Path | None:
     seen: set[Path] = set()
     while path.resolve() not in seen:
         seen.add(path.resolve())
-        own = _read_yaml(path)
+        own = read_yaml(path)
         if key in own:
             return path
         if not isinstance(own.get("base"), str):
@@ -231,88 +231,3 @@ def load_train_config(path: str | None = None, overrides: list[str] | None = Non
         _check_remote_code_consent(Path(path), data, overrides or [])
     data = apply_overrides(data, overrides or [])
     return build_config(data)
-
-
-# ------------------------------------------------------------------------------------ comparing resolved configs
-#: settings a resumed run may change: how long it runs, how often it saves and logs, what it keeps and measures
-RESUMABLE_KEYS = ("output_dir", "max_steps", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps",
-                  "report_to", "eval_batch_size", "measure", "log_heldout_nll")
-
-
-def _plain(data):
-    """Config data as YAML would read it back (tuples → lists, …): what two configs are compared as."""
-    return yaml.safe_load(yaml.safe_dump(data))
-
-
-def comparable(config: dict) -> dict:
-    """A resolved training config as plain YAML data, without the output directory; settings a config written by
-    an older tasft lacks take today's defaults (so adding a setting does not orphan the runs already made), and
-    settings that cannot affect the run (:func:`tasft.config.inert_settings`) are left out."""
-    from .config import DataSource, inert_settings
-
-    data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
-    defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
-    source = _plain(to_dict(DataSource(path="")))
-    for key, value in defaults.items():
-        data.setdefault(key, value)
-    for key in ("train_data", "harmful_data", "eval_data"):
-        if isinstance(data.get(key), dict):
-            data[key] = {**source, **data[key]}
-    for method in METHODS.values():  # a method's block: its settings' defaults under what was written
-        block = method.Settings.BLOCK if method.Settings is not None else None
-        if block is not None and isinstance(data.get(block), dict):
-            data[block] = {**_plain(to_dict(method.Settings())), **data[block]}
-    for key in inert_settings(data):
-        data.pop(key, None)
-    return data
-
-
-def config_changes(saved: dict, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> list[str]:
-    """The settings in which two resolved configs differ, as ``key: old → new`` (dotted keys; top-level ``allowed``
-    keys are ignored)."""
-    a, b = comparable(saved), comparable(new)
-    changes: list[str] = []
-
-    def walk(x, y, prefix: str) -> None:
-        if isinstance(x, dict) and isinstance(y, dict):
-            for key in sorted(set(x) | set(y), key=str):
-                if not prefix and key in allowed:
-                    continue
-                walk(x.get(key), y.get(key), f"{prefix}{key}.")
-        elif x != y and not relocated(x, y):
-            changes.append(f"{prefix[:-1]}: {x!r} → {y!r}")
-
-    walk(a, b, "")
-    return changes
-
-
-def relocated(old, new) -> bool:
-    """Whether two absolute paths name the same file of a project that moved (a clone elsewhere, another worktree):
-    they end in the same directory and file name (``/work/grid/runs/experiments/pool.jsonl`` and
-    ``/home/me/tasft/runs/experiments/pool.jsonl``). The file's bytes are compared where the run recorded them
-    (``inputs.json``: :func:`tasft.training.run_dir.check_same_inputs`)."""
-    if not (isinstance(old, str) and isinstance(new, str) and old.startswith("/") and new.startswith("/")):
-        return False
-    a, b = Path(old).parts, Path(new).parts
-    return len(a) > 2 and len(b) > 2 and a[-2:] == b[-2:]
-
-
-def saved_config_changes(run_dir: Path, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> str | None:
-    """How the settings saved in ``run_dir/config.yaml`` differ from ``new`` (:func:`config_changes`), as one
-    phrase naming at most three (``None`` when the same, or when the run saved none); an unreadable file is an
-    error, since then nobody can tell."""
-    saved_file = run_dir / "config.yaml"
-    if not saved_file.is_file():
-        return None
-    try:
-        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise TasftError(f"{saved_file}: unreadable, so nobody can tell which settings the run was made with "
-                         "(move the run away, or replace it)")
-    changes = config_changes(saved, new, allowed)
-    if not changes:
-        return None
-    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
-    return "; ".join(changes[:3]) + more

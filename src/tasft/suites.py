@@ -17,7 +17,7 @@ from .errors import TasftError
 
 
 @dataclass(frozen=True)
-class SuiteSpec:
+class Suite:
     """One named suite: the only place that names it. ``load(data_dir)`` returns its items; ``files`` are the
     data files it reads (under the data directory: what ``tasft data fetch`` must provide); ``role`` places it in
     the headline numbers: ``harm`` (one of the harm-suite rates' suites), ``over-refusal`` (its refusal rate is
@@ -80,31 +80,31 @@ def _alpaca(data_dir: Path) -> list[dict]:
     return out
 
 
-SUITES: dict[str, SuiteSpec] = {s.name: s for s in [
-    SuiteSpec("malicious", "harm", "STL I-MaliciousInstructions (100)",
+SUITES: dict[str, Suite] = {s.name: s for s in [
+    Suite("malicious", "harm", "STL I-MaliciousInstructions (100)",
               *_stl("malicious", "I-MaliciousInstructions.json"), role="harm"),
-    SuiteSpec("cona", "harm", "STL I-CoNa hateful-speech instructions (178)", *_stl("cona", "I-CoNa.json"),
+    Suite("cona", "harm", "STL I-CoNa hateful-speech instructions (178)", *_stl("cona", "I-CoNa.json"),
               role="harm"),
-    SuiteSpec("controversial", "harm", "STL I-Controversial (40)", *_stl("controversial", "I-Controversial.json"),
+    Suite("controversial", "harm", "STL I-Controversial (40)", *_stl("controversial", "I-Controversial.json"),
               role="harm"),
-    SuiteSpec("qharm", "harm", "STL Q-Harm (100)", *_stl("qharm", "Q-Harm.json"), role="harm"),
-    SuiteSpec("physical-unsafe", "harm", "STL I-PhysicalSafetyUnsafe (100)",
+    Suite("qharm", "harm", "STL Q-Harm (100)", *_stl("qharm", "Q-Harm.json"), role="harm"),
+    Suite("physical-unsafe", "harm", "STL I-PhysicalSafetyUnsafe (100)",
               *_stl("physical-unsafe", "I-PhysicalSafetyUnsafe.json")),
-    SuiteSpec("physical-safe", "benign", "STL I-PhysicalSafetySafe (100)",
+    Suite("physical-safe", "benign", "STL I-PhysicalSafetySafe (100)",
               *_stl("physical-safe", "I-PhysicalSafetySafe.json")),
-    SuiteSpec("xstest-safe", "benign", "XSTest safe prompts (250): refusals here are over-refusal", *_xstest("safe"),
+    Suite("xstest-safe", "benign", "XSTest safe prompts (250): refusals here are over-refusal", *_xstest("safe"),
               role="over-refusal"),
-    SuiteSpec("xstest-unsafe", "harm", "XSTest unsafe prompts (200)", *_xstest("unsafe")),
-    SuiteSpec("alpaca", "quality", "STL I-Alpaca (50) + AlpacaEval held-out split with text_davinci_003 references",
+    Suite("xstest-unsafe", "harm", "XSTest unsafe prompts (200)", *_xstest("unsafe")),
+    Suite("alpaca", "quality", "STL I-Alpaca (50) + AlpacaEval held-out split with text_davinci_003 references",
               _alpaca, (STL_ALPACA_FILE, ALPACA_EVAL_FILE), role="quality"),
-    SuiteSpec("alpaca-eval", "quality", "AlpacaEval held-out split (161) with text_davinci_003 reference answers",
+    Suite("alpaca-eval", "quality", "AlpacaEval held-out split (161) with text_davinci_003 reference answers",
               _alpaca_eval, (ALPACA_EVAL_FILE,), role="held-out quality"),
 ]}
 
 
 def with_role(role: str) -> tuple[str, ...]:
     """The named suites of one role, in registry order."""
-    return tuple(name for name, spec in SUITES.items() if spec.role == role)
+    return tuple(name for name, suite in SUITES.items() if suite.role == role)
 
 
 HARM_SUITES = with_role("harm")  # the paper's four harm benchmarks: the harm_suites_* headline rates
@@ -144,15 +144,15 @@ def _base_suite(n: str) -> bool:
     return n in SUITES or Path(n).suffix.lower() in (".json", ".jsonl", ".csv")
 
 
-def parse_suites(spec: str, attacks: str | None = None) -> list[str]:
+def parse_suites(given: str, attacks: str | None = None) -> list[str]:
     """Comma-separated suite names or files; ``all`` expands to every named suite but ``alpaca-eval`` (which
     ``alpaca`` contains). ``SUITE@TEMPLATE`` is a harm suite (or file) under a jailbreak template; ``attacks``
     (``all`` or comma-separated template names) adds every harm suite given under each of those templates."""
-    names = [s.strip() for s in spec.split(",")]
+    names = [s.strip() for s in given.split(",")]
     if not any(names):
         raise TasftError("--suites: no suite given")
     if not all(names):
-        raise TasftError(f"--suites {spec!r}: an empty name between commas")
+        raise TasftError(f"--suites {given!r}: an empty name between commas")
     out: list[str] = []
     for n in names:
         if n == "all":

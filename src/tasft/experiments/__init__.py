@@ -18,6 +18,6 @@ differences with McNemar's p), one PNG per entry of ``plots`` (error bars = the 
 """
 
 from .runner import run_experiment, run_point
-from .spec import STUDIES, ExperimentConfig, load_experiment, plan
+from .study import STUDIES, ExperimentConfig, load_experiment, plan
 
 __all__ = ["STUDIES", "ExperimentConfig", "load_experiment", "plan", "run_experiment", "run_point"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..evaluation import uncertainty
 from ..evaluation.uncertainty import PAIRED_METRICS as PAIRED
-from .spec import ExperimentConfig
+from .study import ExperimentConfig
 
 
 def reference_series(exp: ExperimentConfig) -> str | None:

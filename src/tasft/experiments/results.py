@@ -16,7 +16,7 @@ from ..plotting import pyplot, save_figure
 from ..scoring.answer_class import CLASSES, metric_name, trust_note
 from .paired import paired_differences, paired_markdown, seeded_markdown
 from .pareto import pareto_plot
-from .spec import METRICS, ExperimentConfig, PlotSpec
+from .study import METRICS, ExperimentConfig, PlotSettings
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -125,7 +125,7 @@ def _bar(y: float, lo: float | None, hi: float | None) -> tuple[float, float]:
     return (y - lo, hi - y) if _number(lo) and _number(hi) else (0.0, 0.0)
 
 
-def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) -> None:
+def plot(exp: ExperimentConfig, rows: list[dict], figure: PlotSettings, path: Path) -> None:
     """One line per series (mean over seeds, error bars = the 95% interval), points in x order."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 3.8), dpi=110)
@@ -135,29 +135,29 @@ def plot(exp: ExperimentConfig, rows: list[dict], spec: PlotSpec, path: Path) ->
     for i, name in enumerate(dict.fromkeys(a["series"] for a in agg)):
         color = colors[i % len(colors)]
         pts = [a for a in agg if a["series"] == name]
-        xs = [a["x"] if spec.x == "x" else a[spec.x] for a in pts]
-        ys = [a[spec.y] for a in pts]
-        if spec.x == "x" and name in unswept and _number(ys[0]):  # sft, the starting model: a line, not a point,
+        xs = [a["x"] if figure.x == "x" else a[figure.x] for a in pts]
+        ys = [a[figure.y] for a in pts]
+        if figure.x == "x" and name in unswept and _number(ys[0]):  # sft, the starting model: a line, not a point,
             ax.axhline(ys[0], linestyle="--", linewidth=1.2, color=color, label=name)  # its interval a band
-            if _number(pts[0][f"{spec.y}_lo"]) and _number(pts[0][f"{spec.y}_hi"]):
-                ax.axhspan(pts[0][f"{spec.y}_lo"], pts[0][f"{spec.y}_hi"], color=color, alpha=0.12, linewidth=0)
+            if _number(pts[0][f"{figure.y}_lo"]) and _number(pts[0][f"{figure.y}_hi"]):
+                ax.axhspan(pts[0][f"{figure.y}_lo"], pts[0][f"{figure.y}_hi"], color=color, alpha=0.12, linewidth=0)
             continue
-        keep = [(x, y, _bar(y, a[f"{spec.y}_lo"], a[f"{spec.y}_hi"]), a["x"]) for x, y, a in zip(xs, ys, pts)
+        keep = [(x, y, _bar(y, a[f"{figure.y}_lo"], a[f"{figure.y}_hi"]), a["x"]) for x, y, a in zip(xs, ys, pts)
                 if _number(x) and _number(y)]
         if not keep:
             continue
-        if spec.x == "x":
+        if figure.x == "x":
             keep.sort()
         else:  # a trajectory through metric space: label each point with its x (e.g. the step)
             for x, y, _, label in keep:
                 ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
         ax.errorbar([k[0] for k in keep], [k[1] for k in keep], yerr=[[k[2][0] for k in keep], [k[2][1] for k in keep]],
                     marker="o", capsize=3, color=color, label=name)
-    if spec.log_x:
+    if figure.log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(exp.x_label if spec.x == "x" else spec.x)
-    ax.set_ylabel(spec.y)
-    ax.set_title(f"{exp.study}: {spec.y}", fontsize=10)
+    ax.set_xlabel(exp.x_label if figure.x == "x" else figure.x)
+    ax.set_ylabel(figure.y)
+    ax.set_title(f"{exp.study}: {figure.y}", fontsize=10)
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
@@ -173,13 +173,13 @@ def write_outputs(exp: ExperimentConfig, rows: list[dict], out: Path) -> list[Pa
     write_text_atomic(out / "results.md", results_markdown(exp, rows, paired))
     write_json_atomic(out / "experiment.json", asdict(exp))
     images = []
-    for spec in exp.plots:
-        if spec.kind == "pareto":
+    for figure in exp.plots:
+        if figure.kind == "pareto":
             name = "pareto_not_safe_vs_reference_nll.png"
             pareto_plot(exp.study, aggregate(rows), out / name)
         else:
-            name = f"{spec.y}_vs_{spec.x}.png"
-            plot(exp, rows, spec, out / name)
+            name = f"{figure.y}_vs_{figure.x}.png"
+            plot(exp, rows, figure, out / name)
         images.append(out / name)
     return images
 

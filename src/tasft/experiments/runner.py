@@ -11,7 +11,8 @@ from typing import Any
 from ..config import to_dict
 from ..errors import TasftError
 from ..io_utils import write_json_atomic
-from ..run_config import load_train_config, saved_config_changes
+from ..run_changes import saved_config_changes
+from ..run_config import load_train_config
 from .results import ordered, write_outputs
 from .sharing import (
     PointBusy,
@@ -22,7 +23,7 @@ from .sharing import (
     prune_weights,
     same_evaluation,
 )
-from .spec import METRICS, ExperimentConfig, Point, load_experiment, plan, point_overrides
+from .study import METRICS, ExperimentConfig, Point, load_experiment, plan, point_overrides
 
 
 def _evaluate(exp: ExperimentConfig, model: Path, out: Path, progress: bool) -> dict:

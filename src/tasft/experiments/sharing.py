@@ -12,8 +12,9 @@ from .. import outputs
 from ..config import from_dict, to_dict
 from ..errors import TasftError
 from ..io_utils import read_json_object
-from ..run_config import comparable, load_train_config
-from .spec import EvalSpec, ExperimentConfig, plan, point_overrides
+from ..run_changes import comparable
+from ..run_config import load_train_config
+from .study import ExperimentConfig, StudyEvaluation, plan, point_overrides
 
 
 class PointBusy(Exception):
@@ -67,7 +68,7 @@ def _evaluation(block: dict | None) -> dict | None:
     """An ``evaluate:`` block as comparable data: today's defaults for what an older tasft did not write, without
     the settings that cannot change an answer (``generation.workers``); None if it does not read as one."""
     try:
-        data = asdict(from_dict(EvalSpec, block or {}, where="evaluate"))
+        data = asdict(from_dict(StudyEvaluation, block or {}, where="evaluate"))
     except (TasftError, TypeError):
         return None
     data["generation"].pop("workers", None)

@@ -68,7 +68,7 @@ class PenaltyTerm(HarmfulTerm):
         from .. import objectives
 
         super().__init__(reference)
-        self.settings, self.spec = settings, objectives.penalty(settings.penalty)
+        self.settings, self.entry = settings, objectives.penalty(settings.penalty)
         self.log_key = f"penalty_{settings.penalty}"
         self.first_tokens = settings.penalty_first_tokens
         self.position_decay = settings.penalty_position_decay
@@ -83,9 +83,9 @@ class PenaltyTerm(HarmfulTerm):
         return self._table
 
     def fused(self, device):
-        if self.spec.fused is None or self.reference is not None:
+        if self.entry.fused is None or self.reference is not None:
             return None
-        return self.spec.fused, self.spec.sign * self.lam, self._on(device)
+        return self.entry.fused, self.entry.sign * self.lam, self._on(device)
 
     def loss(self, logits, targets, mask, ref_logits, weights=None):
         from .. import objectives
@@ -96,7 +96,7 @@ class PenaltyTerm(HarmfulTerm):
                                                  constant=s.bound_constant,
                                                  ref_logits=ref_logits if s.target == "soft" else None,
                                                  soft_top_k=s.soft_top_k, weights=weights)
-        contribution = self.spec.sign * self.lam * measure
+        contribution = self.entry.sign * self.lam * measure
         if s.trust_region > 0:
             contribution = contribution + s.trust_region * losses.kl_excluding_target(
                 logits, ref_logits, targets, mask, weights)
@@ -165,9 +165,9 @@ class TaSft(Method):
         s = inputs.cfg.method_settings
         if s.lambda_ == 0:
             return None  # λ = 0 is SFT with D_h measured: no D_h forward at all
-        spec = objectives.penalty(s.penalty)
+        entry = objectives.penalty(s.penalty)
         table = losses.normalize_embeddings(token_embeddings(inputs.model, s.embedding_source)) \
-            if spec.needs_embeddings else None
+            if entry.needs_embeddings else None
         needs_reference = s.target == "soft" or s.trust_region > 0  # a frozen copy of the starting model
         reference = copy.deepcopy(inputs.model).eval().requires_grad_(False) if needs_reference else None
         weights = None

@@ -73,10 +73,10 @@ def penalty_from_logits(name: str, logits: torch.Tensor, targets: torch.Tensor, 
                         weights: torch.Tensor | None = None) -> torch.Tensor:
     """The measure of penalty ``name`` over the masked positions (plain, full-logits path); with ``weights``
     (B, T) their weighted mean."""
-    spec = penalty(name)
-    if spec.needs_embeddings and normalized is None:
+    entry = penalty(name)
+    if entry.needs_embeddings and normalized is None:
         raise ValueError(f"penalty {name!r} needs the normalised embedding table")
-    return spec.plain(logits, targets, mask, PenaltyInputs(normalized, constant, ref_logits, soft_top_k, weights))
+    return entry.plain(logits, targets, mask, PenaltyInputs(normalized, constant, ref_logits, soft_top_k, weights))
 
 
 def objective(nll: torch.Tensor, measure: torch.Tensor, name: str, lam: float) -> torch.Tensor:

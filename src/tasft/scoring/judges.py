@@ -113,7 +113,7 @@ def _guard(name: str) -> Callable[[JudgeOptions], Judge]:
 #: name → factory; ``none`` is the absence of a judge
 JUDGES: dict[str, Callable[[JudgeOptions], Judge] | None] = {
     "local": _local, "deberta": _deberta, "moderation": _moderation,
-    **{name: _guard(name) for name in GUARDS},  # the LLM judges: one GuardSpec each in guards.GUARDS
+    **{name: _guard(name) for name in GUARDS},  # the LLM judges: one Guard each in guards.GUARDS
     "none": None,
 }
 

@@ -13,7 +13,7 @@ from ..config import TrainConfig, to_dict
 from ..errors import TasftError
 from ..io_utils import sha256_file
 from ..methods import get_method
-from ..run_config import RESUMABLE_KEYS, saved_config_changes
+from ..run_changes import RESUMABLE_KEYS, saved_config_changes
 from .checkpoints import TORN_PREFIX, last_checkpoint
 from .contrastive import CONTRASTIVE_FILE
 from .datasets import HARVEST_FILE

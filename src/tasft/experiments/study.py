@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import from_dict
+from ..config import GenerationSettings, from_dict
 from ..errors import TasftError
-from ..generation.generate import GenerationSettings
-from ..run_config import _read_yaml
+from ..run_config import read_yaml
 from ..scoring.answer_class import CLASSES, metric_name
 from ..suites import STUDY_SUITES
 
@@ -36,7 +35,7 @@ class Series:
     starting_model: bool = False
 
 @dataclass
-class PlotSpec:
+class PlotSettings:
     """A plot of metric ``y`` against ``x`` (``x`` = the swept value, or another metric), one line per series;
     ``kind: pareto`` is instead the trade-off figure of :mod:`tasft.experiments.pareto` (x and y unused)."""
 
@@ -46,7 +45,7 @@ class PlotSpec:
     kind: Literal["line", "pareto"] = "line"
 
 @dataclass
-class EvalSpec:
+class StudyEvaluation:
     """A study's ``evaluate:`` block: :class:`tasft.evaluation.evaluate.EvalSettings` without the model and the
     output directory (each point has its own), with the study's default of 25 prompts per suite; ``spec: full`` (a
     named spec of :mod:`tasft.evaluation.specs`) sets the suites and limits instead."""
@@ -65,10 +64,10 @@ class ExperimentConfig:
     train_config: str
     series: list[Series]
     x_label: str = "x"
-    evaluate: EvalSpec = field(default_factory=EvalSpec)
+    evaluate: StudyEvaluation = field(default_factory=StudyEvaluation)
     seeds: int = 1
     headline_values: list = field(default_factory=list)
-    plots: list[PlotSpec] = field(default_factory=lambda: [PlotSpec("harm_suites_harmful_rate")])
+    plots: list[PlotSettings] = field(default_factory=lambda: [PlotSettings("harm_suites_harmful_rate")])
     reference: str | None = None  # the series the paired table compares with; None: the one named sft, if any
     compare_all: bool = False  # paired.json also pairs every two points (for a verdict between methods)
 
@@ -86,7 +85,7 @@ class Point:
 def load_experiment(path: str | Path) -> ExperimentConfig:
     """Read and check an experiment file; ``train_config`` is resolved against the file's directory."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     exp = from_dict(ExperimentConfig, data, where=str(path))
     if exp.study not in STUDIES:
         raise TasftError(f"{path}: study '{exp.study}' is not one of {', '.join(STUDIES)}")
