@@ -52,7 +52,10 @@ def test_a_budget_without_heldout_rows_is_one_line_error(tiny_model_dir, tiny_da
     assert err[-1].endswith("ta_sft.lambda_budget needs held-out D_u rows to measure (set eval_data)")
 
 
-def test_a_resumed_run_goes_on_from_the_saved_lambda(tiny_model_dir, tiny_data, tmp_path):
+@pytest.mark.parametrize("older_checkpoint", [False, True])
+def test_a_resumed_run_goes_on_from_the_saved_lambda(tiny_model_dir, tiny_data, tmp_path, older_checkpoint):
+    """λ and its reference NLL are the term's state in each checkpoint (tasft_term.json; a checkpoint written
+    before that holds them as tasft_lambda.json, which resumes the same way)."""
     from tasft import load_train_config, train
     from tests.conftest import tiny_overrides
 
@@ -60,7 +63,9 @@ def test_a_resumed_run_goes_on_from_the_saved_lambda(tiny_model_dir, tiny_data, 
     settings = {"ta_sft.lambda_budget": 0.0, "ta_sft.lambda_step": 5.0, "measure": "false", "save_steps": 2}
     train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, **settings)),
           progress=False)
-    saved = json.loads((out / "checkpoint-2" / "tasft_lambda.json").read_text())
+    saved = json.loads((out / "checkpoint-2" / "tasft_term.json").read_text())
+    if older_checkpoint:
+        (out / "checkpoint-2" / "tasft_term.json").rename(out / "checkpoint-2" / "tasft_lambda.json")
     metrics = train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=4, **settings)),
                     resume=True, progress=False)
     logged = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "lambda" in r]

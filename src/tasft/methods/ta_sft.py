@@ -75,7 +75,25 @@ class PenaltyTerm(HarmfulTerm):
         self.token_weights = token_weights
         self.constant = settings.bound_constant
         self.lam = settings.lambda_  # the weight now (moved by a λ controller when the run has one)
+        self.controller = None  # ta_sft.lambda_budget's LambdaController (tasft.methods.dual), set by harmful_term
         self._table_cpu, self._table = normalized, None
+
+    def callbacks(self) -> list:
+        return [] if self.controller is None else [self.controller]
+
+    def state(self) -> dict | None:
+        """λ and the reference NLL it is steered towards, when a controller moves it."""
+        return None if self.controller is None else {"lambda": self.lam, "reference_nll": self.controller.reference}
+
+    def load_state(self, state: dict) -> None:
+        if self.controller is not None:
+            self.lam, self.controller.reference = state["lambda"], state["reference_nll"]
+
+    def log_values(self) -> dict[str, float]:
+        return {} if self.controller is None else dict(self.controller.last)  # λ and the NLL it was set from
+
+    def summary(self) -> dict:
+        return {} if self.controller is None else {"lambda_final": self.lam}
 
     def _on(self, device) -> torch.Tensor | None:
         if self._table is None and self._table_cpu is not None:

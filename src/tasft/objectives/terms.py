@@ -27,9 +27,6 @@ class HarmfulTerm:
     position_decay: float | None = None
     #: (V,) weight of each token id at the penalised positions (None: every token alike)
     token_weights: torch.Tensor | None = None
-    #: a callback that moves the term's weight during training (:class:`tasft.methods.dual.LambdaController`)
-    controller = None
-
     def __init__(self, reference: torch.nn.Module | None = None) -> None:
         #: a frozen copy of the starting model whose logits the term needs, or None
         self.reference = reference
@@ -37,6 +34,25 @@ class HarmfulTerm:
     @property
     def needs_reference(self) -> bool:
         return self.reference is not None
+
+    def callbacks(self) -> list:
+        """Trainer callbacks the term needs while training (TA-SFT's λ controller); the trainer adds them."""
+        return []
+
+    def state(self) -> dict | None:
+        """What each checkpoint keeps so that a resumed run's term goes on where it was (None: nothing)."""
+        return None
+
+    def load_state(self, state: dict) -> None:
+        """Take back a checkpoint's :meth:`state`."""
+
+    def log_values(self) -> dict[str, float]:
+        """Values added to each training log line, beside the term's measure."""
+        return {}
+
+    def summary(self) -> dict:
+        """What ``metrics.json`` adds about the term at the end of the run."""
+        return {}
 
     def fused(self, device: torch.device) -> tuple[ChunkFn, float, torch.Tensor | None] | None:
         """(chunk function, coefficient, embedding table on ``device``) for the fused path, or None."""

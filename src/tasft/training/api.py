@@ -171,8 +171,8 @@ class TASFTTrainer(MethodTrainer):
                          term=term, harmful=harmful if term else None, harmful_batch_size=args.harmful_batch_size,
                          pad_id=pad_id, harmful_seed=args.seed, loss_chunk_size=args.loss_chunk_size,
                          eval_dataset=heldout, **kwargs)
-        if self.lambda_controller is not None:
-            self.add_callback(self.lambda_controller)
+        for callback in term.callbacks() if term is not None else []:
+            self.add_callback(callback)
 
 
 def loop_trainer(inputs: TrainerInputs) -> TASFTTrainer:

@@ -32,7 +32,8 @@ def _pad_right(x: torch.Tensor, width: int, value) -> torch.Tensor:
 
 
 TOTALS_FILE = "tasft_run_totals.json"  # in each checkpoint: whole-run tokens and loss sum (see run_totals)
-LAMBDA_FILE = "tasft_lambda.json"  # in each checkpoint of a ta_sft.lambda_budget run: λ and its reference NLL
+TERM_FILE = "tasft_term.json"  # in each checkpoint of a run whose D_h term keeps a state (HarmfulTerm.state)
+LAMBDA_FILE = "tasft_lambda.json"  # what checkpoints held before: a λ-budget run's λ and reference NLL (still read)
 
 
 class HarmfulBatchSampler:
@@ -230,10 +231,10 @@ class MethodTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
             self._totals_offset = {k: saved.get(k, 0) for k in self._totals_offset}
-        controller = self.lambda_controller
-        if controller is not None and (Path(checkpoint) / LAMBDA_FILE).is_file():  # λ goes on where it was
-            saved = json.loads((Path(checkpoint) / LAMBDA_FILE).read_text(encoding="utf-8"))
-            self.term.lam, controller.reference = saved["lambda"], saved["reference_nll"]
+        state = next((Path(checkpoint) / name for name in (TERM_FILE, LAMBDA_FILE)
+                      if (Path(checkpoint) / name).is_file()), None)
+        if self.term is not None and state is not None:  # the term goes on where it was (TA-SFT: λ)
+            self.term.load_state(json.loads(state.read_text(encoding="utf-8")))
 
     def _save_rng_state(self, output_dir: str) -> None:
         """The Trainer saves the RNG state into every checkpoint before ``trainer_state.json``; the run totals go
@@ -241,24 +242,18 @@ class MethodTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         super()._save_rng_state(output_dir)
         if self.is_world_process_zero():
             write_json_atomic(Path(output_dir) / TOTALS_FILE, self.run_totals())
-            if (controller := self.lambda_controller) is not None:
-                write_json_atomic(Path(output_dir) / LAMBDA_FILE,
-                                  {"lambda": self.term.lam, "reference_nll": controller.reference})
-
-    @property
-    def lambda_controller(self):
-        """The term's λ controller (``ta_sft.lambda_budget``), or None."""
-        return None if self.term is None else self.term.controller
+            if self.term is not None and (state := self.term.state()) is not None:
+                write_json_atomic(Path(output_dir) / TERM_FILE, state)
 
     @property
     def tasft_summary(self) -> dict:
-        """What ``metrics.json`` adds about this run's loop: the final λ when a controller moved it."""
-        return {"lambda_final": self.term.lam} if self.lambda_controller is not None else {}
+        """What ``metrics.json`` adds about this run's loop: the term's summary (TA-SFT: the final λ when a
+        controller moved it)."""
+        return {} if self.term is None else self.term.summary()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        controller = self.lambda_controller
-        if controller is not None and "loss" in logs:
-            logs.update(controller.last)  # λ and the held-out NLL it was set from
+        if self.term is not None and "loss" in logs:
+            logs.update(self.term.log_values())
         if self._count and "loss" in logs:
             for key, value in self._sums.items():
                 logs[key] = round(float(value) / self._count, 6)
