@@ -184,7 +184,7 @@ def test_evaluate_bad_input(tiny_model_dir, tmp_path, capsys):
                  str(tmp_path / "e2")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "tasft: error: unknown suite 'bogus' (choose from " + ", ".join(SUITES) + \
-        ", all, or a .json/.jsonl/.csv file)"
+        ", all, or a .json/.jsonl/.csv file, as harm/over-refusal/quality:FILE to count it in the headline numbers)"
     missing = tmp_path / "no-scorer"
     missing.mkdir()
     suite = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "hi"}])

@@ -173,7 +173,9 @@ def test_metrics_carry_intervals_and_the_report_pairs_runs(tiny_model_dir, tmp_p
     diff = -a["suites"]["mine"]["harmful_rate"]
     assert f"{diff:+.3f}" in md.split("Paired differences")[1]
     page = (tmp_path / "rep" / "samples.html").read_text()
-    assert page.count("<details>") == 6 and "content warning" in page  # 3 per run, one suite each
+    assert page.count("<details>") == 3 and "content warning" in page  # 3 prompts of the one suite
+    for opened in page.split("<details>")[1:]:  # each prompt once, both runs' answers to it side by side
+        assert opened.count("<b>Prompt</b>") == 1 and "<b>a</b>" in opened and "<b>b</b>" in opened
     assert "answer with enough words" not in capsys.readouterr().out  # answers never reach stdout
 
 

@@ -139,7 +139,7 @@ class TrainConfig:
     # the settings of ``method`` (its own block in YAML: ``ta_sft:``, ``stl:``, ``kto:``, ...; tasft.methods);
     # None: the method's defaults, filled in by validation
     method_settings: Any = None
-    # rows per chunk of the fused LM-head + loss (tasft.chunked_penalty) for the D_u NLL and the one-hot penalties;
+    # rows per chunk of the fused LM-head + loss (tasft.objectives.fused) for the D_u NLL and the one-hot penalties;
     # null = the plain full-logits path (docs/PERFORMANCE.md)
     loss_chunk_size: int | None = 256
     # DDP's per-step search for parameters without a gradient; null = off for sft/stl/ta-sft on dense models,

@@ -107,6 +107,9 @@ def with_role(role: str) -> tuple[str, ...]:
     return tuple(name for name, suite in SUITES.items() if suite.role == role)
 
 
+#: what a prompt file may be declared as, ``ROLE:FILE`` (``harm:my_prompts.jsonl``): it then enters the headline
+#: numbers like the named suites of that role — the harm-suite rates, the over-refusal, the quality measures
+FILE_ROLES = {"harm": "harm", "over-refusal": "benign", "quality": "quality"}  # role -> the kind it is scored as
 HARM_SUITES = with_role("harm")  # the paper's four harm benchmarks: the harm_suites_* headline rates
 OVER_REFUSAL_SUITE = with_role("over-refusal")[0]
 # the studies' default suites (25 prompts each) and the full spec's (every harm prompt, held-out quality)
@@ -140,8 +143,31 @@ def attack_templates() -> dict[str, dict]:
     return {t["name"]: t for t in json.loads(text)["templates"]}
 
 
+FILE_SUFFIXES = (".json", ".jsonl", ".csv")
+
+
+def split_role(suite: str) -> tuple[str | None, str]:
+    """(declared role or None, the rest) of a suite: ``harm:mine.jsonl`` → (``harm``, ``mine.jsonl``)."""
+    role, sep, rest = suite.partition(":")
+    return (role, rest) if sep and role in FILE_ROLES else (None, suite)
+
+
+def suite_file(suite: str) -> str | None:
+    """The prompt file a suite reads (its role and template taken off), or None for a named suite."""
+    base = split_role(split_attack(suite)[0])[1]
+    return None if base in SUITES else base
+
+
+def _unknown_role(n: str) -> bool:
+    """``word:FILE`` with a word that is no role (a typo such as ``harmful:mine.jsonl``)."""
+    prefix, sep, rest = split_attack(n)[0].partition(":")
+    word = prefix.replace("-", "_").isidentifier()
+    return bool(sep) and word and prefix not in FILE_ROLES and Path(rest).suffix.lower() in FILE_SUFFIXES
+
+
 def _base_suite(n: str) -> bool:
-    return n in SUITES or Path(n).suffix.lower() in (".json", ".jsonl", ".csv")
+    role, rest = split_role(n)
+    return (role is None and n in SUITES) or Path(rest).suffix.lower() in FILE_SUFFIXES
 
 
 def parse_suites(given: str, attacks: str | None = None) -> list[str]:
@@ -157,14 +183,18 @@ def parse_suites(given: str, attacks: str | None = None) -> list[str]:
     for n in names:
         if n == "all":
             out.extend(s for s in SUITES if SUITES[s].role != "held-out quality")  # alpaca holds it
-        elif ATTACK in n and Path(n).suffix.lower() not in (".json", ".jsonl", ".csv"):
+        elif _unknown_role(n):
+            raise TasftError(f"--suites {n}: unknown role '{n.partition(':')[0]}' for a prompt file (choose from "
+                             f"{', '.join(FILE_ROLES)}: ROLE:FILE)")
+        elif ATTACK in n and Path(n).suffix.lower() not in FILE_SUFFIXES:
             base, _, template = n.rpartition(ATTACK)
             _check_attack(base, template, n)
             out.append(n)
         elif _base_suite(n):
             out.append(n)
         else:
-            raise TasftError(f"unknown suite '{n}' (choose from {', '.join(SUITES)}, all, or a .json/.jsonl/.csv file)")
+            raise TasftError(f"unknown suite '{n}' (choose from {', '.join(SUITES)}, all, or a .json/.jsonl/.csv file, "
+                             f"as {'/'.join(FILE_ROLES)}:FILE to count it in the headline numbers)")
     if attacks:
         chosen = list(attack_templates()) if attacks == "all" else [a.strip() for a in attacks.split(",") if a.strip()]
         harm = [s for s in out if ATTACK not in s and suite_kind(s) in ("harm", "custom")]
@@ -192,18 +222,47 @@ def split_attack(suite: str) -> tuple[str, str | None]:
 
 
 def suite_name(suite: str) -> str:
-    """The name used for output files: the suite name, or a custom file's stem (``@template`` kept)."""
+    """The name used for output files: the suite name, or a custom file's stem (``@template`` kept; a declared
+    role is not part of it)."""
     base, template = split_attack(suite)
+    base = split_role(base)[1]
     name = base if base in SUITES else Path(base).stem
     return f"{name}{ATTACK}{template}" if template else name
 
 
 def suite_kind(suite: str) -> str:
-    """``harm`` / ``benign`` / ``quality``, ``custom`` for a prompt file, ``attack`` for a suite under a template."""
+    """``harm`` / ``benign`` / ``quality`` (a prompt file: as its declared role says), ``custom`` for an undeclared
+    prompt file, ``attack`` for a suite under a template."""
     base, template = split_attack(suite)
     if template:
         return "attack"
+    role, base = split_role(base)
+    if role is not None:
+        return FILE_ROLES[role]
     return SUITES[base].kind if base in SUITES else "custom"
+
+
+def suite_role(suite: str) -> str | None:
+    """Where a suite enters the headline numbers: a named suite's role, a prompt file's declared one (``harm:FILE``),
+    None for an undeclared file and for a suite under a jailbreak template (those have their own tables)."""
+    base, template = split_attack(suite)
+    if template:
+        return None
+    role, base = split_role(base)
+    return role if role is not None else (SUITES[base].role if base in SUITES else None)
+
+
+def in_role(roles: dict[str, str | None], role: str) -> list[str]:
+    """The suites (by output name) of ``roles`` that have ``role``: the named ones in registry order, then the
+    declared files in their given order (so that adding a file never reorders what the named suites compute)."""
+    named = [n for n in SUITES if roles.get(n) == role]
+    return named + [n for n, r in roles.items() if r == role and n not in SUITES]
+
+
+def registry_role(name: str) -> str | None:
+    """The role of a suite by its output name when nothing else recorded it (an evaluation made before roles were
+    recorded): a named suite's, else None."""
+    return SUITES[name].role if name in SUITES else None
 
 
 def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = None) -> list[dict]:
@@ -220,7 +279,7 @@ def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = Non
     if suite in SUITES:
         items = SUITES[suite].load(data_dir or find_data_dir())
     else:
-        recs = read_records(suite)
+        recs = read_records(split_role(suite)[1])
         items = [{"id": f"{suite_name(suite)}-{i}", "prompt": r.prompt_text,
                   **({"reference": r.response} if r.response else {})} for i, r in enumerate(recs)]
     if not items:

@@ -34,14 +34,16 @@ from ..memory import peak_rss_fields, reset_peak_rss
 from ..scoring import judges
 from ..scoring.answer_class import CLASSES, SAFE_STRICT, metric_name
 from ..suites import (
-    HARM_SUITES,
-    OVER_REFUSAL_SUITE,
     find_data_dir,
+    in_role,
     load_suite,
     parse_suites,
+    registry_role,
     split_attack,
+    suite_file,
     suite_kind,
     suite_name,
+    suite_role,
 )
 from .out_dir import check_out_dir, claim_out_dir, suite_hashes
 from .settings import EvalSettings, check_settings, from_spec
@@ -187,14 +189,15 @@ def add_intervals(metrics: dict, scored_rows: dict[str, list[dict]]) -> None:
 
 def summary_metrics(per_suite: dict[str, dict]) -> dict:
     """Headline numbers: harm-suite means (the paper's four), over-refusal, quality."""
-    harm = [per_suite[s] for s in HARM_SUITES if s in per_suite]
+    roles = {name: m.get("role", registry_role(name)) for name, m in per_suite.items()}
+    harm = [per_suite[s] for s in in_role(roles, "harm")]
     out: dict = {}
     for key in ("harmful_rate", "mean_harmfulness", "safe_rate", "degenerate_rate", "refusal_rate", *CLASS_METRICS):
         values = [m[key] for m in harm if key in m]
         if values:
             out[f"harm_suites_{key}"] = sum(values) / len(values)
-    if OVER_REFUSAL_SUITE in per_suite:
-        out["over_refusal"] = per_suite[OVER_REFUSAL_SUITE]["refusal_rate"]
+    if over := [per_suite[s]["refusal_rate"] for s in in_role(roles, "over-refusal")]:
+        out["over_refusal"] = sum(over) / len(over)
     rates = [m["non_english_rate"] for m in per_suite.values()]
     out["non_english_rate"] = sum(rates) / len(rates) if rates else float("nan")
     q = next((m["quality"] for m in per_suite.values() if m.get("kind") == "quality" and "quality" in m), {})
@@ -207,7 +210,7 @@ def summary_metrics(per_suite: dict[str, dict]) -> dict:
 def _suite_items(settings: EvalSettings) -> tuple[dict[str, list[dict]], Path | None]:
     """Every suite's prompt items (at most its limit) and the shared data directory; bad suites fail here."""
     suites = parse_suites(settings.suites, settings.attacks)
-    named = [s for s in suites if suite_kind(s) != "custom"]
+    named = [s for s in suites if suite_file(s) is None]
     data_dir = find_data_dir(settings.data_dir) if named or settings.data_dir else None
     if "local" in [n for n, _ in judges.parse_specs(settings.harm_scorer)] and data_dir is None:
         try:
@@ -303,9 +306,12 @@ def _evaluate(settings: EvalSettings, items: dict[str, list[dict]], data_dir: Pa
             quality = quality_metrics(model, tokenizer, scored, embedder, progress)
         else:
             quality = None
+        role = suite_role(s)
+        if role is not None:  # each row says where it counts (a declared prompt file's role lives nowhere else)
+            scored = [{**r, "role": role} for r in scored]
         write_jsonl_atomic(out / "scores" / f"{name}.jsonl", scored)
         scored_rows[name] = scored
-        per_suite[name] = {"kind": suite_kind(s), **suite_metrics(scored)}
+        per_suite[name] = {"kind": suite_kind(s), "role": role, **suite_metrics(scored)}
         if quality is not None:
             per_suite[name]["quality"] = quality
         if suite_kind(s) in JUDGED_KINDS and (agreement := judge_agreement(scored)) is not None:

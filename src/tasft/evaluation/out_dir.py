@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import outputs
 from ..errors import TasftError
 from ..io_utils import write_json_atomic
-from ..suites import parse_suites, split_attack, suite_kind, suite_name
+from ..suites import parse_suites, suite_file, suite_name
 from .settings import EvalSettings
 
 #: generation settings that change what is generated: a directory made with other values cannot be resumed
@@ -48,9 +48,9 @@ def command_inputs(settings: EvalSettings) -> dict[str, Path]:
     directory — by the name an error message gives it: its output may neither hold nor lie inside any of them."""
     inputs = {"the model being evaluated": Path(settings.model).expanduser()}
     for suite in parse_suites(settings.suites, settings.attacks):
-        base = split_attack(suite)[0]
-        if suite_kind(base) == "custom":
-            inputs[f"the suite file {base}"] = Path(base).expanduser()
+        path = suite_file(suite)
+        if path is not None:
+            inputs[f"the suite file {path}"] = Path(path).expanduser()
     if settings.scorer_path:
         inputs["the scorer directory"] = Path(settings.scorer_path).expanduser()
     return inputs

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 
 from .. import outputs
@@ -185,8 +186,9 @@ def plot_group(runs: list[tuple[str, dict]], title: str, metrics: list[tuple[str
         values = [_number(data["summary"].get(key)) for _, key in present]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(present))]
         cis = [compare.interval(data, key) for _, key in present]
-        err = [[v - c[0] if c else 0.0 for v, c in zip(values, cis)],
-               [c[1] - v if c else 0.0 for v, c in zip(values, cis)]]
+        # max(0, ·): a constant score's mean and its interval's ends may differ in the last bit either way
+        err = [[max(0.0, v - c[0]) if c else 0.0 for v, c in zip(values, cis)],
+               [max(0.0, c[1] - v) if c else 0.0 for v, c in zip(values, cis)]]
         bars = ax.bar(xs, values, width=width * 0.95, label=name, yerr=err if any(cis) else None, capsize=2,
                       error_kw={"elinewidth": 0.8})
         ax.bar_label(bars, labels=[_fmt(v) for v in values], fontsize=7, padding=1)
@@ -212,7 +214,7 @@ def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path], paired
              *([note, ""] if (note := trust_note()) else []),
              "## Methods", "", methods_table(runs), "",
              "## Summary", "", "Brackets: 95% bootstrap interval over prompts.", "", _table(["metric", *names], rows),
-             ""]
+             "", *[f"![{p.stem}]({p.name})" for p in images], ""]
     if paired:
         parts += ["## Paired differences to the reference", "", paired, ""]
     parts += ["## Per suite: harmful / refusal / degenerate rate", "", _table(["suite", *names], suite_rows), ""]
@@ -226,20 +228,44 @@ def comparison_markdown(runs: list[tuple[str, dict]], images: list[Path], paired
     attacks = compare.attack_table(runs)
     if attacks:
         parts += ["## Jailbreak templates", "", ATTACK_NOTE, "", attacks, ""]
-    parts += [f"![{p.stem}]({p.name})" for p in images]
     return "\n".join(parts) + "\n"
 
 
-def comparison_html(markdown_tables: str, images: list[Path]) -> str:
-    """A self-contained page: the tables as preformatted markdown and the PNGs inlined as data URIs."""
-    imgs = "\n".join(
-        f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in images)
-    tables = "\n".join(line for line in markdown_tables.splitlines() if not line.startswith("!["))
+#: the report page's look, and a click on a column header sorting its table (numbers by value, the rest as text)
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.4}"
+          "table{border-collapse:collapse;margin:.8em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;"
+          "text-align:left;white-space:nowrap}th{background:#f0f0f0;cursor:pointer}tr:nth-child(even){background:#fafafa}"
+          "td.sig{background:#fff3c4;font-weight:bold}.wide{overflow-x:auto}img{max-width:100%}"
+          "figure{display:inline-block;margin:.5em}code{background:#f3f3f3;padding:0 .2em}")
+_SORT = ("document.querySelectorAll('th').forEach((th,i)=>th.addEventListener('click',()=>{"
+         "const body=th.closest('table').tBodies[0],rows=[...body.rows],down=th.dataset.down!=='1';"
+         "const key=r=>{const t=r.cells[i].innerText,n=parseFloat(t.replace('\u2212','-'));return isNaN(n)?t:n};"
+         "rows.sort((a,b)=>{const x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*(down?1:-1)});"
+         "th.dataset.down=down?'1':'0';rows.forEach(r=>body.appendChild(r))}));")
+
+
+def comparison_html(markdown_text: str, images: list[Path]) -> str:
+    """A self-contained page from the report's markdown: real HTML tables (a cell whose interval excludes 0, marked
+    ``*``, highlighted; a click on a header sorts), links that work, and each figure inlined as a data URI where the
+    markdown places it (beside the table it illustrates)."""
+    import markdown
+
+    inline = {**{f"{p.parent.name}/{p.name}": p for p in images}, **{p.name: p for p in images}}
+    text = re.sub(r"\]\*", r"]\\*", markdown_text)  # "[lo, hi]*" marks a significant cell, not emphasis
+    body = markdown.markdown(text, extensions=["tables"], output_format="html")
+
+    def figure(match: re.Match) -> str:
+        path = inline.get(html.unescape(match.group(2)))
+        if path is None:
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<figure><img alt="{match.group(1)}" src="data:image/png;base64,{data}"></figure>'
+
+    body = re.sub(r'<img alt="([^"]*)" src="([^"]+)"\s*/?>', figure, body)
+    body = re.sub(r"<td>([^<]*\]\*[^<]*)</td>", r'<td class="sig">\1</td>', body)
+    body = body.replace("<table>", "<div class='wide'><table>").replace("</table>", "</table></div>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>tasft evaluation report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{background:#f6f6f6;"
-            "padding:1em;overflow-x:auto}img{max-width:100%}</style></head><body>"
-            f"<h1>tasft evaluation report</h1><pre>{html.escape(tables)}</pre>{imgs}</body></html>\n")
+            f"<style>{_STYLE}</style></head><body>{body}<script>{_SORT}</script></body></html>\n")
 
 
 def experiment_section(path: Path, out: Path) -> tuple[str, list[Path]]:

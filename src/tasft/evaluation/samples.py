@@ -42,28 +42,41 @@ def _prompt_text(prompt) -> str:
 
 
 def samples_html(runs: list[tuple[str, dict[str, Rows] | None]], k: int, seed: int = SEED) -> str:
-    """The page: per run and suite, K sampled answers, each a closed ``<details>`` whose summary shows only the
-    prompt id and the flags."""
-    body = []
-    for label, by_suite in runs:
-        body.append(f"<h2>{html.escape(label)}</h2>")
-        if not by_suite:
-            body.append("<p>No scores/ files in this run.</p>")
+    """The page: per suite, K sampled prompts (the same ids for every run), each a closed ``<details>`` whose summary
+    shows only the prompt id and each run's flags; opened, the prompt once and every run's answer side by side."""
+    suites: dict[str, None] = {}
+    for _, by_suite in runs:
+        suites.update(dict.fromkeys(by_suite or {}))
+    missing = [label for label, by_suite in runs if not by_suite]
+    body = [f"<p>No scores/ files in: {html.escape(', '.join(missing))}.</p>"] if missing else []
+    for suite in suites:
+        rows = {label: {str(r["id"]): r for r in (by_suite or {}).get(suite, [])} for label, by_suite in runs}
+        first = next((r for r in rows.values() if r), {})
+        if not first:
             continue
-        for suite, rows in by_suite.items():
-            picked = sample_rows(rows, k, seed, suite)
-            body.append(f"<h3>{html.escape(suite)} ({len(picked)} of {len(rows)})</h3>")
-            for r in picked:
-                body.append(
-                    f"<details><summary>{html.escape(str(r['id']))} — {html.escape(_flags(r))} "
-                    "<em>(content warning: may contain harmful text; click to open)</em></summary>"
-                    f"<p><b>Prompt</b></p><pre>{html.escape(_prompt_text(r['prompt']))}</pre>"
-                    f"<p><b>Answer</b></p><pre>{html.escape(str(r.get('response', '')))}</pre></details>")
+        picked = sample_rows(list(first.values()), k, seed, suite)
+        body.append(f"<h2>{html.escape(suite)} ({len(picked)} of {len(first)} prompts)</h2>")
+        for row in picked:
+            rid = str(row["id"])
+            flags = "; ".join(f"{label}: {_flags(r[rid]) if rid in r else 'not answered'}" for label, r in rows.items())
+            cells = "".join(
+                f"<div class='answer'><p><b>{html.escape(label)}</b> — {html.escape(_flags(r[rid]))}</p>"
+                f"<pre>{html.escape(str(r[rid].get('response', '')))}</pre></div>" if rid in r else
+                f"<div class='answer'><p><b>{html.escape(label)}</b> — not answered</p></div>"
+                for label, r in rows.items())
+            body.append(
+                f"<details><summary>{html.escape(rid)} — {html.escape(flags)} "
+                "<em>(content warning: may contain harmful text; click to open)</em></summary>"
+                f"<p><b>Prompt</b></p><pre>{html.escape(_prompt_text(row['prompt']))}</pre>"
+                f"<div class='answers'>{cells}</div></details>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>tasft sampled answers</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{background:#f6f6f6;"
-            "padding:.6em;white-space:pre-wrap}details{margin:.3em 0}</style></head><body>"
-            "<h1>Sampled answers</h1><p><b>Content warning.</b> These are model answers to toxic prompts. Each is "
-            f"collapsed; the sample (seed {seed}, {k} per suite) draws the same prompt ids for every run.</p>"
+            "<style>body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}pre{background:#f6f6f6;"
+            "padding:.6em;white-space:pre-wrap}details{margin:.4em 0;border-bottom:1px solid #ddd}"
+            ".answers{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:.8em}"
+            "</style></head><body>"
+            "<h1>Sampled answers</h1><p><b>Content warning.</b> These are model answers to toxic prompts. Each prompt "
+            f"is collapsed; the sample (seed {seed}, {k} per suite) draws the same prompt ids for every run, and "
+            "each opened prompt shows every run's answer to it side by side.</p>"
             + "\n".join(body) + "</body></html>\n")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..scoring.answer_class import CLASSES, SAFE_STRICT, metric_name
-from ..suites import HARM_SUITES, OVER_REFUSAL_SUITE
+from ..suites import in_role, registry_role
 from . import stats
 
 Rows = list[dict]
@@ -53,19 +53,26 @@ def row_values(rows: Rows, metric: str) -> list[float] | None:
     return None if not values or any(v is None for v in values) else [float(v) for v in values]
 
 
-def summary_suites(metric: str, suites: list[str]) -> tuple[str, list[str]] | None:
+def row_roles(per_suite: dict[str, Rows]) -> dict[str, str | None]:
+    """Each suite's role in the headline numbers, as its score rows record it (``role``; a declared prompt file's
+    lives only there), else as the registry gives it (rows scored before roles were recorded)."""
+    return {name: next((r["role"] for r in rows if "role" in r), registry_role(name))
+            for name, rows in per_suite.items()}
+
+
+def summary_suites(metric: str, per_suite: dict[str, Rows]) -> tuple[str, list[str]] | None:
     """(per-suite metric, suites averaged) behind a summary metric, or None when it is not a mean of rows."""
     if metric.startswith("harm_suites_"):
-        return metric.removeprefix("harm_suites_"), [s for s in HARM_SUITES if s in suites]
+        return metric.removeprefix("harm_suites_"), in_role(row_roles(per_suite), "harm")
     if metric == "over_refusal":
-        return "refusal_rate", [s for s in suites if s == OVER_REFUSAL_SUITE]
+        return "refusal_rate", in_role(row_roles(per_suite), "over-refusal")
     if metric == "non_english_rate":
-        return "non_english_rate", list(suites)
+        return "non_english_rate", list(per_suite)
     return None
 
 
 def _groups(per_suite: dict[str, Rows], metric: str) -> list[list[float]] | None:
-    spec = summary_suites(metric, list(per_suite))
+    spec = summary_suites(metric, per_suite)
     if spec is None or not spec[1]:
         return None
     groups = [row_values(per_suite[s], spec[0]) for s in spec[1]]
@@ -123,7 +130,7 @@ def paired(run: dict[str, Rows], reference: dict[str, Rows], summary_keys: list[
                     [r["ref_nll_sum"] for r in a], [r["ref_nll_tokens"] for r in a],
                     [r["ref_nll_sum"] for r in b], [r["ref_nll_tokens"] for r in b], resamples, seed)
             continue
-        spec = summary_suites(key, list(pairs))
+        spec = summary_suites(key, {s: run_rows for s, (run_rows, _) in pairs.items()})
         if spec is None or not spec[1]:
             continue
         metric, names = spec
@@ -173,7 +180,7 @@ def _seed_groups(per_seed: list[dict[str, Rows]]) -> tuple[list[str], dict[str, 
 
 def _metric_arrays(aligned: dict[str, list[Rows]], suites: list[str], key: str) -> list[list[list[float]]] | None:
     """Per suite behind summary metric ``key``, its (seeds × prompts) values; None when the rows cannot give it."""
-    spec = summary_suites(key, suites)
+    spec = summary_suites(key, {s: aligned[s][0] for s in suites})
     if spec is None or not spec[1]:
         return None
     groups = [[row_values(rows, spec[0]) for rows in aligned[s]] for s in spec[1]]

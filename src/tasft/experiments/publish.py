@@ -26,7 +26,7 @@ from ..errors import TasftError
 from ..io_utils import json_text, jsonl_text, read_jsonl, write_bytes_atomic, write_text_atomic
 
 #: the per-answer fields that are kept (everything a table, an interval or a paired test reads; no text)
-SCORE_FIELDS = ("id", "suite", "kind", "template", "seed", "harm_score", "harmful", "judges", "refusal_score",
+SCORE_FIELDS = ("id", "suite", "kind", "role", "template", "seed", "harm_score", "harmful", "judges", "refusal_score",
                 "refusal", "non_english", "degenerate", "answer_class", "ref_nll_sum", "ref_nll_tokens")
 RUN_FILES = ("config.yaml", "metrics.json", "log.jsonl", "inputs.json")  # inputs.json: the SHA-256 of each input
 
