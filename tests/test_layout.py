@@ -70,7 +70,8 @@ LAYERS = [
     {"training"},
     {"evaluation"},
     {"experiments"},
-    {"cli", "cli_labels", "cli_reference", "__main__", "tasft"},  # the command line and the package API, at the top
+    # the command line and the package API, at the top
+    {"cli", "cli_compare", "cli_labels", "cli_reference", "__main__", "tasft"},
 ]
 
 

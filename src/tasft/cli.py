@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an earlier report in --out (only a directory tasft created for a report)")
     p.set_defaults(func=_report)
 
+    from .cli_compare import add_compare_parser
+
+    add_compare_parser(sub)
+
     p = sub.add_parser("experiment", help="a study's grid of train + evaluate points (resumable), table and plots")
     p.add_argument("study", choices=list(STUDIES))
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiments/)")

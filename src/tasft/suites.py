@@ -221,6 +221,19 @@ def split_attack(suite: str) -> tuple[str, str | None]:
     return (base, template) if sep and template in attack_templates() else (suite, None)
 
 
+def absolute_suites(given: str) -> str:
+    """``--suites`` text with every prompt file as an absolute path (role and template kept): what a file written
+    elsewhere (an experiment file in another folder) must hold to name the same files."""
+    out = []
+    for item in (s.strip() for s in given.split(",")):
+        base, template = split_attack(item)
+        role, rest = split_role(base)
+        if rest not in SUITES and Path(rest).suffix.lower() in FILE_SUFFIXES:
+            rest = str(Path(rest).expanduser().resolve())
+        out.append((f"{role}:" if role else "") + rest + (f"{ATTACK}{template}" if template else ""))
+    return ",".join(out)
+
+
 def suite_name(suite: str) -> str:
     """The name used for output files: the suite name, or a custom file's stem (``@template`` kept; a declared
     role is not part of it)."""

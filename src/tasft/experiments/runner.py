@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -176,12 +177,14 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path, own: dict | No
 
 
 def run_experiment(study: str, config: str, out: str | Path, seeds: int | None = None,
-                   progress: bool = True, prune: bool = False, tables_only: bool = False) -> list[dict]:
+                   progress: bool = True, prune: bool = False, tables_only: bool = False,
+                   on_point: Callable[[int, int, Point, float], None] | None = None) -> list[dict]:
     """Run (or resume) every point of the study and write its tables and plots after each point.
 
     ``prune`` deletes each point's checkpoints and weights once it is evaluated (a grid of full models fills a disk).
     ``tables_only`` runs nothing: it rewrites the tables and plots from the points already finished (here or in a
-    sibling study), e.g. after an upgrade of tasft or while a sibling is still running.
+    sibling study), e.g. after an upgrade of tasft or while a sibling is still running. ``on_point(done, total,
+    point, seconds)`` is called after each point (``seconds``: what it took here; ~0 for a finished or shared one).
     """
     if seeds is not None and seeds < 1:
         raise TasftError(f"--seeds: must be >= 1, got {seeds}")
@@ -203,7 +206,9 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     write_json_atomic(out / "experiment.json", asdict(exp))  # siblings see this study's runs from the start
     rows: list[dict] = []
     points, deferred = plan(exp, seeds or exp.seeds, every_point=seeds is not None), []
+    done = 0
     for point in points:  # a point a sibling study is training right now waits until the end, then is shared
+        start = time.perf_counter()
         try:
             rows += run_point(exp, point, out, progress, prune=prune, own=own)
         except PointBusy:
@@ -211,9 +216,16 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
             continue
         rows = ordered(exp, rows)
         write_outputs(exp, rows, out)
+        done += 1
+        if on_point is not None:
+            on_point(done, len(points), point, time.perf_counter() - start)
     for point in deferred:
+        start = time.perf_counter()
         rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress, prune=prune, own=own))
         write_outputs(exp, rows, out)
+        done += 1
+        if on_point is not None:
+            on_point(done, len(points), point, time.perf_counter() - start)
     return rows
 
 def _wait_and_run(exp: ExperimentConfig, point: Point, out: Path, progress: bool, prune: bool = False,
