@@ -113,7 +113,7 @@ def _write_study(settings: CompareSettings, out: Path, pool: Path) -> Path:
     if settings.data_dir:
         evaluate["data_dir"] = settings.data_dir
     write_yaml_atomic(out / "experiment.yaml", {
-        "study": "variants", "train_config": "train.yaml", "x_label": "method", "reference": "sft",
+        "study": "variants", "train_config": "train.yaml", "x_label": "x", "reference": "sft",
         "seeds": settings.seeds, "evaluate": evaluate, "series": _series(settings.methods),
         "plots": [{"kind": "pareto"}]})
     return out / "experiment.yaml"
@@ -132,8 +132,11 @@ def _progress(echo: Callable[[str], None]) -> Callable:
     return on_point
 
 
-def run_compare(settings: CompareSettings, progress: bool = True,
-                echo: Callable[[str], None] = print) -> Path:
+def _say(line: str) -> None:
+    print(line, flush=True)  # at once, also into a log file (a long run is watched with tail -f)
+
+
+def run_compare(settings: CompareSettings, progress: bool = True, echo: Callable[[str], None] = _say) -> Path:
     """Run (or resume) the comparison; returns the recommendation file (``out/recommendation.md``)."""
     from .runner import run_experiment
 

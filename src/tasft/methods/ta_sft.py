@@ -16,6 +16,7 @@ import torch
 
 from ..errors import TasftError
 from ..objectives import PENALTIES
+from ..objectives.losses import SOFT_TOP_K
 from ..objectives.terms import HarmfulTerm
 from .base import Method
 
@@ -47,7 +48,7 @@ class TaSftSettings:
     lambda_: float = 1.0
     bound_constant: Literal["paper", "tight"] = "tight"
     target: Literal["onehot", "soft"] = "onehot"
-    soft_top_k: int = 64
+    soft_top_k: int = SOFT_TOP_K
     embedding_source: Literal["input", "output"] = "input"
     penalty_first_tokens: int | None = None
     penalty_position_decay: float | None = None

@@ -26,7 +26,7 @@ class PenaltyInputs:
     normalized: torch.Tensor | None = None  # ê, the (V, d) normalised embedding table
     constant: str = "tight"  # emd_lb's bound constant
     ref_logits: torch.Tensor | None = None  # soft targets: the frozen starting model's logits
-    soft_top_k: int = 64
+    soft_top_k: int = losses.SOFT_TOP_K
     weights: torch.Tensor | None = None  # per-position weights (B, T): the measure is their weighted mean
 
 
@@ -69,7 +69,7 @@ def penalty(name: str) -> Penalty:
 
 def penalty_from_logits(name: str, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                         normalized: torch.Tensor | None = None, *, constant: str = "tight",
-                        ref_logits: torch.Tensor | None = None, soft_top_k: int = 64,
+                        ref_logits: torch.Tensor | None = None, soft_top_k: int = losses.SOFT_TOP_K,
                         weights: torch.Tensor | None = None) -> torch.Tensor:
     """The measure of penalty ``name`` over the masked positions (plain, full-logits path); with ``weights``
     (B, T) their weighted mean."""

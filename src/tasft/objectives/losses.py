@@ -165,13 +165,17 @@ def _reduce(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | No
     return (values * w).sum() / w.sum().clamp_min(torch.finfo(values.dtype).tiny)
 
 
+#: soft targets: exact transport on the top-k tokens of P and Q (ta_sft.soft_top_k's default)
+SOFT_TOP_K = 64
+
+
 def emd_from_logits(
     logits: torch.Tensor,
     targets: torch.Tensor,
     mask: torch.Tensor,
     normalized: torch.Tensor,
     ref_logits: torch.Tensor | None = None,
-    soft_top_k: int = 64,
+    soft_top_k: int = SOFT_TOP_K,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over masked positions t of EMD(P_t, Q_t; d_c), P_t = softmax(logits_t) (``weights``: weighted mean).
