@@ -73,3 +73,17 @@ def test_suite_roles_parse_and_a_mistyped_role_is_one_line(tmp_path):
         ("a@prefix", "attack", None)]
     with pytest.raises(TasftError, match="unknown role 'harmful' for a prompt file"):
         parse_suites("harmful:a.jsonl")
+
+
+def test_answers_to_a_declared_harm_file_can_be_labelled(tmp_path, tiny_model_dir, monkeypatch, prompt_files):
+    """`tasft labels sample` offers a declared harm file's answers like a named harm suite's; an undeclared file's
+    answers are not harm-suite answers."""
+    from tasft.evaluation.labels import sample_sheet
+
+    harm, benign = prompt_files
+    _evaluate(tmp_path, tiny_model_dir, monkeypatch, "declared", f"harm:{harm},{benign}", "bad")
+    counts = sample_sheet([tmp_path / "declared"], 5, 0, tmp_path / "sheet")
+    assert counts["items"] == 5
+    _evaluate(tmp_path, tiny_model_dir, monkeypatch, "plain", str(harm), "bad")
+    with pytest.raises(TasftError, match="no harm-suite answers"):
+        sample_sheet([tmp_path / "plain"], 5, 0, tmp_path / "sheet2")

@@ -25,7 +25,7 @@ from ..data.records import prompt_id
 from ..errors import TasftError
 from ..io_utils import read_json_object, read_jsonl, write_jsonl_atomic, write_text_atomic
 from ..scoring.answer_class import CLASSES
-from ..suites import HARM_SUITES
+from ..suites import HARM_SUITES, in_role, registry_role
 
 ANSWER_CLASSES = CLASSES  # the registry lives with the classifier (tasft.scoring.answer_class)
 
@@ -48,9 +48,13 @@ def model_point(eval_dir: Path) -> str:
 
 
 def _answers(eval_dir: Path) -> list[dict]:
-    """The harm-suite answers of an evaluation directory (from its ``generations/``; text)."""
+    """The harm-suite answers of an evaluation directory (from its ``generations/``; text): the named harm suites',
+    then those of prompt files declared ``harm:FILE``."""
+    suites = read_json_object(eval_dir / "metrics.json").get("suites")
+    roles = {name: m.get("role", registry_role(name)) for name, m in suites.items()} \
+        if isinstance(suites, dict) else {name: registry_role(name) for name in HARM_SUITES}
     rows = []
-    for suite in HARM_SUITES:
+    for suite in in_role(roles, "harm"):
         path = eval_dir / "generations" / f"{suite}.jsonl"
         if path.is_file():
             rows += [{**r, "suite": suite} for r in read_jsonl(path)]
