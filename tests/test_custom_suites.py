@@ -87,3 +87,11 @@ def test_answers_to_a_declared_harm_file_can_be_labelled(tmp_path, tiny_model_di
     _evaluate(tmp_path, tiny_model_dir, monkeypatch, "plain", str(harm), "bad")
     with pytest.raises(TasftError, match="no harm-suite answers"):
         sample_sheet([tmp_path / "plain"], 5, 0, tmp_path / "sheet2")
+
+
+def test_suite_files_become_absolute_with_role_and_template_kept(tmp_path, monkeypatch):
+    from tasft.suites import absolute_suites
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_suites("malicious, harm:mine.jsonl@prefix,polite.csv,xstest-safe@roleplay") == (
+        f"malicious,harm:{tmp_path / 'mine.jsonl'}@prefix,{tmp_path / 'polite.csv'},xstest-safe@roleplay")
