@@ -70,6 +70,9 @@ def test_compare_refuses_bad_requests_in_one_line(tmp_path, capsys):
     assert "--methods: unknown method dpo" in capsys.readouterr().err
     assert main(["compare", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "c")]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["compare", "--data", str(data), "--out", str(tmp_path / "c"), "--harmful", str(data),
+                 "--set", "max_stepz=3"]) == 2  # a bad training setting: one line, before anything is written
+    assert "unknown key 'max_stepz'" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 

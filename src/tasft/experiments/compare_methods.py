@@ -71,18 +71,18 @@ def check(settings: CompareSettings) -> CompareSettings:
     return settings
 
 
-def _series(methods: list[str]) -> list[dict]:
-    """One series per method, plain ``sft`` first (the reference every method is paired with)."""
-    return [{"name": m, "set": {"method": m}} for m in dict.fromkeys(["sft", *methods])]
+def _methods(settings: CompareSettings) -> list[str]:
+    """The methods compared: plain ``sft`` first (the reference every method is paired with), then the others."""
+    return list(dict.fromkeys(["sft", *settings.methods]))
 
 
-def _pool(settings: CompareSettings, out: Path, resumed: bool) -> Path:
-    """The D_h file: ``--harmful``, or the model's own answers harvested into ``out`` (once)."""
-    if settings.harmful is not None:
-        return Path(settings.harmful).expanduser().resolve()
-    pool = out / POOL
-    if resumed and pool.is_file():
-        return pool.resolve()
+def _pool_path(settings: CompareSettings, out: Path) -> Path:
+    """Where D_h is: ``--harmful``, or the model's own answers harvested into ``out``."""
+    return Path(settings.harmful).expanduser().resolve() if settings.harmful else (out / POOL).resolve()
+
+
+def _harvest(settings: CompareSettings, pool: Path) -> None:
+    """The model's own answers to STL's safety prompts, scored and filtered, into ``pool``."""
     from ..generation.harvest import HarvestSettings, harvest
     from ..suites import STL_SAFETY_FILE, find_data_dir
 
@@ -92,21 +92,27 @@ def _pool(settings: CompareSettings, out: Path, resumed: bool) -> Path:
                             model=settings.model, limit=settings.harvest_limit,
                             exclude=[str(excluded)] if excluded.is_dir() else [], keep_harmful=settings.keep_harmful,
                             data_dir=str(data_dir), overwrite=True))
-    return pool.resolve()
 
 
-def _write_study(settings: CompareSettings, out: Path, pool: Path) -> Path:
-    """``out/train.yaml`` (the user's model and data, D_h, the --set overrides) and ``out/experiment.yaml`` (one
-    series per method, paired with sft); the training config is validated now, before anything trains."""
-    from ..run_config import apply_overrides, load_train_config
+def _train_config(settings: CompareSettings, pool: Path) -> dict:
+    """The training config every method shares (the user's model and data, D_h, the --set overrides), checked for
+    each method now — a bad setting is one line before anything is written or harvested."""
+    from ..run_config import apply_overrides, build_config
 
     data = str(Path(settings.data).expanduser().resolve())
     train = apply_overrides({"model": settings.model, "train_data": {"path": data, "split": "train"},
                              "eval_data": {"path": data, "split": "heldout"},
                              "harmful_data": {"path": str(pool), "shuffle_seed": 0}}, list(settings.overrides))
-    write_yaml_atomic(out / "train.yaml", train)
-    load_train_config(str(out / "train.yaml"))
+    for method in _methods(settings):
+        build_config({**train, "method": method})
+    return train
+
+
+def _write_study(settings: CompareSettings, out: Path, train: dict) -> Path:
+    """``out/train.yaml`` and ``out/experiment.yaml`` (one series per method, paired with sft)."""
     from ..suites import absolute_suites
+
+    write_yaml_atomic(out / "train.yaml", train)
 
     evaluate = ({"spec": settings.spec} if settings.spec else
                 {"suites": absolute_suites(settings.suites), "limit": settings.limit})
@@ -114,8 +120,8 @@ def _write_study(settings: CompareSettings, out: Path, pool: Path) -> Path:
         evaluate["data_dir"] = settings.data_dir
     write_yaml_atomic(out / "experiment.yaml", {
         "study": "variants", "train_config": "train.yaml", "x_label": "x", "reference": "sft",
-        "seeds": settings.seeds, "evaluate": evaluate, "series": _series(settings.methods),
-        "plots": [{"kind": "pareto"}]})
+        "seeds": settings.seeds, "evaluate": evaluate,
+        "series": [{"name": m, "set": {"method": m}} for m in _methods(settings)], "plots": [{"kind": "pareto"}]})
     return out / "experiment.yaml"
 
 
@@ -151,14 +157,17 @@ def run_compare(settings: CompareSettings, progress: bool = True, echo: Callable
             raise TasftError(f"{out}: holds another comparison (it differs in {changed}); use another --out")
     elif out.exists() and any(out.iterdir()):
         raise TasftError(f"{out}: not empty and not a comparison; use a new --out")
+    pool = _pool_path(settings, out)
+    train = _train_config(settings, pool)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / REQUEST, request)
-    pool = _pool(settings, out, resumed)
+    if settings.harmful is None and not (resumed and pool.is_file()):
+        _harvest(settings, pool)
     kept = sum(1 for _ in read_jsonl(pool))
     if kept == 0:
         raise TasftError(f"{pool}: no harmful answers to push away from (the model refused everything harvested)")
-    experiment = _write_study(settings, out, pool)
-    methods = list(dict.fromkeys(["sft", *settings.methods]))
+    experiment = _write_study(settings, out, train)
+    methods = _methods(settings)
     echo(f"{len(methods)} methods x {settings.seeds} seeds = {len(methods) * settings.seeds} points "
          f"(train, then evaluate on {settings.spec or settings.suites}); D_h: {kept} answers; the first point "
          "sets the time estimate")
