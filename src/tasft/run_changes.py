@@ -9,13 +9,21 @@ from pathlib import Path
 
 import yaml
 
-from .config import DataSource, TrainConfig, inert_settings, to_dict
+from .config import DataSource, TrainConfig, to_dict
 from .errors import TasftError
 from .methods import METHODS
 
 #: settings a resumed run may change: how long it runs, how often it saves and logs, what it keeps and measures
 RESUMABLE_KEYS = ("output_dir", "max_steps", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps",
                   "report_to", "eval_batch_size", "measure", "log_heldout_nll")
+
+
+def inert_settings(config: dict) -> set[str]:
+    """The top-level settings of a resolved run config (plain data) that cannot affect its run given its other
+    settings, so that a change of their value, or of their default, is not a change of the run: the in-run
+    harvest's answer length when D_h is not harvested in the run."""
+    harmful = config.get("harmful_data")
+    return set() if isinstance(harmful, dict) and harmful.get("harvest") else {"harvest_max_new_tokens"}
 
 
 def _plain(data):
@@ -26,7 +34,7 @@ def _plain(data):
 def comparable(config: dict) -> dict:
     """A resolved training config as plain YAML data, without the output directory; settings a config written by
     an older tasft lacks take today's defaults (so adding a setting does not orphan the runs already made), and
-    settings that cannot affect the run (:func:`tasft.config.inert_settings`) are left out."""
+    settings that cannot affect the run (:func:`inert_settings`) are left out."""
 
     data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
     defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}

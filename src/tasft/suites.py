@@ -278,6 +278,11 @@ def registry_role(name: str) -> str | None:
     return SUITES[name].role if name in SUITES else None
 
 
+def recorded_roles(per_suite: dict[str, dict]) -> dict[str, str | None]:
+    """Each suite's role as an evaluation's per-suite metrics record it (``role``), else :func:`registry_role`."""
+    return {name: m.get("role", registry_role(name)) for name, m in per_suite.items()}
+
+
 def load_suite(suite: str, data_dir: Path | None = None, limit: int | None = None) -> list[dict]:
     """Items of a named suite or custom file, in a fixed order, at most ``limit`` of them. Under a jailbreak
     template each item keeps its id (so it pairs with the plain suite), its prompt is the wrapped text and

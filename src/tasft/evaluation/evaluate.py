@@ -38,7 +38,7 @@ from ..suites import (
     in_role,
     load_suite,
     parse_suites,
-    registry_role,
+    recorded_roles,
     split_attack,
     suite_file,
     suite_kind,
@@ -189,7 +189,7 @@ def add_intervals(metrics: dict, scored_rows: dict[str, list[dict]]) -> None:
 
 def summary_metrics(per_suite: dict[str, dict]) -> dict:
     """Headline numbers: harm-suite means (the paper's four), over-refusal, quality."""
-    roles = {name: m.get("role", registry_role(name)) for name, m in per_suite.items()}
+    roles = recorded_roles(per_suite)
     harm = [per_suite[s] for s in in_role(roles, "harm")]
     out: dict = {}
     for key in ("harmful_rate", "mean_harmfulness", "safe_rate", "degenerate_rate", "refusal_rate", *CLASS_METRICS):

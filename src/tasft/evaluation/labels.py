@@ -25,7 +25,7 @@ from ..data.records import prompt_id
 from ..errors import TasftError
 from ..io_utils import read_json_object, read_jsonl, write_jsonl_atomic, write_text_atomic
 from ..scoring.answer_class import CLASSES
-from ..suites import HARM_SUITES, in_role, registry_role
+from ..suites import HARM_SUITES, in_role, recorded_roles
 
 ANSWER_CLASSES = CLASSES  # the registry lives with the classifier (tasft.scoring.answer_class)
 
@@ -51,8 +51,7 @@ def _answers(eval_dir: Path) -> list[dict]:
     """The harm-suite answers of an evaluation directory (from its ``generations/``; text): the named harm suites',
     then those of prompt files declared ``harm:FILE``."""
     suites = read_json_object(eval_dir / "metrics.json").get("suites")
-    roles = {name: m.get("role", registry_role(name)) for name, m in suites.items()} \
-        if isinstance(suites, dict) else {name: registry_role(name) for name in HARM_SUITES}
+    roles = recorded_roles(suites) if isinstance(suites, dict) else dict.fromkeys(HARM_SUITES, "harm")
     rows = []
     for suite in in_role(roles, "harm"):
         path = eval_dir / "generations" / f"{suite}.jsonl"

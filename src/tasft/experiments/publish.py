@@ -117,11 +117,9 @@ def expected_checksum(archive: Path) -> str:
     """The SHA-256 recorded for ``archive`` (see :func:`record_checksum`); a one-line error when none is."""
     archive = Path(archive)
     beside, manifest = archive.parent / CHECKSUM, archive.parent.parent / MANIFEST
-    if beside.is_file() and archive.name in _manifest_entries(beside):
-        return _manifest_entries(beside)[archive.name]
-    key = f"{archive.parent.name}/{archive.name}"
-    if manifest.is_file() and key in _manifest_entries(manifest):
-        return _manifest_entries(manifest)[key]
+    for path, key in ((beside, archive.name), (manifest, f"{archive.parent.name}/{archive.name}")):
+        if path.is_file() and (digest := _manifest_entries(path).get(key)) is not None:
+            return digest
     raise TasftError(f"{archive}: no checksum for it, neither in a {CHECKSUM} beside it nor in {manifest} "
                      "(nothing to verify it against)")
 

@@ -27,6 +27,7 @@ class HarmfulTerm:
     position_decay: float | None = None
     #: (V,) weight of each token id at the penalised positions (None: every token alike)
     token_weights: torch.Tensor | None = None
+
     def __init__(self, reference: torch.nn.Module | None = None) -> None:
         #: a frozen copy of the starting model whose logits the term needs, or None
         self.reference = reference
