@@ -58,7 +58,7 @@ def test_the_import_graph_has_no_cycle():
 #: layer and those below it. generation and scoring sit below training — training harvests D_h with them, and
 #: neither needs training — and the helpers at the bottom are everyone's.
 LAYERS = [
-    {"errors", "io_utils", "outputs", "plotting", "memory", "config"},
+    {"errors", "io_utils", "outputs", "plotting", "memory", "config", "config_checks"},
     {"data"},
     {"models"},
     {"data_fetch", "suites"},

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tasft.config import OWNED_TRAINING_ARGS as OWNED
+from tasft.config_checks import OWNED_TRAINING_ARGS as OWNED
 from tasft.errors import TasftError
 from tasft.run_config import load_train_config
 from tasft.training.args import training_kwargs

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import TrainConfig, check_core, from_dict, to_dict
+from .config import TrainConfig, from_dict, to_dict
+from .config_checks import check_core
 from .errors import TasftError
 from .methods import METHODS, get_method
 

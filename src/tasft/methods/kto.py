@@ -120,7 +120,7 @@ class Kto(Method):
     find_unused_parameters = None  # TRL's model call: transformers' default
 
     def check(self, cfg) -> None:
-        from ..config import positive
+        from ..config_checks import positive
 
         positive(cfg.method_settings, "kto.", "beta")
         positive(cfg.method_settings, "kto.", "desirable_weight", "undesirable_weight", allow_none=True)

@@ -57,7 +57,7 @@ class Npo(Method):
     objective = "NLL(D_u) + (2/β)·mean_h log(1 + (π_θ(y_h|x_h)/π_ref(y_h|x_h))^β)"
 
     def check(self, cfg) -> None:
-        from ..config import positive
+        from ..config_checks import positive
 
         positive(cfg.method_settings, "npo.", "beta")
 

@@ -43,7 +43,7 @@ class SimNpo(Method):
     objective = "NLL(D_u) − (2/β)·mean_h log σ(−β·log π_θ(y_h|x_h)/|y_h| − γ)"
 
     def check(self, cfg) -> None:
-        from ..config import positive
+        from ..config_checks import positive
 
         positive(cfg.method_settings, "simnpo.", "beta")
         positive(cfg.method_settings, "simnpo.", "gamma", zero=True)

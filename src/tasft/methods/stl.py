@@ -30,7 +30,7 @@ class Stl(Method):
     objective = "NLL(D_u ∪ S), S = stl.examples STL safety pairs (harmful instruction → safe response)"
 
     def check(self, cfg) -> None:
-        from ..config import positive
+        from ..config_checks import positive
 
         positive(cfg.method_settings, "stl.", "examples")
 

@@ -131,7 +131,7 @@ class TaSft(Method):
 
     def check(self, cfg) -> None:
         from .. import objectives
-        from ..config import positive
+        from ..config_checks import positive
 
         s = cfg.method_settings
         if s.penalty not in objectives.PENALTIES:
