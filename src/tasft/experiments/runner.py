@@ -207,25 +207,26 @@ def run_experiment(study: str, config: str, out: str | Path, seeds: int | None =
     rows: list[dict] = []
     points, deferred = plan(exp, seeds or exp.seeds, every_point=seeds is not None), []
     done = 0
+
+    def record(point: Point, new: list[dict], start: float) -> None:
+        """A finished point: its rows into the tables (written at once), then ``on_point``."""
+        nonlocal rows, done
+        rows, done = ordered(exp, rows + new), done + 1
+        write_outputs(exp, rows, out)
+        if on_point is not None:
+            on_point(done, len(points), point, time.perf_counter() - start)
+
     for point in points:  # a point a sibling study is training right now waits until the end, then is shared
         start = time.perf_counter()
         try:
-            rows += run_point(exp, point, out, progress, prune=prune, own=own)
+            new = run_point(exp, point, out, progress, prune=prune, own=own)
         except PointBusy:
             deferred.append(point)
             continue
-        rows = ordered(exp, rows)
-        write_outputs(exp, rows, out)
-        done += 1
-        if on_point is not None:
-            on_point(done, len(points), point, time.perf_counter() - start)
+        record(point, new, start)
     for point in deferred:
         start = time.perf_counter()
-        rows = ordered(exp, rows + _wait_and_run(exp, point, out, progress, prune=prune, own=own))
-        write_outputs(exp, rows, out)
-        done += 1
-        if on_point is not None:
-            on_point(done, len(points), point, time.perf_counter() - start)
+        record(point, _wait_and_run(exp, point, out, progress, prune=prune, own=own), start)
     return rows
 
 def _wait_and_run(exp: ExperimentConfig, point: Point, out: Path, progress: bool, prune: bool = False,
