@@ -15,7 +15,7 @@ from .conftest import HARMFUL, write_jsonl
 from .test_evaluate import keyword_judge
 
 TINY = ["max_steps=2", "batch_size=2", "harmful_batch_size=2", "learning_rate=1e-3", "logging_steps=1",
-        "save_steps=2", "max_length=64", "report_to=none", "keep_checkpoints=false"]
+        "save_steps=2", "max_length=64", "report_to=none"]
 
 
 def _files(tmp_path):

@@ -60,7 +60,8 @@ def test_a_resumed_run_goes_on_from_the_saved_lambda(tiny_model_dir, tiny_data, 
     from tests.conftest import tiny_overrides
 
     out = tmp_path / "run"
-    settings = {"ta_sft.lambda_budget": 0.0, "ta_sft.lambda_step": 5.0, "measure": "false", "save_steps": 2}
+    settings = {"ta_sft.lambda_budget": 0.0, "ta_sft.lambda_step": 5.0, "measure": "false", "save_steps": 2,
+                "keep_checkpoints": "true"}
     train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, **settings)),
           progress=False)
     saved = json.loads((out / "checkpoint-2" / "tasft_term.json").read_text())
@@ -203,7 +204,7 @@ def test_a_resumed_run_keeps_its_curve_up_to_the_checkpoint(tiny_model_dir, tiny
 
     def run(steps):
         train(load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, method="sft", measure="false",
-                                                     log_heldout_nll="true", max_steps=steps)),
+                                                     log_heldout_nll="true", max_steps=steps, keep_checkpoints="true")),
               resume=steps > 2, progress=False)
         return json.loads((out / HELDOUT_FILE).read_text())["steps"]
 

@@ -150,7 +150,7 @@ def test_a_torn_checkpoint_is_skipped_on_resume(tiny_model_dir, tiny_data, tmp_p
     continues from checkpoint-2 and ends with the weights of an uninterrupted run."""
     clean, torn = tmp_path / "clean", tmp_path / "torn"
     assert main(_argv(tiny_model_dir, tiny_data, clean, max_steps=4, save_steps=2)) == 0
-    assert main(_argv(tiny_model_dir, tiny_data, torn, max_steps=4, save_steps=2)) == 0
+    assert main(_argv(tiny_model_dir, tiny_data, torn, max_steps=4, save_steps=2, keep_checkpoints="true")) == 0
     for name in ("model.safetensors", "metrics.json", "README.md"):  # the run never got to its end
         (torn / name).unlink()
     ckpt = torn / "checkpoint-4"
@@ -190,6 +190,11 @@ def test_a_finished_run_still_needs_overwrite_or_resume(tiny_model_dir, tiny_dat
     before = (out / "model.safetensors").read_bytes()
     assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2)) == 2
     assert "already exists (use --overwrite to replace it or --resume)" in _one_error_line(capfd)
+    # its checkpoints went with the final model (the default), so there is nothing to continue: --resume says so
+    # rather than training it again from step 0 over the finished weights
+    assert not list(out.glob("checkpoint-*"))
+    assert main(_argv(tiny_model_dir, tiny_data, out, "--resume", max_steps=4)) == 2
+    assert "is a finished run that kept no checkpoint to continue from" in _one_error_line(capfd)
     assert (out / "model.safetensors").read_bytes() == before
 
 
@@ -205,7 +210,7 @@ def test_a_resumed_run_reports_whole_run_totals_without_a_false_alarm(tiny_model
     lm_head is not reported as a missing key."""
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(_argv(tiny_model_dir, tiny_data, whole, max_steps=4, save_steps=2)) == 0
-    assert main(_argv(tiny_model_dir, tiny_data, split, max_steps=2, save_steps=2)) == 0
+    assert main(_argv(tiny_model_dir, tiny_data, split, max_steps=2, save_steps=2, keep_checkpoints="true")) == 0
     first = _strict(split / "metrics.json")
     (split / "metrics.json").unlink()
     capfd.readouterr()
@@ -224,10 +229,10 @@ def test_outputs_have_ordinary_permissions_and_checkpoints_can_go(tiny_model_dir
     old = os.umask(0o022)
     try:
         out = tmp_path / "run"
-        assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=1, keep_checkpoints="false")) == 0
+        assert main(_argv(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=1)) == 0
     finally:
         os.umask(old)
     for name in ("metrics.json", "README.md", "config.yaml", "model.safetensors"):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
-    assert not list(out.glob("checkpoint-*"))  # deleted once the final model was written
+    assert not list(out.glob("checkpoint-*"))  # deleted once the final model was written (the default)
     capfd.readouterr()

@@ -43,8 +43,9 @@ def test_ta_sft_run_writes_every_output(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "run"
     metrics = _run(tiny_model_dir, tiny_data, out, **{"ta_sft.penalty": "emd_lb", "ta_sft.lambda": 0.5})
     for name in ("model.safetensors", "config.json", "tokenizer.json", "config.yaml", "metrics.json",
-                 "README.md", "log.jsonl", "checkpoint-4"):
+                 "README.md", "log.jsonl"):
         assert (out / name).exists(), name
+    assert not list(out.glob("checkpoint-*"))  # they exist to resume; gone once the final model is written
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["method"] == "ta-sft" and saved["penalty"] == "emd_lb" and saved["lambda"] == 0.5
     assert saved["steps"] == 4 and saved["data"]["train_records"] == 8 and saved["data"]["harmful_records"] == 4
@@ -90,7 +91,7 @@ def test_soft_target_and_first_tokens_options(tiny_model_dir, tiny_data, tmp_pat
 
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tiny_data, tmp_path):
     out = tmp_path / "r"
-    _run(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2)
+    _run(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2, keep_checkpoints="true")
     with (out / "log.jsonl").open("a") as fh:  # an attempt that got past the checkpoint before it was stopped
         fh.write(json.dumps({"step": 3, "nll": 99.0}) + "\n")
     cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=4, save_steps=2))
@@ -119,8 +120,9 @@ def test_resuming_a_checkpoint_at_max_steps_trains_no_extra_step(tiny_model_dir,
     """transformers' loop would run one step past max_steps when resumed at max_steps (it checks the limit only
     after a step): the checkpoint is the final model instead."""
     out = tmp_path / "done"
-    first = _run(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2)
-    cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2))
+    first = _run(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2, keep_checkpoints="true")
+    cfg = load_train_config(None, tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2,
+                                                 keep_checkpoints="true"))
     metrics = train(cfg, resume=True, progress=False)
     assert metrics["resumed_from"].endswith("checkpoint-2") and metrics["steps"] == 2
     assert not (out / "checkpoint-3").exists()
@@ -197,7 +199,8 @@ def test_resume_under_other_settings_is_one_line_error_and_keeps_the_run(tiny_mo
     from tasft.run_changes import config_changes
 
     out = tmp_path / "run"
-    base = tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2, measure="false")
+    base = tiny_overrides(tiny_model_dir, tiny_data, out, max_steps=2, save_steps=2, keep_checkpoints="true",
+                          measure="false")
     argv = [a for o in base for a in ("--set", o)]
     assert main(["train", *argv]) == 0
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
@@ -209,3 +212,6 @@ def test_resume_under_other_settings_is_one_line_error_and_keeps_the_run(tiny_mo
     saved = {"learning_rate": 1e-4, "ta_sft": {"lambda": 1.0}, "max_steps": 2, "output_dir": "a"}
     assert config_changes(saved, {**saved, "max_steps": 4, "output_dir": "b"}, ("output_dir", "max_steps")) == []
     assert config_changes(saved, {**saved, "ta_sft": {"lambda": 3.0}}) == ["ta_sft.lambda: 1.0 → 3.0"]
+    # where a run writes and which files it keeps are never a change of the run (a finished point stays reusable)
+    kept = {**saved, "output_dir": "c", "keep_checkpoints": True, "save_total_limit": 9, "report_to": ["none"]}
+    assert config_changes(saved, kept) == []

@@ -158,9 +158,9 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
-    # false: delete the checkpoints once the final model is written (they exist to resume an interrupted run;
-    # each holds the weights and the optimizer state, 3x the model's size in fp32)
-    keep_checkpoints: bool = True
+    # the checkpoints exist to resume an interrupted run (each holds the weights and the optimizer state, 3x the
+    # model's size in fp32): deleted once the final model is written, unless true (to continue training it later)
+    keep_checkpoints: bool = False
     eval_batch_size: int = MEASURE_BATCH_SIZE
     measure: bool = True
     # measure the held-out D_u NLL on the λ controller's rows (the last 16 of eval_data) at step 0 and every

@@ -13,9 +13,12 @@ from .config import DataSource, TrainConfig, to_dict
 from .errors import TasftError
 from .methods import METHODS
 
-#: settings a resumed run may change: how long it runs, how often it saves and logs, what it keeps and measures
-RESUMABLE_KEYS = ("output_dir", "max_steps", "save_steps", "save_total_limit", "keep_checkpoints", "logging_steps",
-                  "report_to", "eval_batch_size", "measure", "log_heldout_nll")
+#: settings that decide only where a run writes and which of its files it keeps, never its weights nor its
+#: numbers: a finished run is the same run under any value of them
+OUTPUT_KEYS = ("output_dir", "save_total_limit", "keep_checkpoints", "report_to")
+#: settings a resumed run may change besides those: how long it runs, how often it saves and logs, what it measures
+RESUMABLE_KEYS = (*OUTPUT_KEYS, "max_steps", "save_steps", "logging_steps", "eval_batch_size", "measure",
+                  "log_heldout_nll")
 
 
 def inert_settings(config: dict) -> set[str]:
@@ -32,12 +35,13 @@ def _plain(data):
 
 
 def comparable(config: dict) -> dict:
-    """A resolved training config as plain YAML data, without the output directory; settings a config written by
-    an older tasft lacks take today's defaults (so adding a setting does not orphan the runs already made), and
-    settings that cannot affect the run (:func:`inert_settings`) are left out."""
+    """A resolved training config as plain YAML data, without the settings of where it writes and what it keeps
+    (:data:`OUTPUT_KEYS`); settings a config written by an older tasft lacks take today's defaults (so adding a
+    setting does not orphan the runs already made), and settings that cannot affect the run (:func:`inert_settings`)
+    are left out."""
 
-    data = {k: v for k, v in _plain(config).items() if k != "output_dir"}
-    defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k != "output_dir"}
+    data = {k: v for k, v in _plain(config).items() if k not in OUTPUT_KEYS}
+    defaults = {k: v for k, v in _plain(to_dict(TrainConfig())).items() if k not in OUTPUT_KEYS}
     source = _plain(to_dict(DataSource(path="")))
     for key, value in defaults.items():
         data.setdefault(key, value)
@@ -53,7 +57,7 @@ def comparable(config: dict) -> dict:
     return data
 
 
-def config_changes(saved: dict, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> list[str]:
+def config_changes(saved: dict, new: dict, allowed: tuple[str, ...] = ()) -> list[str]:
     """The settings in which two resolved configs differ, as ``key: old → new`` (dotted keys; top-level ``allowed``
     keys are ignored)."""
     a, b = comparable(saved), comparable(new)
@@ -83,7 +87,7 @@ def relocated(old, new) -> bool:
     return len(a) > 2 and len(b) > 2 and a[-2:] == b[-2:]
 
 
-def saved_config_changes(run_dir: Path, new: dict, allowed: tuple[str, ...] = ("output_dir",)) -> str | None:
+def saved_config_changes(run_dir: Path, new: dict, allowed: tuple[str, ...] = ()) -> str | None:
     """How the settings saved in ``run_dir/config.yaml`` differ from ``new`` (:func:`config_changes`), as one
     phrase naming at most three (``None`` when the same, or when the run saved none); an unreadable file is an
     error, since then nobody can tell."""

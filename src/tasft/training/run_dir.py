@@ -63,6 +63,9 @@ def _check_output_dir(path: Path, overwrite: bool, resume: bool, locked: bool = 
     if resume:
         if kind not in (None, "train") or kind is None and not (path / "config.yaml").is_file():
             raise TasftError(f"{what} {path} holds no tasft training run to resume")
+        if (path / "metrics.json").exists() and last_checkpoint(path) is None:
+            raise TasftError(f"{what} {path} is a finished run that kept no checkpoint to continue from "
+                             "(keep_checkpoints: true keeps them); use --overwrite to train it again")
         return "resume"
     if (kind == "train" and not (path / "metrics.json").exists() and last_checkpoint(path) is None
             and not outputs.unexpected_entries(path, ATTEMPT_FILES + SET_ASIDE)):
