@@ -217,7 +217,7 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     out = tmp_path / "results" / "lambda"
     (row,) = runner.run_experiment("lambda", str(study), out, progress=False, prune=True)
     pub = tmp_path / "published"
-    assert export_points(out, pub) == 2  # one run, one evaluation
+    assert export_points(out, pub)[0] == 2  # one run, one evaluation
     assert sorted(p.name for p in pub.iterdir()) == ["points.sha256", "points.tar.xz"]
     archived = publish.read_archive(pub / "points.tar.xz")
     texts = [r[k] for f in (out / "evals").glob("*/generations/*.jsonl") for r in map(json.loads, f.read_text(
@@ -237,7 +237,7 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     (again,) = runner.run_experiment("lambda", str(study), restored, progress=False)
     keys = [k for k in row if k != "eval_dir"]
     assert {k: again[k] for k in keys} == {k: row[k] for k in keys}
-    assert export_points(restored, tmp_path / "republished") == 2  # a restored point exports to the same bytes
+    assert export_points(restored, tmp_path / "republished")[0] == 2  # a restored point exports to the same bytes
     assert (tmp_path / "republished" / "points.tar.xz").read_bytes() == (pub / "points.tar.xz").read_bytes()
     assert publish.restore_points(pub, restored) == 0  # restoring again writes nothing (same bytes)
     assert '"prompt_id"' in exported

@@ -143,6 +143,42 @@ def test_seeded_points_are_paired_seed_by_seed_and_the_reference_spread_is_repor
 
 
 @needs_data
+def test_a_grid_says_and_exports_each_point_as_it_finishes(tmp_path, tiny_model_dir, tiny_data, monkeypatch,
+                                                            capsys):
+    """A line per finished point, and --export after each one: a grid stopped at its third point has exported the
+    first two. An --export inside --out is refused before anything runs."""
+    from tasft.experiments import publish
+    from tasft.training import pipeline
+
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    config, out, pub = _write(tmp_path, tiny_model_dir, tiny_data), tmp_path / "results", tmp_path / "pub"
+    argv = ["experiment", "lambda", "--config", str(config), "--out", str(out)]
+    assert main([*argv, "--export", str(out / "pub")]) == 2
+    assert "outside the study directory" in capsys.readouterr().err and not out.exists()
+    real = pipeline.train
+
+    def stop_at_the_third(cfg, **kwargs):
+        if "stages" in cfg.output_dir:
+            raise TasftError("no space left on device (simulated)")
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", stop_at_the_third)
+    assert main([*argv, "--export", str(pub)]) == 2
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split(":")[0] for line in said] == ["[1/3] emd at 0.0 seed 0", "[2/3] emd at 0.5 seed 0"]
+    names = publish.read_archive(pub / "points.tar.xz")
+    assert {n for n in names if n.endswith("metrics.json")} == {
+        f"{d}/emd__x{x}__seed0/metrics.json" for d in ("runs", "evals") for x in ("0.0", "0.5")}
+    monkeypatch.setattr(pipeline, "train", real)
+    before = (pub / "points.tar.xz").stat().st_mtime_ns
+    assert main([*argv, "--export", str(pub)]) == 0  # resumes: the two finished points are not run again
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert said[0].startswith("[1/3] emd at 0.0 seed 0: 0.0 min") and said[2].startswith("[3/3] stages sft seed 0")
+    assert "stages-sft__seed0" in str(sorted(publish.read_archive(pub / "points.tar.xz")))
+    assert (pub / "points.tar.xz").stat().st_mtime_ns != before
+
+
+@needs_data
 def test_experiment_runs_resumes_and_reports(tmp_path, tiny_model_dir, tiny_data, monkeypatch, capsys):
     monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
     config, out = _write(tmp_path, tiny_model_dir, tiny_data, reference="emd"), tmp_path / "results"

@@ -151,20 +151,27 @@ def _rescore(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    from .experiments.runner import run_experiment
+    from .experiments.publish import check_export, export_points, restore_points
+    from .experiments.runner import point_progress, run_experiment
 
+    out = Path(args.out)
+    if args.export:
+        check_export(out, Path(args.export))
     if args.restore:
-        from .experiments.publish import restore_points
-
-        written = restore_points(Path(args.restore), Path(args.out))
+        written = restore_points(Path(args.restore), out)
         print(f"restored {written} files of the exported points in {args.restore} into {args.out}")
-    rows = run_experiment(args.study, args.config, args.out, seeds=args.seeds, prune=args.prune,
-                          tables_only=args.tables_only)
+    say, exported = point_progress(lambda line: print(line, flush=True)), {}
+
+    def on_point(done: int, total: int, point, seconds: float) -> None:
+        say(done, total, point, seconds)
+        if args.export:  # each point as it finishes: a grid stopped later loses none of them
+            exported["files"] = export_points(out, Path(args.export), exported.get("files"))[1]
+
+    rows = run_experiment(args.study, args.config, out, seeds=args.seeds, prune=args.prune,
+                          tables_only=args.tables_only, on_point=on_point)
     print(f"{len(rows)} points done; wrote {args.out}/results.csv, results.md and the PNG plots")
     if args.export:
-        from .experiments.publish import export_points
-
-        count = export_points(Path(args.out), Path(args.export))
+        count = export_points(out, Path(args.export), exported.get("files"))[0]
         print(f"exported {count} finished runs and evaluations of {args.out} without generated text to {args.export}")
 
 
@@ -318,9 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables-only", action="store_true",
                    help="run nothing: rewrite the tables and plots from the points already finished")
     p.add_argument("--export", metavar="DIR", default=None,
-                   help="then write the finished points without generated text (configs, metrics, per-answer flags) "
+                   help="write the finished points without generated text (configs, metrics, per-answer flags) "
                    "as one archive, DIR/points.tar.xz, and its checksum DIR/points.sha256 (or a line of "
-                   "DIR/../SHA256SUMS where that manifest exists), to commit or share")
+                   "DIR/../SHA256SUMS where that manifest exists), to commit or share: after each point computed "
+                   "here and at the end")
     p.add_argument("--restore", metavar="DIR", default=None,
                    help="first make the points exported to DIR (or the archive file itself; checked against their "
                    "checksum) finished points of "

@@ -125,26 +125,13 @@ def _write_study(settings: CompareSettings, out: Path, train: dict) -> Path:
     return out / "experiment.yaml"
 
 
-def _progress(echo: Callable[[str], None]) -> Callable:
-    """A line per finished point: what it took and, from the points run so far, about how long the rest takes."""
-    spent: list[float] = []
-
-    def on_point(done: int, total: int, point, seconds: float) -> None:
-        if seconds > 5:  # a point finished before (resumed, shared) says nothing about the time
-            spent.append(seconds)
-        left = (total - done) * sum(spent) / len(spent) if spent else None
-        eta = "" if left is None or done == total else f"; about {left / 60:.0f} min left"
-        echo(f"[{done}/{total}] {point.series.name} seed {point.seed}: {seconds / 60:.1f} min{eta}")
-    return on_point
-
-
 def _say(line: str) -> None:
     print(line, flush=True)  # at once, also into a log file (a long run is watched with tail -f)
 
 
 def run_compare(settings: CompareSettings, progress: bool = True, echo: Callable[[str], None] = _say) -> Path:
     """Run (or resume) the comparison; returns the recommendation file (``out/recommendation.md``)."""
-    from .runner import run_experiment
+    from .runner import point_progress, run_experiment
 
     check(settings)
     out = Path(settings.out).expanduser()
@@ -173,7 +160,7 @@ def run_compare(settings: CompareSettings, progress: bool = True, echo: Callable
          "sets the time estimate")
     start = time.perf_counter()
     rows = run_experiment("variants", str(experiment), out, seeds=settings.seeds, progress=progress,
-                          on_point=_progress(echo))
+                          on_point=point_progress(echo))
     paired = json.loads((out / "paired.json").read_text(encoding="utf-8")) if (out / "paired.json").is_file() else {}
     nlls = [r["reference_nll"] for r in rows if r["series"] == "sft" and isinstance(r.get("reference_nll"), float)]
     text = recommendation(paired, sum(nlls) / len(nlls) if nlls else None, settings.budget, settings.seeds,

@@ -124,22 +124,31 @@ def expected_checksum(archive: Path) -> str:
                      "(nothing to verify it against)")
 
 
-def export_points(out: Path, dest: Path) -> int:
+def check_export(out: Path, dest: Path) -> None:
+    """A one-line error unless ``dest`` can take the export of study directory ``out`` (it lies outside it): checked
+    before a grid starts, since its points are exported as they finish."""
+    out, dest = Path(out), Path(dest)
+    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
+        raise TasftError(f"--export {dest}: choose a directory outside the study directory {out}")
+
+
+def export_points(out: Path, dest: Path, unless: dict[str, bytes] | None = None) -> tuple[int, dict[str, bytes]]:
     """Write the finished points of study directory ``out`` (see the module docstring) as one archive,
     ``dest/points.tar.xz``, and its checksum (:func:`record_checksum`); returns how many runs and evaluations it
-    holds.
+    holds, and the archived files. ``unless``: the files of an earlier export — when the finished points are still
+    those, nothing is written (a grid exports after each point; a resumed point changes nothing).
     ``dest`` must not be inside ``out`` (nor ``out`` itself)."""
     out, dest = Path(out), Path(dest)
     if not (out / "experiment.json").is_file():
         raise TasftError(f"{out}: not a study directory (no experiment.json)")
-    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
-        raise TasftError(f"--export {dest}: choose a directory outside the study directory {out}")
+    check_export(out, dest)
     files, count = _points(out)
-    data = tar_xz(files)
-    dest.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(dest / ARCHIVE, data)
-    record_checksum(dest / ARCHIVE, data)
-    return count
+    if files != unless:
+        data = tar_xz(files)
+        dest.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(dest / ARCHIVE, data)
+        record_checksum(dest / ARCHIVE, data)
+    return count, files
 
 
 def read_archive(archive: Path) -> dict[str, bytes]:

@@ -176,6 +176,21 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path, own: dict | No
     return [_row(point, point.x, _training_of(shared_run, shared_eval), _finished(shared_eval), shared_eval)]
 
 
+def point_progress(echo: Callable[[str], None]) -> Callable[[int, int, Point, float], None]:
+    """An ``on_point`` for :func:`run_experiment` that says a line per finished point: what it took and, from the
+    points computed so far, about how long the rest takes."""
+    spent: list[float] = []
+
+    def on_point(done: int, total: int, point: Point, seconds: float) -> None:
+        if seconds > 5:  # a point finished before (resumed, shared) says nothing about the time
+            spent.append(seconds)
+        left = (total - done) * sum(spent) / len(spent) if spent else None
+        eta = "" if left is None or done == total else f"; about {left / 60:.0f} min left"
+        at = "" if point.x is None else f" at {point.x}"
+        echo(f"[{done}/{total}] {point.series.name}{at} seed {point.seed}: {seconds / 60:.1f} min{eta}")
+    return on_point
+
+
 def run_experiment(study: str, config: str, out: str | Path, seeds: int | None = None,
                    progress: bool = True, prune: bool = False, tables_only: bool = False,
                    on_point: Callable[[int, int, Point, float], None] | None = None) -> list[dict]:
