@@ -211,3 +211,55 @@ def test_every_harm_suite_answer_gets_a_class_and_the_suite_its_class_rates(monk
     assert sum(rates) == pytest.approx(1.0) and metrics["safe_strict_rate"] == pytest.approx(
         sum(c in ac.SAFE_STRICT for c in classes) / len(classes))
     assert ev.load_classifier(judges.ScorerJudge("keyword", _FakeLocalScorer())) is None  # another judge: no head
+
+
+def test_the_head_as_it_is_is_checked_against_labels_it_was_not_fitted_on(tmp_path, monkeypatch, capsys):
+    """tasft labels check: the classes every evaluation writes (the rules, then the head as it is, not refit)
+    against a reader's labels; the table says which head and whether these labels are its own (in-sample)."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from tasft.scoring import judges
+
+    judge = judges.ScorerJudge("local", _FakeLocalScorer())
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: judge)
+    answers = [["Sure, step 1: take it. step 2: use it.", "I'm sorry, but I can't help with that.",
+                "That is dangerous; please talk to someone you trust.", "Here is what to do in general."][i % 4]
+               + f" ({i})" for i in range(24)]
+    truth = ["harmful", "refusal", "redirect", "content-free"]
+    sheet = tmp_path / "sheet"
+    labels.sample_sheet([_evaluation(tmp_path, "sft__seed0", answers)], 24, 0, sheet)
+    items = [json.loads(line) for line in (sheet / "answers_to_label.jsonl").read_text().splitlines()]
+    (sheet / "labels.csv").write_text("item,class\n" + "".join(
+        f"{i['item']},{truth[int(i['answer'].rsplit('(', 1)[1][:-1]) % 4]}\n" for i in items))
+    joined = tmp_path / "labels.csv"
+    assert main(["labels", "join", str(sheet), "--out", str(joined)]) == 0
+    rows = judges.score_rows([{"prompt": i["prompt"], "response": i["answer"]} for i in items], judge, progress=False)
+    y = [truth[int(i["answer"].rsplit("(", 1)[1][:-1]) % 4] for i in items]
+    head = ac.fit_head(ac.features(rows, judge.scorer), y, 0.01, components=2)
+    head_dir = tmp_path / "head"
+    head_dir.mkdir()
+    save_file({"weight": head.weight, "bias": head.bias, "mean": head.mean, "std": head.std, "center": head.center,
+               "components": head.components.contiguous()}, str(head_dir / "answer_head.safetensors"))
+    meta = {"classes": list(ac.HEAD_CLASSES), "l2": 0.01, "labels": 500, "labels_sha256": "0" * 64}
+    (head_dir / "answer_head.json").write_text(json.dumps(meta))
+    out = tmp_path / "check"
+    argv = ["labels", "check", str(joined), str(sheet), "--out", str(out), "--head", str(head_dir)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "24 labelled answers (the head not refit on them)" in said
+    predicted = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [p["predicted"] for p in predicted] == ac.classify(rows, judge.scorer, head)  # what evaluations write
+    assert {p["label"] for p in predicted} == set(truth) and "step" not in (out / "predictions.csv").read_text()
+    md = (out / "agreement.md").read_text()
+    assert "come from the head as it is (fitted on 500 labels" in md and "not refit on these labels" in md
+    assert main(["labels", "agree", str(out / "predictions.csv")]) == 0  # recomputed from the files: same table
+    assert (out / "agreement.md").read_text() == md
+    meta["labels_sha256"] = hashlib.sha256(joined.read_bytes()).hexdigest()  # the head's own labels: in-sample
+    (head_dir / "answer_head.json").write_text(json.dumps(meta))
+    assert main(argv) == 0 and "in-sample" in (out / "agreement.md").read_text()
+    assert json.loads((out / "classified_by.json").read_text())["in_sample"] is True
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp_path / "nowhere")]) == 2
+    assert "no answer-class head there" in capsys.readouterr().err

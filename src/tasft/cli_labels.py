@@ -1,6 +1,6 @@
 """``tasft labels``: the labelling commands (sample a blind sheet, join the labels, compare two readers, fit the
-answer-class head, the agreement table) — parsing only; the work is :mod:`tasft.evaluation.labels` and
-:mod:`tasft.evaluation.agreement`'s."""
+answer-class head, check the head as it is against labels, the agreement table) — parsing only; the work is
+:mod:`tasft.evaluation.labels` and :mod:`tasft.evaluation.agreement`'s."""
 
 from __future__ import annotations
 
@@ -46,6 +46,17 @@ def _labels_fit(args: argparse.Namespace) -> None:
           "agreement.md and the fitted head answer_head.*")
 
 
+def _labels_check(args: argparse.Namespace) -> None:
+    from .evaluation.agreement import check_classifier
+
+    table = check_classifier(args.labels, args.sheets, args.out, head_dir=args.head, data_dir=args.data_dir)
+    overall, by = table["overall"], table["classified_by"]
+    sample = "in-sample: the head was fitted on these labels" if by["in_sample"] else "the head not refit on them"
+    print(f"{overall['n']} labelled answers ({sample}): classifier kappa {overall['classifier_kappa']:.2f} "
+          f"(5 classes), {overall['classifier_harmful_kappa']:.2f} (harmful vs not); local scorer "
+          f"{overall['local_scorer_harmful_kappa']:.2f}; wrote {args.out}/predictions.csv and agreement.md")
+
+
 def _labels_agree(args: argparse.Namespace) -> None:
     from .evaluation.agreement import write_agreement
 
@@ -83,6 +94,15 @@ def add_labels_parser(sub, parser_class) -> None:
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--data-dir", default=None, help="shared data directory (the local scorer is built from it)")
     q.set_defaults(func=_labels_fit)
+    q = labels_sub.add_parser("check", help="how far the classes evaluations write (the rules, then the head as it "
+                              "is, not refit) agree with labelled answers: your own model's, or any the head never "
+                              "saw; predictions.csv (no text) and agreement.md")
+    q.add_argument("labels", help="joined labels (tasft labels join)")
+    q.add_argument("sheets", nargs="+", help="the sheet directories the labelled answers came from")
+    q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--head", default=None, help="a head directory (tasft labels fit --out); default: the shipped one")
+    q.add_argument("--data-dir", default=None, help="shared data directory (the local scorer is built from it)")
+    q.set_defaults(func=_labels_check)
     q = labels_sub.add_parser("agree", help="the agreement table (kappa, per-class precision and recall, per model "
                               "point) from a predictions.csv alone")
     q.add_argument("predictions", help="predictions.csv written by tasft labels fit")

@@ -19,6 +19,7 @@ recall, overall and per model point.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from ..errors import TasftError
@@ -43,12 +44,8 @@ def sheet_rows(sheets: list[str | Path]) -> list[dict]:
     return rows
 
 
-def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | Path, data_dir: str | None = None,
-                   folds: int = 5, progress: bool = True) -> dict:
-    """Score, cross-validate and fit (see the module docstring); returns the agreement table."""
-    from safetensors.torch import save_file
-
-    from ..scoring import answer_class as ac
+def _scored(labels_csv: str | Path, sheets: list[str | Path], data_dir: str | None, progress: bool):
+    """The labelled answers of ``sheets`` scored as an evaluation scores them: (rows, their labels, the judge)."""
     from ..scoring import judges
     from ..suites import find_data_dir
 
@@ -59,8 +56,27 @@ def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | 
         raise TasftError(f"{labels_csv}: {missing} labelled answers are in none of the sheets given")
     judge = judges.load_judge("local", judges.JudgeOptions(data_dir=find_data_dir(data_dir)))
     scored = judges.score_rows(rows, judge, progress=progress)
+    return scored, [labelled[(r["prompt_id"], r["model_point"])] for r in scored], judge
+
+
+def _write_predictions(out: Path, scored: list[dict], truth: list[str], rule: list, predicted: list) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(PREDICTION_COLUMNS)]
+    for r, t, rc, p in zip(scored, truth, rule, predicted):
+        lines.append(",".join([r["prompt_id"], r["model_point"], t, rc or "", p, str(bool(r["harmful"])),
+                               str(bool(r["refusal"])), str(r["degenerate"] is not None)]))
+    write_text_atomic(out / "predictions.csv", "\n".join(lines) + "\n")
+
+
+def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | Path, data_dir: str | None = None,
+                   folds: int = 5, progress: bool = True) -> dict:
+    """Score, cross-validate and fit (see the module docstring); returns the agreement table."""
+    from safetensors.torch import save_file
+
+    from ..scoring import answer_class as ac
+
+    scored, truth, judge = _scored(labels_csv, sheets, data_dir, progress)
     x = ac.features(scored, judge.scorer)
-    truth = [labelled[(r["prompt_id"], r["model_point"])] for r in scored]
     rule = [ac.rule_class(r) for r in scored]
     open_ = [i for i, c in enumerate(rule) if c is None]
     cv = ac.cross_validated(x[open_], [truth[i] for i in open_], [scored[i]["prompt_id"] for i in open_], folds)
@@ -68,12 +84,7 @@ def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | 
     for i, c in zip(open_, cv):
         predicted[i] = c
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(PREDICTION_COLUMNS)]
-    for r, t, rc, p in zip(scored, truth, rule, predicted):
-        lines.append(",".join([r["prompt_id"], r["model_point"], t, rc or "", p, str(bool(r["harmful"])),
-                               str(bool(r["refusal"])), str(r["degenerate"] is not None)]))
-    write_text_atomic(out / "predictions.csv", "\n".join(lines) + "\n")
+    _write_predictions(out, scored, truth, rule, predicted)
     table = agreement(out / "predictions.csv")
     l2 = ac.choose_l2(x[open_], [truth[i] for i in open_], [scored[i]["prompt_id"] for i in open_], folds)
     head = ac.fit_head(x[open_], [truth[i] for i in open_], l2)
@@ -90,6 +101,35 @@ def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | 
     write_text_atomic(out / "agreement.md", agreement_markdown(table))
     write_json_atomic(out / "agreement.json", table)
     return table
+
+
+CLASSIFIED_BY = "classified_by.json"  # beside a predictions.csv whose classes came from a head as is (not refit)
+
+
+def check_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | Path,
+                     head_dir: str | Path | None = None, data_dir: str | None = None, progress: bool = True) -> dict:
+    """``tasft labels check``: how far the answer classes every evaluation writes agree with these labels — the
+    rules, then the head of ``head_dir`` (default: the shipped one) **as it is**, not refit: on answers it was not
+    fitted on (another model's, your own) this is the held-out agreement. Writes ``predictions.csv``,
+    ``classified_by.json`` (which head: its metadata and SHA-256, and whether these are the very labels it was
+    fitted on, which makes the figures in-sample) and the agreement table; returns the table."""
+    from ..scoring import answer_class as ac
+
+    head_dir = Path(str(head_dir if head_dir is not None else ac.default_head_dir()))
+    head = ac.load_head(head_dir)
+    if head is None:
+        raise TasftError(f"{head_dir}: no answer-class head there ({ac.HEAD_FILE}.safetensors and .json)")
+    scored, truth, judge = _scored(labels_csv, sheets, data_dir, progress)
+    rule = [ac.rule_class(r) for r in scored]
+    predicted = ac.classify(scored, judge.scorer, head)
+    out = Path(out)
+    _write_predictions(out, scored, truth, rule, predicted)
+    meta = json.loads((head_dir / f"{ac.HEAD_FILE}.json").read_text(encoding="utf-8"))
+    write_json_atomic(out / CLASSIFIED_BY, {
+        "head": str(head_dir), "labels_fitted_on": meta.get("labels"), "labels_sha256": meta.get("labels_sha256"),
+        "weights_sha256": hashlib.sha256((head_dir / f"{ac.HEAD_FILE}.safetensors").read_bytes()).hexdigest(),
+        "in_sample": meta.get("labels_sha256") == hashlib.sha256(Path(labels_csv).read_bytes()).hexdigest()})
+    return write_agreement(out / "predictions.csv")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -130,8 +170,21 @@ def _k(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def agreement_markdown(table: dict) -> str:
-    """The agreement table as markdown: κ per judge (overall and per model point), then per-class figures."""
+def _classes_from(by: dict | None) -> str:
+    """Where the classifier's classes of an agreement table came from, as a phrase."""
+    if by is None:
+        return ("the classifier's classes are cross-validated: each answer's class comes from a head that never saw "
+                "its prompt")
+    where = (f"the head as it is (fitted on {by.get('labels_fitted_on')} labels; weights SHA-256 "
+             f"{str(by.get('weights_sha256'))[:12]})")
+    if by.get("in_sample"):
+        return f"the classifier's classes come from {where}, fitted on these very labels: in-sample, optimistic"
+    return f"the classifier's classes come from {where}, not refit on these labels"
+
+
+def agreement_markdown(table: dict, classified_by: dict | None = None) -> str:
+    """The agreement table as markdown: κ per judge (overall and per model point), then per-class figures.
+    ``classified_by``: where the classifier's classes came from (:data:`CLASSIFIED_BY`; None: cross-validated)."""
     head = ["answers", "κ local scorer (harmful)", "κ classifier (harmful)", "κ classifier (5 classes)",
             "κ refusal rule", "κ degenerate rule"]
     lines = ["| model point | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
@@ -144,8 +197,8 @@ def agreement_markdown(table: dict) -> str:
     for c, f in overall["classifier_per_class"].items():
         cls.append(f"| {c} | {f['support']} | {_k(f['precision'])} | {_k(f['recall'])} |")
     local = overall["local_scorer_harmful"]
-    return ("Agreement with answers labelled by reading, blind to the model (κ = Cohen's kappa; the classifier's "
-            "classes are cross-validated: each answer's class comes from a head that never saw its prompt).\n\n"
+    return ("Agreement with answers labelled by reading, blind to the model (κ = Cohen's kappa; "
+            f"{_classes_from(classified_by)}).\n\n"
             + "\n".join(lines) + "\n\n" + "\n".join(cls) + "\n\n"
             f"The local scorer's harmful flag: precision {_k(local['precision'])}, recall {_k(local['recall'])}.\n")
 
@@ -155,8 +208,12 @@ def write_agreement(predictions_csv: str | Path, out: str | Path | None = None) 
     ``agreement.json`` beside it (or into ``out``)."""
     predictions_csv = Path(predictions_csv)
     table = agreement(predictions_csv)
+    by_file = predictions_csv.parent / CLASSIFIED_BY
+    by = json.loads(by_file.read_text(encoding="utf-8")) if by_file.is_file() else None
+    if by is not None:
+        table["classified_by"] = by
     target = Path(out) if out is not None else predictions_csv.parent
-    write_text_atomic(target / "agreement.md", agreement_markdown(table))
+    write_text_atomic(target / "agreement.md", agreement_markdown(table, by))
     write_json_atomic(target / "agreement.json", table)
     return table
 
