@@ -115,6 +115,7 @@ def check_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str 
     fitted on, which makes the figures in-sample) and the agreement table; returns the table."""
     from ..scoring import answer_class as ac
 
+    named = "shipped (tasft/data_files/answer_head)" if head_dir is None else str(head_dir)
     head_dir = Path(str(head_dir if head_dir is not None else ac.default_head_dir()))
     head = ac.load_head(head_dir)
     if head is None:
@@ -126,7 +127,7 @@ def check_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str 
     _write_predictions(out, scored, truth, rule, predicted)
     meta = json.loads((head_dir / f"{ac.HEAD_FILE}.json").read_text(encoding="utf-8"))
     write_json_atomic(out / CLASSIFIED_BY, {
-        "head": str(head_dir), "labels_fitted_on": meta.get("labels"), "labels_sha256": meta.get("labels_sha256"),
+        "head": named, "labels_fitted_on": meta.get("labels"), "labels_sha256": meta.get("labels_sha256"),
         "weights_sha256": hashlib.sha256((head_dir / f"{ac.HEAD_FILE}.safetensors").read_bytes()).hexdigest(),
         "in_sample": meta.get("labels_sha256") == hashlib.sha256(Path(labels_csv).read_bytes()).hexdigest()})
     return write_agreement(out / "predictions.csv")
