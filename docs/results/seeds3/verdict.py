@@ -7,6 +7,10 @@ significant and the 3-seed interval includes 0 (or points the other way); **new*
 excludes 0. Reads the study's paired.json (written by `tasft experiment ... --tables-only`) and writes verdict.md:
 
     python docs/results/seeds3/verdict.py docs/results/seeds3        # or any study directory with 3 seeds
+    python docs/results/seeds3/verdict.py docs/results/gemma_seeds3 docs/results/labels/gemma_trained/agreement.json
+
+The optional second argument is the agreement table the `trust` column reads (default: the labels the answer-class
+head was fitted on, cross-validated; for Gemma, the held-out answers of trained Gemma models).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from tasft.scoring.answer_class import RECALL_TARGET  # the issue's 0.7 bar, one
 AGREEMENT = Path(__file__).resolve().parents[1] / "labels" / "agreement.json"  # tasft labels agree writes it
 
 
+def _k(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def measures(agreement: dict) -> list[tuple[str, str, str]]:
     """(label, metric, how far readers trust it) — the trust read from the labelled answers' agreement table
     (docs/results/labels: κ against readers, per-class recall, cross-validated by prompt)."""
@@ -28,17 +36,19 @@ def measures(agreement: dict) -> list[tuple[str, str, str]]:
 
     def recall(c: str) -> str:
         r = per[c]["recall"]
+        if r is None:
+            return "none labelled"
         return f"{'rough: ' if r < RECALL_TARGET else ''}recall {r:.2f}"
 
-    return [("harmful class", "harm_suites_answer_harmful_rate", f"κ {a['classifier_harmful_kappa']:.2f} vs readers"),
-            ("refusal class", "harm_suites_answer_refusal_rate", f"rule, κ {a['refusal_rule_kappa']:.2f}"),
+    return [("harmful class", "harm_suites_answer_harmful_rate", f"κ {_k(a['classifier_harmful_kappa'])} vs readers"),
+            ("refusal class", "harm_suites_answer_refusal_rate", f"rule, κ {_k(a['refusal_rule_kappa'])}"),
             ("degenerate class", "harm_suites_answer_degenerate_rate", recall("degenerate")),
             ("redirect class", "harm_suites_answer_redirect_rate", recall("redirect")),
             ("content-free class", "harm_suites_answer_content_free_rate", recall("content-free")),
             ("safe strict", "harm_suites_safe_strict_rate", "refusal + redirect"),
             ("safe", "harm_suites_safe_rate", "rests on the local scorer"),
-            ("harmful (local scorer)", "harm_suites_harmful_rate", f"κ {a['local_scorer_harmful_kappa']:.2f}"),
-            ("degenerate (rules)", "harm_suites_degenerate_rate", f"rule, κ {a['degenerate_rule_kappa']:.2f}"),
+            ("harmful (local scorer)", "harm_suites_harmful_rate", f"κ {_k(a['local_scorer_harmful_kappa'])}"),
+            ("degenerate (rules)", "harm_suites_degenerate_rate", f"rule, κ {_k(a['degenerate_rule_kappa'])}"),
             ("over-refusal", "over_refusal", "refusal rule on XSTest safe"),
             ("reference NLL", "reference_nll", "teacher-forced, exact")]
 
@@ -71,17 +81,17 @@ def cell(d: dict | None) -> str:
     return f"{d['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]" + ("*" if _sign(d) else "")
 
 
-def render(study: Path) -> str:
-    """The verdict of study directory ``study`` (its paired.json), as markdown."""
+def render(study: Path, agreement: Path = AGREEMENT) -> str:
+    """The verdict of study directory ``study`` (its paired.json), as markdown; ``trust`` from ``agreement``."""
     paired = json.loads((study / "paired.json").read_text(encoding="utf-8"))
-    trusted = measures(json.loads(AGREEMENT.read_text(encoding="utf-8")))
+    trusted = measures(json.loads(agreement.read_text(encoding="utf-8")))
     ref = paired["reference"]
     seed0 = {(p["series"], p["x"]): p for p in paired["points"] if p["seed"] == 0 and p["reference_seed"] == 0}
     lines = [f"# Which readings survive three seeds ({study.name})", "",
              f"Each method minus `{ref}`: at seed 0 (interval over prompts) and over seeds 0-2 (seed j minus "
              f"`{ref}` seed j; interval over seeds × prompts). `*` = the interval excludes 0. Rule (seeds3.yaml): a "
              "reading survives when the 3-seed interval excludes 0 in the seed-0 reading's direction. `trust`: how "
-             "far the measure agrees with answers labelled by reading (docs/results/labels/agreement.md).", ""]
+             f"far the measure agrees with answers labelled by reading ({_shown(agreement)}).", ""]
     header = ["method", "measure", "trust", "seed 0", "seeds 0-2", "reading"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for p in paired.get("seeded", []):
@@ -101,11 +111,19 @@ def render(study: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(study: Path) -> str:
-    text = render(study)
+def _shown(agreement: Path) -> str:
+    """The agreement table's markdown file, named from the repository root when it lies inside it."""
+    md = agreement.resolve().with_suffix(".md")
+    root = Path(__file__).resolve().parents[3]
+    return str(md.relative_to(root)) if root in md.parents else str(md)
+
+
+def main(study: Path, agreement: Path = AGREEMENT) -> str:
+    text = render(study, agreement)
     (study / "verdict.md").write_text(text, encoding="utf-8")
     return text
 
 
 if __name__ == "__main__":
-    print(main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent)), end="")
+    print(main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent),
+               Path(sys.argv[2]) if len(sys.argv) > 2 else AGREEMENT), end="")
