@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "plot then carry intervals over seeds x prompts (default: the file's seeds, for its "
                    "headline_values only when it lists them)")
     p.add_argument("--prune", action="store_true",
-                   help="delete each point's checkpoints and weights once evaluated (keeps metrics and logs)")
+                   help="delete each point's weights too once evaluated (keeps metrics and logs; its checkpoints go "
+                   "once its final model is written)")
     p.add_argument("--tables-only", action="store_true",
                    help="run nothing: rewrite the tables and plots from the points already finished")
     p.add_argument("--export", metavar="DIR", default=None,
