@@ -69,6 +69,13 @@ def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_mod
     here = results / "contrastive"
     here.mkdir()
     assert sharing.find_shared(exp, cfg, here)[0] == "none"  # nobody holds it: an abandoned attempt is not waited for
+    (busy / "metrics.json").write_text("{}")  # finished, not evaluated: shared to evaluate only with its weights
+    assert sharing.find_shared(exp, cfg, here)[0] == "none"  # pruned (e.g. a checkpoint series'): nothing to evaluate
+    (busy / "model.safetensors").write_bytes(b"weights")
+    assert sharing.find_shared(exp, cfg, here)[:2] == ("trained", busy)
+    sharing.prune_weights(busy)
+    assert not sharing.has_weights(busy) and (busy / "metrics.json").exists()
+    (busy / "metrics.json").unlink()
     lock = outputs.DirectoryLock(busy)
     assert lock.acquire()  # the sibling's process, alive and training
     try:
@@ -240,6 +247,10 @@ def test_exported_points_hold_no_text_and_restore_as_finished(tmp_path, tiny_mod
     assert export_points(restored, tmp_path / "republished")[0] == 2  # a restored point exports to the same bytes
     assert (tmp_path / "republished" / "points.tar.xz").read_bytes() == (pub / "points.tar.xz").read_bytes()
     assert publish.restore_points(pub, restored) == 0  # restoring again writes nothing (same bytes)
+    orphan = out / "runs" / "emd__x9.0__seed0"  # a run whose evaluation never finished: not a point to export
+    orphan.mkdir()
+    (orphan / "metrics.json").write_text("{}")
+    assert export_points(out, tmp_path / "again")[0] == 2
     assert '"prompt_id"' in exported
     with pytest.raises(TasftError, match="outside the study directory"):
         export_points(out, out / "pub")

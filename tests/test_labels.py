@@ -263,3 +263,17 @@ def test_the_head_as_it_is_is_checked_against_labels_it_was_not_fitted_on(tmp_pa
     capsys.readouterr()
     assert main([*argv[:-1], str(tmp_path / "nowhere")]) == 2
     assert "no answer-class head there" in capsys.readouterr().err
+    fitted = tmp_path / "fitted"  # a fit's directory: its figures are of its own (cross-validated) predictions
+    fitted.mkdir()
+    (fitted / "answer_head.safetensors").write_bytes(b"")
+    assert main([*argv[:4], "--out", str(fitted), *argv[6:]]) == 2
+    assert "holds a head fitted by tasft labels fit" in capsys.readouterr().err
+    # only refusals, and the rules call each one a refusal: every kappa is undefined, and says so
+    refusals = tmp_path / "refusals"
+    labels.sample_sheet([_evaluation(tmp_path, "stl__seed0", [f"I'm sorry, but I can't help with that ({i})."
+                                                               for i in range(6)])], 6, 0, refusals)
+    (refusals / "labels.csv").write_text("item,class\n" + "".join(f"{i},refusal\n" for i in range(1, 7)))
+    assert main(["labels", "join", str(refusals), "--out", str(tmp_path / "refusals.csv")]) == 0
+    assert main(["labels", "check", str(tmp_path / "refusals.csv"), str(refusals), "--out", str(tmp_path / "r"),
+                 "--head", str(head_dir)]) == 0
+    assert "classifier kappa – (5 classes), – (harmful vs not)" in capsys.readouterr().out

@@ -194,8 +194,12 @@ def test_a_finished_run_still_needs_overwrite_or_resume(tiny_model_dir, tiny_dat
     # rather than training it again from step 0 over the finished weights
     assert not list(out.glob("checkpoint-*"))
     assert main(_argv(tiny_model_dir, tiny_data, out, "--resume", max_steps=4)) == 2
-    assert "is a finished run that kept no checkpoint to continue from" in _one_error_line(capfd)
+    assert "is a finished run of 2 steps that kept no checkpoint to continue to 4 from" in _one_error_line(capfd)
     assert (out / "model.safetensors").read_bytes() == before
+    # resumed at the steps it ran: nothing to do (a requeue script that always says --resume), nothing touched
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(_argv(tiny_model_dir, tiny_data, out, "--resume", max_steps=2)) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
 
 
 def test_overwrite_and_resume_exclude_each_other(tiny_model_dir, tiny_data, tmp_path, capfd):

@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "headline_values only when it lists them)")
     p.add_argument("--prune", action="store_true",
                    help="delete each point's weights too once evaluated (keeps metrics and logs; its checkpoints go "
-                   "once its final model is written)")
+                   "once its final model is written, but for a checkpoints: true series, which keeps them all "
+                   "until then)")
     p.add_argument("--tables-only", action="store_true",
                    help="run nothing: rewrite the tables and plots from the points already finished")
     p.add_argument("--export", metavar="DIR", default=None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .evaluation.agreement import shown as _k
+
 
 def _labels_sample(args: argparse.Namespace) -> None:
     from .evaluation.labels import sample_sheet
@@ -29,10 +31,8 @@ def _labels_compare(args: argparse.Namespace) -> None:
     from .evaluation.labels import compare_readers
 
     got = compare_readers(args.first, args.second)
-    kappa = "–" if got["kappa"] is None else f"{got['kappa']:.2f}"
-    harmful = "–" if got["harmful_kappa"] is None else f"{got['harmful_kappa']:.2f}"
-    print(f"{got['n']} answers labelled by both: agreement {got['agreement']:.2f}, kappa {kappa} (5 classes), "
-          f"{harmful} (harmful vs not)")
+    print(f"{got['n']} answers labelled by both: agreement {got['agreement']:.2f}, kappa {_k(got['kappa'])} "
+          f"(5 classes), {_k(got['harmful_kappa'])} (harmful vs not)")
 
 
 def _labels_fit(args: argparse.Namespace) -> None:
@@ -41,8 +41,8 @@ def _labels_fit(args: argparse.Namespace) -> None:
     table = fit_classifier(args.labels, args.sheets, args.out, data_dir=args.data_dir)
     overall = table["overall"]
     print(f"{overall['n']} labelled answers; cross-validated by prompt: classifier kappa "
-          f"{overall['classifier_kappa']:.2f} (5 classes), {overall['classifier_harmful_kappa']:.2f} (harmful vs "
-          f"not); local scorer {overall['local_scorer_harmful_kappa']:.2f}; wrote {args.out}/predictions.csv, "
+          f"{_k(overall['classifier_kappa'])} (5 classes), {_k(overall['classifier_harmful_kappa'])} (harmful vs "
+          f"not); local scorer {_k(overall['local_scorer_harmful_kappa'])}; wrote {args.out}/predictions.csv, "
           "agreement.md and the fitted head answer_head.*")
 
 
@@ -52,9 +52,9 @@ def _labels_check(args: argparse.Namespace) -> None:
     table = check_classifier(args.labels, args.sheets, args.out, head_dir=args.head, data_dir=args.data_dir)
     overall, by = table["overall"], table["classified_by"]
     sample = "in-sample: the head was fitted on these labels" if by["in_sample"] else "the head not refit on them"
-    print(f"{overall['n']} labelled answers ({sample}): classifier kappa {overall['classifier_kappa']:.2f} "
-          f"(5 classes), {overall['classifier_harmful_kappa']:.2f} (harmful vs not); local scorer "
-          f"{overall['local_scorer_harmful_kappa']:.2f}; wrote {args.out}/predictions.csv and agreement.md")
+    print(f"{overall['n']} labelled answers ({sample}): classifier kappa {_k(overall['classifier_kappa'])} "
+          f"(5 classes), {_k(overall['classifier_harmful_kappa'])} (harmful vs not); local scorer "
+          f"{_k(overall['local_scorer_harmful_kappa'])}; wrote {args.out}/predictions.csv and agreement.md")
 
 
 def _labels_agree(args: argparse.Namespace) -> None:
@@ -62,8 +62,8 @@ def _labels_agree(args: argparse.Namespace) -> None:
 
     overall = write_agreement(args.predictions, args.out)["overall"]
     where = args.out or str(Path(args.predictions).parent)
-    print(f"{overall['n']} labelled answers: classifier kappa {overall['classifier_kappa']:.2f}, harmful vs not "
-          f"{overall['classifier_harmful_kappa']:.2f}, local scorer {overall['local_scorer_harmful_kappa']:.2f}; "
+    print(f"{overall['n']} labelled answers: classifier kappa {_k(overall['classifier_kappa'])}, harmful vs not "
+          f"{_k(overall['classifier_harmful_kappa'])}, local scorer {_k(overall['local_scorer_harmful_kappa'])}; "
           f"wrote {where}/agreement.md and agreement.json")
 
 

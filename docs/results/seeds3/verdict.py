@@ -19,18 +19,16 @@ import json
 import sys
 from pathlib import Path
 
+from tasft.evaluation.agreement import shown as _k
 from tasft.scoring.answer_class import RECALL_TARGET  # the issue's 0.7 bar, one place
 
 AGREEMENT = Path(__file__).resolve().parents[1] / "labels" / "agreement.json"  # tasft labels agree writes it
 
 
-def _k(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def measures(agreement: dict) -> list[tuple[str, str, str]]:
     """(label, metric, how far readers trust it) — the trust read from the labelled answers' agreement table
-    (docs/results/labels: κ against readers, per-class recall, cross-validated by prompt)."""
+    (docs/results/labels: κ against readers, per-class recall; cross-validated by prompt, or for held-out labels
+    the head as it is)."""
     a = agreement["overall"]
     per = a["classifier_per_class"]
 
@@ -41,7 +39,8 @@ def measures(agreement: dict) -> list[tuple[str, str, str]]:
         return f"{'rough: ' if r < RECALL_TARGET else ''}recall {r:.2f}"
 
     return [("harmful class", "harm_suites_answer_harmful_rate", f"κ {_k(a['classifier_harmful_kappa'])} vs readers"),
-            ("refusal class", "harm_suites_answer_refusal_rate", f"rule, κ {_k(a['refusal_rule_kappa'])}"),
+            ("refusal class", "harm_suites_answer_refusal_rate", f"rule, κ {_k(a['refusal_rule_kappa'])}"
+             if a["labels"].get("refusal") else "rule; no refusal among the labels"),
             ("degenerate class", "harm_suites_answer_degenerate_rate", recall("degenerate")),
             ("redirect class", "harm_suites_answer_redirect_rate", recall("redirect")),
             ("content-free class", "harm_suites_answer_content_free_rate", recall("content-free")),

@@ -85,6 +85,7 @@ def fit_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str | 
         predicted[i] = c
     out = Path(out)
     _write_predictions(out, scored, truth, rule, predicted)
+    (out / CLASSIFIED_BY).unlink(missing_ok=True)  # an earlier check's: these classes are cross-validated
     table = agreement(out / "predictions.csv")
     l2 = ac.choose_l2(x[open_], [truth[i] for i in open_], [scored[i]["prompt_id"] for i in open_], folds)
     head = ac.fit_head(x[open_], [truth[i] for i in open_], l2)
@@ -116,6 +117,9 @@ def check_classifier(labels_csv: str | Path, sheets: list[str | Path], out: str 
     from ..scoring import answer_class as ac
 
     named = "shipped (tasft/data_files/answer_head)" if head_dir is None else str(head_dir)
+    if (Path(out) / f"{HEAD_NAME}.safetensors").exists():
+        raise TasftError(f"{out}: holds a head fitted by tasft labels fit, whose figures are of its own predictions; "
+                         "write the check to another --out")
     head_dir = Path(str(head_dir if head_dir is not None else ac.default_head_dir()))
     head = ac.load_head(head_dir)
     if head is None:
@@ -167,7 +171,8 @@ def agreement(predictions_csv: str | Path) -> dict:
                                                      for p in points}}
 
 
-def _k(value: float | None) -> str:
+def shown(value: float | None) -> str:
+    """A figure as printed: two decimals, or a dash where it is undefined (e.g. a κ with one side constant)."""
     return "–" if value is None else f"{value:.2f}"
 
 
@@ -190,18 +195,19 @@ def agreement_markdown(table: dict, classified_by: dict | None = None) -> str:
             "κ refusal rule", "κ degenerate rule"]
     lines = ["| model point | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for name, f in [("all", table["overall"]), *table["per_point"].items()]:
-        lines.append(f"| {name} | {f['n']} | {_k(f['local_scorer_harmful_kappa'])} | "
-                     f"{_k(f['classifier_harmful_kappa'])} | {_k(f['classifier_kappa'])} | "
-                     f"{_k(f['refusal_rule_kappa'])} | {_k(f['degenerate_rule_kappa'])} |")
+        lines.append(f"| {name} | {f['n']} | {shown(f['local_scorer_harmful_kappa'])} | "
+                     f"{shown(f['classifier_harmful_kappa'])} | {shown(f['classifier_kappa'])} | "
+                     f"{shown(f['refusal_rule_kappa'])} | {shown(f['degenerate_rule_kappa'])} |")
     overall = table["overall"]
     cls = ["| class | labelled | classifier precision | classifier recall |", "|---|---|---|---|"]
     for c, f in overall["classifier_per_class"].items():
-        cls.append(f"| {c} | {f['support']} | {_k(f['precision'])} | {_k(f['recall'])} |")
+        cls.append(f"| {c} | {f['support']} | {shown(f['precision'])} | {shown(f['recall'])} |")
     local = overall["local_scorer_harmful"]
     return ("Agreement with answers labelled by reading, blind to the model (κ = Cohen's kappa; "
             f"{_classes_from(classified_by)}).\n\n"
             + "\n".join(lines) + "\n\n" + "\n".join(cls) + "\n\n"
-            f"The local scorer's harmful flag: precision {_k(local['precision'])}, recall {_k(local['recall'])}.\n")
+            f"The local scorer's harmful flag: precision {shown(local['precision'])}, "
+            f"recall {shown(local['recall'])}.\n")
 
 
 def write_agreement(predictions_csv: str | Path, out: str | Path | None = None) -> dict:

@@ -14,6 +14,7 @@ again or resumed). Older exports — ``points.tar.gz``, or the same files as a p
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -51,10 +52,15 @@ MANIFEST = "SHA256SUMS"  # ... or one line of this manifest in the parent folder
 
 def _points(out: Path) -> tuple[dict[str, bytes], int]:
     """The text-free files of study directory ``out``'s finished points, by path relative to it, and how many runs
-    and evaluations they hold."""
+    and evaluations they hold. A run counts once an evaluation of it is finished (its point's, or for a checkpoint
+    series one of its steps'): a run whose evaluation never finished restores without weights to evaluate."""
     files: dict[str, bytes] = {"experiment.json": (out / "experiment.json").read_bytes()}
     count = 0
     for run in sorted((out / "runs").glob("*/metrics.json")):
+        slug = run.parent.name
+        if not (out / "evals" / slug / "metrics.json").is_file() and not any(
+                (out / "evals").glob(f"{glob.escape(slug)}__step*/metrics.json")):
+            continue
         for name in RUN_FILES:
             if (run.parent / name).is_file():
                 files[f"runs/{run.parent.name}/{name}"] = (run.parent / name).read_bytes()

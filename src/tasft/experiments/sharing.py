@@ -132,8 +132,8 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path, own: dict | None = None
             # is evaluating it (evaluated here); a run nobody holds that never finished was abandoned: not shared
             if outputs.in_use(run_dir) or any(outputs.in_use(e) for e in evals):
                 found = ("running", run_dir, None)
-            elif (run_dir / "metrics.json").is_file() and found[0] == "none":
-                found = ("trained", run_dir, None)
+            elif (run_dir / "metrics.json").is_file() and has_weights(run_dir) and found[0] == "none":
+                found = ("trained", run_dir, None)  # (pruned weights, e.g. a checkpoint series': nothing to evaluate)
     return found
 
 def _archived_match(sibling: Path, other: dict, want: dict) -> tuple[Path, Path] | None:
@@ -175,6 +175,15 @@ def find_shared_start(exp: ExperimentConfig, out: Path, slug: str) -> tuple[str,
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
+def _weight_file(f: Path) -> bool:
+    return f.is_file() and (f.suffix in WEIGHT_SUFFIXES or f.suffix == ".bin" and f.name != "training_args.bin")
+
+
+def has_weights(run_dir: Path) -> bool:
+    """Whether a finished run still has its final weights (not pruned) to evaluate."""
+    return run_dir.is_dir() and any(_weight_file(f) for f in run_dir.iterdir())
+
+
 def prune_weights(run_dir: Path) -> None:
     """Delete a finished run's checkpoints and weight files; metrics, logs, config and model card stay."""
     import shutil
@@ -182,5 +191,5 @@ def prune_weights(run_dir: Path) -> None:
     for ckpt in run_dir.glob("checkpoint-*"):
         shutil.rmtree(ckpt, ignore_errors=True)
     for f in run_dir.iterdir() if run_dir.is_dir() else []:
-        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or f.suffix == ".bin" and f.name != "training_args.bin"):
+        if _weight_file(f):
             f.unlink()

@@ -25,7 +25,15 @@ from .checkpoints import disk_full_error, last_checkpoint, no_space, run_trainin
 from .datasets import Sources, check_sources, load_datasets, measure_all, read_sources
 from .guard import nonfinite_parameter
 from .model_card import render_model_card
-from .run_dir import INPUTS_FILE, _check_output_dir, check_same_run, input_hashes, prepare_output_dir, run_inputs
+from .run_dir import (
+    INPUTS_FILE,
+    _check_output_dir,
+    check_same_run,
+    finished_run,
+    input_hashes,
+    prepare_output_dir,
+    run_inputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,10 @@ def train(cfg: TrainConfig, overwrite: bool = False, resume: bool = False, progr
     # bad input fails before anything is written: the directory (and a resumed run's settings), the model, the data
     action = _check_output_dir(out_dir, overwrite, resume) if _is_main_process() else None
     outputs.check_apart(out_dir, run_inputs(cfg), "output_dir")
-    if action == "resume":
+    if action in ("resume", "finished"):
         check_same_run(out_dir, cfg)
+    if action == "finished":
+        return finished_run(out_dir, cfg)
     started, wall_started = time.perf_counter(), time.time() - 1.0
     check_precision(cfg)
     check_loadable(cfg.model, cfg.trust_remote_code)

@@ -46,8 +46,9 @@ def prepare_output_dir(path: Path, overwrite: bool, resume: bool) -> outputs.Dir
 
 
 def _check_output_dir(path: Path, overwrite: bool, resume: bool, locked: bool = False) -> str:
-    """What a run will do with ``output_dir`` — ``new``, ``resume``, ``replace`` or ``restart`` (an attempt abandoned
-    before its first checkpoint) — or the one-line error why it cannot; nothing is written. ``locked``: this process
+    """What a run will do with ``output_dir`` — ``new``, ``resume``, ``finished`` (resumed, but it finished and kept
+    no checkpoint: :func:`finished_run`), ``replace`` or ``restart`` (an attempt abandoned before its first
+    checkpoint) — or the one-line error why it cannot; nothing is written. ``locked``: this process
     holds the directory's lock (so it is not probed)."""
     what = "output_dir"
     if path.exists() and not path.is_dir():
@@ -63,10 +64,7 @@ def _check_output_dir(path: Path, overwrite: bool, resume: bool, locked: bool = 
     if resume:
         if kind not in (None, "train") or kind is None and not (path / "config.yaml").is_file():
             raise TasftError(f"{what} {path} holds no tasft training run to resume")
-        if (path / "metrics.json").exists() and last_checkpoint(path) is None:
-            raise TasftError(f"{what} {path} is a finished run that kept no checkpoint to continue from "
-                             "(keep_checkpoints: true keeps them); use --overwrite to train it again")
-        return "resume"
+        return "finished" if (path / "metrics.json").exists() and last_checkpoint(path) is None else "resume"
     if (kind == "train" and not (path / "metrics.json").exists() and last_checkpoint(path) is None
             and not outputs.unexpected_entries(path, ATTEMPT_FILES + SET_ASIDE)):
         return "restart"
@@ -103,6 +101,19 @@ def check_same_run(path: Path, cfg: TrainConfig) -> None:
         raise TasftError(f"output_dir {path} holds a run with other settings ({changes}): --resume only continues "
                          "the same run (use another output_dir, or --overwrite)")
     check_same_inputs(path, cfg, "--resume only continues the same run (use another output_dir, or --overwrite)")
+
+
+def finished_run(path: Path, cfg: TrainConfig) -> dict:
+    """``--resume`` of a run that finished and kept no checkpoint (the default): its metrics when it ran the steps
+    asked for — nothing to do, as for a run resumed at its last step — else the one-line error (no checkpoint to
+    continue a longer run from; training it again from step 0 over the finished weights is ``--overwrite``'s)."""
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    if metrics.get("steps") == cfg.max_steps:
+        log.info("output_dir %s: the run finished its %d steps already", path, cfg.max_steps)
+        return metrics
+    raise TasftError(f"output_dir {path} is a finished run of {metrics.get('steps')} steps that kept no checkpoint "
+                     f"to continue to {cfg.max_steps} from (keep_checkpoints: true keeps them); use --overwrite to "
+                     "train it again")
 
 
 def check_same_inputs(path: Path, cfg: TrainConfig, advice: str) -> None:
