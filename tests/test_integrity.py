@@ -139,6 +139,32 @@ def test_a_run_is_never_resumed_from_a_data_file_that_changed(case, capfd):
     assert "train_data" in err
 
 
+
+def test_an_input_not_on_this_machine_is_named_and_only_reading_results_accepts_it(tmp_path):
+    """A restored study's run recorded its harvested D_h, which a clean clone does not have: --resume and a study
+    that would reuse the run name it as absent (not as changed); reading the finished run's results (--tables-only)
+    accepts it; a file that is there but changed is refused either way."""
+    from tasft.errors import TasftError
+    from tasft.run_config import load_train_config
+    from tasft.training.run_dir import INPUTS_FILE, check_same_inputs, input_hashes
+
+    dh = tmp_path / "harmful_pool.jsonl"
+    write_jsonl(dh, [{"prompt": "p", "response": "r"}])
+    cfg = load_train_config(None, [f"harmful_data.path={dh}", "method=npo"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / INPUTS_FILE).write_text(json.dumps(input_hashes(cfg)))
+    assert "harmful_data" in input_hashes(cfg)
+    check_same_inputs(run, cfg, "advice")  # unchanged: nothing to say
+    dh.unlink()
+    with pytest.raises(TasftError, match=r"\(harmful_data not on this machine\): advice"):
+        check_same_inputs(run, cfg, "advice")
+    check_same_inputs(run, cfg, "advice", absent_ok=True)
+    write_jsonl(dh, [{"prompt": "p", "response": "another"}])
+    for absent_ok in (False, True):
+        with pytest.raises(TasftError, match=r"\(harmful_data changed since\)"):
+            check_same_inputs(run, cfg, "advice", absent_ok=absent_ok)
+
 # ----------------------------------------------------------------------- 2, 3. --overwrite never takes an input
 @pytest.mark.parametrize("setting, expect", [
     ("ta_sft.lambda_reference_run", "is ta_sft.lambda_reference_run, which this command reads"),

@@ -44,17 +44,17 @@ def _train(cfg, run_dir: Path, progress: bool) -> dict:
         return done
     return train(cfg, resume=True, progress=progress)
 
-def _check_unchanged(run_dir: Path, cfg) -> None:
+def _check_unchanged(run_dir: Path, cfg, absent_ok: bool = False) -> None:
     """A point's run was made under the settings the experiment gives it now, from the same input files — else a
     one-line error: a finished point is never reused, nor a started one continued, under settings or from data it
-    was not trained with."""
+    was not trained with. ``absent_ok``: an input not on this machine is accepted (reading results only)."""
     changes = saved_config_changes(run_dir, to_dict(cfg))
     if changes:
         raise TasftError(f"{run_dir}: trained with other settings than the experiment now gives this point "
                          f"({changes}); move its runs/ and evals/ directories away or use another --out")
     from ..training.run_dir import check_same_inputs
 
-    check_same_inputs(run_dir, cfg, "move its runs/ and evals/ directories away or use another --out")
+    check_same_inputs(run_dir, cfg, "move its runs/ and evals/ directories away or use another --out", absent_ok)
 
 
 def _check_same_evaluation(exp: ExperimentConfig, out: Path, config: str) -> dict | None:
@@ -166,7 +166,7 @@ def finished_rows(exp: ExperimentConfig, point: Point, out: Path, own: dict | No
         return rows
     cfg = load_train_config(exp.train_config, point_overrides(point, run_dir))
     if _finished(run_dir) is not None and _finished(eval_dir) is not None:
-        _check_unchanged(run_dir, cfg)
+        _check_unchanged(run_dir, cfg, absent_ok=True)  # a restored study's tables need its points, not their data
         check_evaluated(run_dir, eval_dir)
         return [_row(point, point.x, _finished(run_dir), _finished(eval_dir), eval_dir)]
     state, shared_run, shared_eval = find_shared(exp, cfg, out, own=own)

@@ -116,9 +116,12 @@ def finished_run(path: Path, cfg: TrainConfig) -> dict:
                      "train it again")
 
 
-def check_same_inputs(path: Path, cfg: TrainConfig, advice: str) -> None:
+def check_same_inputs(path: Path, cfg: TrainConfig, advice: str, absent_ok: bool = False) -> None:
     """The one-line error when a file ``cfg`` reads is no longer what the run in ``path`` was made from (its
-    ``inputs.json``; a run written before tasft recorded its inputs is not checked)."""
+    ``inputs.json``; a run written before tasft recorded its inputs is not checked). An input the run recorded that
+    is not on this machine now (a restored study's harvested D_h, say) is named as absent; ``absent_ok`` accepts
+    it — for reading a finished run's results, which needs the run's record, not its inputs (the settings check
+    already holds the file's name fixed)."""
     saved_file = path / INPUTS_FILE
     if not saved_file.is_file():
         return
@@ -128,11 +131,15 @@ def check_same_inputs(path: Path, cfg: TrainConfig, advice: str) -> None:
         raise TasftError(f"{saved_file}: unreadable, so nobody can tell what the run was made from (move the run "
                          "away, or replace it)") from None
     now = input_hashes(cfg)
-    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-    if changed:
-        more = f" and {len(changed) - 2} more" if len(changed) > 2 else ""
-        raise TasftError(f"output_dir {path} holds a run made from other inputs ({', '.join(changed[:2])}{more} "
-                         f"changed since): {advice}")
+    paths = run_inputs(cfg)
+    absent = [k for k in sorted(saved) if k not in now and k in paths and not paths[k].exists()]
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in absent]
+    problems = [f"{k} changed since" for k in changed] + ([] if absent_ok else
+                                                         [f"{k} not on this machine" for k in absent])
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise TasftError(f"output_dir {path} holds a run made from other inputs ({'; '.join(problems[:2])}{more}): "
+                         f"{advice}")
 
 
 def run_inputs(cfg: TrainConfig) -> dict[str, Path]:
@@ -151,7 +158,6 @@ def run_inputs(cfg: TrainConfig) -> dict[str, Path]:
         paths["contrastive.safety_data"] = cfg.contrastive.safety_data
     paths.update(get_method(cfg.method).input_paths(cfg))
     return {k: Path(v).expanduser() for k, v in paths.items() if isinstance(v, str) and v}
-
 
 
 def input_hashes(cfg: TrainConfig) -> dict[str, str]:
