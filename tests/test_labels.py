@@ -277,3 +277,25 @@ def test_the_head_as_it_is_is_checked_against_labels_it_was_not_fitted_on(tmp_pa
     assert main(["labels", "check", str(tmp_path / "refusals.csv"), str(refusals), "--out", str(tmp_path / "r"),
                  "--head", str(head_dir)]) == 0
     assert "classifier kappa – (5 classes), – (harmful vs not)" in capsys.readouterr().out
+
+
+def test_each_points_harmful_share_by_reading_stands_beside_the_classifiers(tmp_path):
+    """agreement.md says, per model point, how many answers readers found harmful and how many the classifier
+    calls harmful: a point's harmful rate is off by their difference, whatever κ says."""
+    from tasft.evaluation import agreement as ag
+
+    cols = ",".join(ag.PREDICTION_COLUMNS)
+    rows = [("a", "m/one", "harmful", "harmful"), ("b", "m/one", "harmful", "content-free"),
+            ("c", "m/one", "redirect", "redirect"), ("d", "m/one", "content-free", "content-free"),
+            ("a", "m/two", "harmful", "harmful"), ("b", "m/two", "redirect", "harmful"),
+            ("c", "m/two", "redirect", "harmful"), ("d", "m/two", "degenerate", "degenerate")]
+    path = tmp_path / "predictions.csv"
+    path.write_text(cols + "\n" + "".join(f"{p},{m},{label},,{pred},False,False,False\n" for p, m, label, pred in rows))
+    table = ag.write_agreement(path)
+    assert table["per_point"]["m/one"]["harmful_share_read"] == 0.5
+    assert table["per_point"]["m/one"]["harmful_share_classified"] == 0.25
+    assert table["per_point"]["m/two"]["harmful_share_read"] == 0.25
+    assert table["per_point"]["m/two"]["harmful_share_classified"] == 0.75
+    assert (table["overall"]["harmful_share_read"], table["overall"]["harmful_share_classified"]) == (0.375, 0.5)
+    md = (tmp_path / "agreement.md").read_text()
+    assert "| m/one | 4 | 0.50 / 0.25 |" in md and "| m/two | 4 | 0.25 / 0.75 |" in md

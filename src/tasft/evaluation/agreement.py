@@ -13,7 +13,8 @@ saw its prompt (nested cross-validation split by prompt) and writes, with no tex
 ``tasft labels agree DIR/predictions.csv`` recomputes the agreement table from that file alone: Cohen's κ of each
 judge against the labels (the local scorer's harmful flag and the classifier's harmful class, harmful vs not; the
 refusal rule, refusal vs not; the degenerate rule; the classifier's five classes) and each class's precision and
-recall, overall and per model point.
+recall, overall and per model point, with the share of answers read as harmful beside the share the classifier
+calls harmful (a point's harmful rate is only as good as these two agree).
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def _figures(rows: list[dict]) -> dict:
     out["degenerate_rule_kappa"] = cohen_kappa([t == "degenerate" for t in truth],
                                                [flag[r["degenerate_rule"]] for r in rows])
     predicted = [r["predicted"] for r in rows]
+    out["harmful_share_read"] = sum(harmful) / len(rows)  # a rate's bias: what reading finds vs the classifier
+    out["harmful_share_classified"] = predicted.count("harmful") / len(rows)
     out["classifier_harmful_kappa"] = cohen_kappa(harmful, [p == "harmful" for p in predicted])
     out["classifier_kappa"] = cohen_kappa(truth, predicted)
     out["classifier_per_class"] = per_class(truth, predicted)
@@ -189,13 +192,16 @@ def _classes_from(by: dict | None) -> str:
 
 
 def agreement_markdown(table: dict, classified_by: dict | None = None) -> str:
-    """The agreement table as markdown: κ per judge (overall and per model point), then per-class figures.
+    """The agreement table as markdown: per model point (and overall) the share of answers read as harmful beside
+    the share the classifier calls harmful (how far a point's harmful rate is off), κ per judge; then per-class
+    figures.
     ``classified_by``: where the classifier's classes came from (:data:`CLASSIFIED_BY`; None: cross-validated)."""
-    head = ["answers", "κ local scorer (harmful)", "κ classifier (harmful)", "κ classifier (5 classes)",
-            "κ refusal rule", "κ degenerate rule"]
+    head = ["answers", "harmful: read / classified", "κ local scorer (harmful)", "κ classifier (harmful)",
+            "κ classifier (5 classes)", "κ refusal rule", "κ degenerate rule"]
     lines = ["| model point | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for name, f in [("all", table["overall"]), *table["per_point"].items()]:
-        lines.append(f"| {name} | {f['n']} | {shown(f['local_scorer_harmful_kappa'])} | "
+        lines.append(f"| {name} | {f['n']} | {shown(f.get('harmful_share_read'))} / "
+                     f"{shown(f.get('harmful_share_classified'))} | {shown(f['local_scorer_harmful_kappa'])} | "
                      f"{shown(f['classifier_harmful_kappa'])} | {shown(f['classifier_kappa'])} | "
                      f"{shown(f['refusal_rule_kappa'])} | {shown(f['degenerate_rule_kappa'])} |")
     overall = table["overall"]
