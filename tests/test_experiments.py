@@ -302,31 +302,41 @@ def test_the_committed_variants_verdicts_follow_from_their_result_files(study):
     assert module.render(results / study) == (results / study / "verdict.md").read_text(encoding="utf-8")
 
 
-def test_the_committed_three_seed_verdict_follows_from_its_result_files():
-    """docs/results/seeds3/verdict.md is what its verdict.py computes from the committed paired.json and the
+THREE_SEED_STUDIES = [  # (study under docs/results, its config, the labels its verdict's trust column reads)
+    ("seeds3", "seeds3.yaml", None),
+    ("gemma_seeds3", "gemma_seeds3.yaml", "labels/gemma_trained/agreement.json"),
+]
+
+
+@pytest.mark.parametrize("study, config, agreement", THREE_SEED_STUDIES)
+def test_the_committed_three_seed_verdict_follows_from_its_result_files(study, config, agreement):
+    """docs/results/<study>/verdict.md is what seeds3/verdict.py computes from the committed paired.json and the
     labelled answers' agreement table."""
     import importlib.util
 
-    folder = Path(__file__).resolve().parents[1] / "docs" / "results" / "seeds3"
-    spec_ = importlib.util.spec_from_file_location("verdict_seeds3", folder / "verdict.py")
+    results = Path(__file__).resolve().parents[1] / "docs" / "results"
+    spec_ = importlib.util.spec_from_file_location("verdict_seeds3", results / "seeds3" / "verdict.py")
     module = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(module)
-    assert module.render(folder) == (folder / "verdict.md").read_text(encoding="utf-8")
+    extra = () if agreement is None else (results / agreement,)
+    assert module.render(results / study, *extra) == (results / study / "verdict.md").read_text(encoding="utf-8")
 
 
 @needs_data
-def test_the_committed_three_seed_tables_rebuild_from_their_archive(tmp_path, monkeypatch):
-    """Restoring docs/results/seeds3's points archive (checked against docs/results/SHA256SUMS) and rebuilding with
+@pytest.mark.parametrize("study, config, agreement", THREE_SEED_STUDIES)
+def test_the_committed_three_seed_tables_rebuild_from_their_archive(tmp_path, monkeypatch, study, config, agreement):
+    """Restoring a study's points archive (checked against docs/results/SHA256SUMS) and rebuilding with
     --tables-only gives the committed tables, paired differences and figures byte for byte; only results.csv's
-    eval_dir column names where the study directory is."""
+    eval_dir column names where the study directory is. The files the points were trained from (a harvested D_h,
+    a reference curve) are not in a clean clone: reading the points' results does not need them."""
     from tasft.experiments import publish, runner
 
     root = Path(__file__).resolve().parents[1]
-    committed = root / "docs" / "results" / "seeds3"
+    committed = root / "docs" / "results" / study
     monkeypatch.chdir(root)
-    out = tmp_path / "results" / "seeds3"
+    out = tmp_path / "results" / study
     publish.restore_points(committed, out)
-    runner.run_experiment("variants", str(root / "configs" / "experiments" / "seeds3.yaml"), out, seeds=3,
+    runner.run_experiment("variants", str(root / "configs" / "experiments" / config), out, seeds=3,
                           tables_only=True, progress=False)
     for name in ("results.md", "paired.json", "pareto_not_safe_vs_reference_nll.png",
                  "harm_suites_safe_rate_vs_harm_suites_degenerate_rate.png"):
