@@ -210,12 +210,14 @@ def test_overwrite_and_resume_exclude_each_other(tiny_model_dir, tiny_data, tmp_
 
 def test_a_resumed_run_reports_whole_run_totals_without_a_false_alarm(tiny_model_dir, tiny_data, tmp_path, capfd,
                                                                      caplog):
-    """2 steps, then --resume to 4: train_tokens and final_train_loss cover all 4 steps, as in one run of 4; the tied
-    lm_head is not reported as a missing key."""
+    """2 steps, then --resume to 4: train_tokens, final_train_loss and train_seconds cover all 4 steps, as in one run
+    of 4 (the seconds: the first invocation's as its checkpoint saved them, plus this one's); the tied lm_head is not
+    reported as a missing key."""
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert main(_argv(tiny_model_dir, tiny_data, whole, max_steps=4, save_steps=2)) == 0
     assert main(_argv(tiny_model_dir, tiny_data, split, max_steps=2, save_steps=2, keep_checkpoints="true")) == 0
     first = _strict(split / "metrics.json")
+    saved = json.loads((split / "checkpoint-2" / "tasft_run_totals.json").read_text())["train_seconds"]
     (split / "metrics.json").unlink()
     capfd.readouterr()
     caplog.clear()
@@ -225,6 +227,8 @@ def test_a_resumed_run_reports_whole_run_totals_without_a_false_alarm(tiny_model
     assert b["resumed_from"].endswith("checkpoint-2") and b["train_tokens"] == a["train_tokens"]
     assert b["train_tokens"] > first["train_tokens"] > 0
     assert b["final_train_loss"] == pytest.approx(a["final_train_loss"], rel=1e-6)
+    assert 0 < saved <= first["train_seconds"] + 0.01 and 0 < b["train_seconds_this_invocation"] < b["train_seconds"]
+    assert b["train_seconds"] == pytest.approx(saved + b["train_seconds_this_invocation"], abs=0.5)
 
 
 def test_outputs_have_ordinary_permissions_and_checkpoints_can_go(tiny_model_dir, tiny_data, tmp_path, capfd):

@@ -136,6 +136,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
     result = run_training(trainer, checkpoint, cfg.max_steps)
     train_seconds = time.perf_counter() - train_start
     tokens, recent, mean_loss = method.totals(trainer, result)
+    # the whole run's training time: a resumed run's earlier invocations count (saved with each checkpoint)
+    run_seconds = trainer.run_totals()["train_seconds"] if hasattr(trainer, "run_totals") else train_seconds
 
     model.eval()
     after = measure_all(model, data, pad_id, cfg.eval_batch_size) if cfg.measure else {}
@@ -150,7 +152,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, tokeni
         "inputs": inputs,  # each input file's SHA-256, each model directory's weights (inputs.json)
         "before": before,
         "after": after,
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(run_seconds, 2),  # the whole run, across resumes
+        "train_seconds_this_invocation": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "train_tokens": tokens,  # the whole run, across resumes (this process)
         "tokens_per_second": round(recent / max(train_seconds, 1e-9), 1) if recent else None,  # this invocation

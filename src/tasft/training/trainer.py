@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -104,7 +105,8 @@ class MethodTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         # whole-run totals (this invocation + what a resumed checkpoint had counted), saved with every checkpoint
         self._run_loss_sum: torch.Tensor | float = 0.0
         self._run_micro_steps = 0
-        self._totals_offset = {"tokens": 0, "loss_sum": 0.0, "micro_steps": 0}
+        self._totals_offset = {"tokens": 0, "loss_sum": 0.0, "micro_steps": 0, "train_seconds": 0.0}
+        self._train_started: float | None = None  # when this invocation's training loop began (train())
         self._last_step, self._micro = -1, 0
         # our losses are per-micro-batch means: let the Trainer divide by the accumulation steps
         self.model_accepts_loss_kwargs = False
@@ -218,12 +220,20 @@ class MethodTrainer(DivergenceGuardMixin, TiedWeightsLoadMixin, Trainer):
         """Non-padding tokens that went through the model in training (D_u and D_h), this process, this invocation."""
         return int(self._tokens_total)
 
+    def train(self, *args, **kwargs):
+        """The Trainer's loop, timed: :meth:`run_totals` counts its seconds toward the whole run's."""
+        self._train_started = time.perf_counter()
+        return super().train(*args, **kwargs)
+
     def run_totals(self) -> dict:
         """Whole-run totals of this process — across a resume — as saved with each checkpoint: ``tokens``,
-        ``loss_sum`` and ``micro_steps`` (their ratio: the mean training loss of the run)."""
+        ``loss_sum`` and ``micro_steps`` (their ratio: the mean training loss of the run), and ``train_seconds``
+        (the training loops' time so far, a resumed run's earlier invocations included)."""
+        now = 0.0 if self._train_started is None else time.perf_counter() - self._train_started
         return {"tokens": self._totals_offset["tokens"] + int(self._tokens_total),
                 "loss_sum": self._totals_offset["loss_sum"] + float(self._run_loss_sum),
-                "micro_steps": self._totals_offset["micro_steps"] + self._run_micro_steps}
+                "micro_steps": self._totals_offset["micro_steps"] + self._run_micro_steps,
+                "train_seconds": self._totals_offset["train_seconds"] + now}
 
     def restore_run_totals(self, checkpoint: str | Path) -> None:
         """Continue the totals of ``checkpoint`` (a checkpoint written before totals were saved counts from 0)."""
