@@ -14,7 +14,8 @@ saw its prompt (nested cross-validation split by prompt) and writes, with no tex
 judge against the labels (the local scorer's harmful flag and the classifier's harmful class, harmful vs not; the
 refusal rule, refusal vs not; the degenerate rule; the classifier's five classes) and each class's precision and
 recall, overall and per model point, with the share of answers read as harmful beside the share the classifier
-calls harmful (a point's harmful rate is only as good as these two agree).
+calls harmful on the same answers (a point's harmful rate is only as good as these two agree; with 30 answers a
+point, either share carries about ±0.15 of sampling noise).
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ def _classes_from(by: dict | None) -> str:
 
 def agreement_markdown(table: dict, classified_by: dict | None = None) -> str:
     """The agreement table as markdown: per model point (and overall) the share of answers read as harmful beside
-    the share the classifier calls harmful (how far a point's harmful rate is off), κ per judge; then per-class
-    figures.
+    the share the classifier calls harmful on the same answers (how far a point's harmful rate is off, up to the
+    sample's own noise), κ per judge; then per-class figures.
     ``classified_by``: where the classifier's classes came from (:data:`CLASSIFIED_BY`; None: cross-validated)."""
     head = ["answers", "harmful: read / classified", "κ local scorer (harmful)", "κ classifier (harmful)",
             "κ classifier (5 classes)", "κ refusal rule", "κ degenerate rule"]

@@ -120,8 +120,9 @@ def check_same_inputs(path: Path, cfg: TrainConfig, advice: str, absent_ok: bool
     """The one-line error when a file ``cfg`` reads is no longer what the run in ``path`` was made from (its
     ``inputs.json``; a run written before tasft recorded its inputs is not checked). An input the run recorded that
     is not on this machine now (a restored study's harvested D_h, say) is named as absent; ``absent_ok`` accepts
-    it — for reading a finished run's results, which needs the run's record, not its inputs (the settings check
-    already holds the file's name fixed)."""
+    it with a warning — for reading a finished run's results, which needs the run's record, not its inputs. An
+    absent input is not checked at all: only its name in the settings is (and a moved run's paths match by their
+    last two parts), so the warning says which inputs went unchecked."""
     saved_file = path / INPUTS_FILE
     if not saved_file.is_file():
         return
@@ -134,12 +135,17 @@ def check_same_inputs(path: Path, cfg: TrainConfig, advice: str, absent_ok: bool
     paths = run_inputs(cfg)
     absent = [k for k in sorted(saved) if k not in now and k in paths and not paths[k].exists()]
     changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in absent]
-    problems = [f"{k} changed since" for k in changed] + ([] if absent_ok else
-                                                         [f"{k} not on this machine" for k in absent])
-    if problems:
-        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
-        raise TasftError(f"output_dir {path} holds a run made from other inputs ({'; '.join(problems[:2])}{more}): "
-                         f"{advice}")
+    if changed:
+        more = f" and {len(changed) - 2} more" if len(changed) > 2 else ""
+        raise TasftError(f"output_dir {path} holds a run made from other inputs ({', '.join(changed[:2])}{more} "
+                         f"changed since): {advice}")
+    named = ", ".join(f"{k} ({paths[k]})" for k in absent)
+    if absent and not absent_ok:
+        raise TasftError(f"output_dir {path}: the run's inputs {named} are not on this machine, so nobody can "
+                         f"check them: {advice}")
+    if absent:
+        log.warning("%s: reading its recorded results; its inputs %s are not on this machine and were not checked",
+                    path, named)
 
 
 def run_inputs(cfg: TrainConfig) -> dict[str, Path]:
