@@ -57,6 +57,32 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
         runner.run_experiment("contrastive", str(third), results / "other", progress=False)
 
 
+
+@needs_data
+def test_a_siblings_point_made_from_another_data_file_is_not_shared(tmp_path, tiny_model_dir, tiny_data,
+                                                                     monkeypatch):
+    """The same settings and file name, but the D_h file changed since the sibling trained on it: the point is
+    trained again here, not passed off as finished; the sibling's own points stay as they are."""
+    monkeypatch.setattr(judges, "load_judge", lambda name, options=None: keyword_judge())
+    data = {**tiny_data, "harmful": tmp_path / "dh.jsonl"}
+    data["harmful"].write_bytes(tiny_data["harmful"].read_bytes())
+    results = tmp_path / "results"
+    runner.run_experiment("lambda", str(_study(tmp_path, tiny_model_dir, data, "a", "lambda", ONE_POINT)),
+                          results / "lambda", progress=False)
+    lines = data["harmful"].read_text().splitlines()
+    data["harmful"].write_text("\n".join(reversed(lines)) + "\n")  # other content under the same name
+
+    def fail(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr("tasft.training.pipeline.train", fail)
+    second = _study(tmp_path, tiny_model_dir, data, "b", "contrastive", [{**ONE_POINT[0], "name": "emd again"}])
+    with pytest.raises(AssertionError, match="trained again"):
+        runner.run_experiment("contrastive", str(second), results / "contrastive", progress=False)
+    data["harmful"].write_text("\n".join(lines) + "\n")  # the file as the sibling's point was made from: shared
+    (row,) = runner.run_experiment("contrastive", str(second), results / "contrastive2", progress=False)
+    assert row["eval_dir"].endswith("lambda/evals/emd__x0.5__seed0")
+
 def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
     exp = study.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))
     results = tmp_path / "results"

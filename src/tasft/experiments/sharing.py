@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from ..errors import TasftError
 from ..io_utils import read_json_object
 from ..run_changes import comparable
 from ..run_config import load_train_config
+from ..training.run_dir import input_differences, input_hashes
 from .study import ExperimentConfig, StudyEvaluation, plan, point_overrides
+
+log = logging.getLogger(__name__)
 
 
 class PointBusy(Exception):
@@ -117,6 +121,7 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path, own: dict | None = None
     if own is not None and (archived := _archived_match(out, own, want)) is not None:
         return "done", *archived
     found: tuple[str, Path | None, Path | None] = ("none", None, None)
+    now: dict[str, str] | None = None  # cfg's input files' hashes, computed once a sibling's settings match
     for sibling, other in _siblings(exp, out):
         if (archived := _archived_match(sibling, other, want)) is not None:
             return "done", *archived
@@ -124,6 +129,14 @@ def find_shared(exp: ExperimentConfig, cfg, out: Path, own: dict | None = None
             if comparable(yaml.safe_load(config_file.read_text(encoding="utf-8"))) != want:
                 continue
             run_dir = config_file.parent
+            now = input_hashes(cfg) if now is None else now
+            try:
+                changed = input_differences(run_dir, cfg, now)[0]
+            except TasftError:  # its record of its inputs is unreadable: nobody can tell what it was made from
+                changed = ["inputs.json"]
+            if changed:  # the same settings, but made from other data (a file changed under the same name)
+                log.info("%s: same settings, made from other inputs (%s): not shared", run_dir, ", ".join(changed))
+                continue
             evals = [sibling / "evals" / run_dir.name, *_evaluations_of(exp, out, run_dir)]
             done = next((e for e in evals if (e / "metrics.json").is_file()), None)
             if (run_dir / "metrics.json").is_file() and done is not None:

@@ -123,18 +123,7 @@ def check_same_inputs(path: Path, cfg: TrainConfig, advice: str, absent_ok: bool
     it with a warning — for reading a finished run's results, which needs the run's record, not its inputs. An
     absent input is not checked at all: only its name in the settings is (and a moved run's paths match by their
     last two parts), so the warning says which inputs went unchecked."""
-    saved_file = path / INPUTS_FILE
-    if not saved_file.is_file():
-        return
-    try:
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise TasftError(f"{saved_file}: unreadable, so nobody can tell what the run was made from (move the run "
-                         "away, or replace it)") from None
-    now = input_hashes(cfg)
-    paths = run_inputs(cfg)
-    absent = [k for k in sorted(saved) if k not in now and k in paths and not paths[k].exists()]
-    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in absent]
+    changed, absent, paths = input_differences(path, cfg)
     if changed:
         more = f" and {len(changed) - 2} more" if len(changed) > 2 else ""
         raise TasftError(f"output_dir {path} holds a run made from other inputs ({', '.join(changed[:2])}{more} "
@@ -146,6 +135,26 @@ def check_same_inputs(path: Path, cfg: TrainConfig, advice: str, absent_ok: bool
     if absent:
         log.warning("%s: reading its recorded results; its inputs %s are not on this machine and were not checked",
                     path, named)
+
+
+def input_differences(path: Path, cfg: TrainConfig, now: dict[str, str] | None = None
+                      ) -> tuple[list[str], list[str], dict[str, Path]]:
+    """(inputs that changed since the run in ``path`` recorded them, inputs it recorded that are not on this machine,
+    every input's path) against ``cfg``'s files now (``now``: their :func:`input_hashes`, if already computed); a
+    run that recorded no ``inputs.json`` has no differences. An unreadable record is a one-line error."""
+    paths = run_inputs(cfg)
+    saved_file = path / INPUTS_FILE
+    if not saved_file.is_file():
+        return [], [], paths
+    try:
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise TasftError(f"{saved_file}: unreadable, so nobody can tell what the run was made from (move the run "
+                         "away, or replace it)") from None
+    now = input_hashes(cfg) if now is None else now
+    absent = [k for k in sorted(saved) if k not in now and k in paths and not paths[k].exists()]
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and k not in absent]
+    return changed, absent, paths
 
 
 def run_inputs(cfg: TrainConfig) -> dict[str, Path]:
