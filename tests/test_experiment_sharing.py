@@ -57,7 +57,6 @@ def test_sibling_study_reuses_a_finished_point_and_prunes(tmp_path, tiny_model_d
         runner.run_experiment("contrastive", str(third), results / "other", progress=False)
 
 
-
 @needs_data
 def test_a_siblings_point_made_from_another_data_file_is_not_shared(tmp_path, tiny_model_dir, tiny_data,
                                                                      monkeypatch):
@@ -82,6 +81,7 @@ def test_a_siblings_point_made_from_another_data_file_is_not_shared(tmp_path, ti
     data["harmful"].write_text("\n".join(lines) + "\n")  # the file as the sibling's point was made from: shared
     (row,) = runner.run_experiment("contrastive", str(second), results / "contrastive2", progress=False)
     assert row["eval_dir"].endswith("lambda/evals/emd__x0.5__seed0")
+
 
 def test_a_point_a_sibling_is_training_waits_then_trains_here(tmp_path, tiny_model_dir, tiny_data, monkeypatch):
     exp = study.load_experiment(_study(tmp_path, tiny_model_dir, tiny_data, "a", "lambda", ONE_POINT))

@@ -139,7 +139,6 @@ def test_a_run_is_never_resumed_from_a_data_file_that_changed(case, capfd):
     assert "train_data" in err
 
 
-
 def test_an_input_not_on_this_machine_is_named_and_only_reading_results_accepts_it(tmp_path, caplog):
     """A restored study's run recorded its harvested D_h, which a clean clone does not have: --resume and a study
     that would reuse the run name it as absent (not as changed); reading the finished run's results (--tables-only)
@@ -166,6 +165,7 @@ def test_an_input_not_on_this_machine_is_named_and_only_reading_results_accepts_
     for absent_ok in (False, True):
         with pytest.raises(TasftError, match=r"\(harmful_data changed since\)"):
             check_same_inputs(run, cfg, "advice", absent_ok=absent_ok)
+
 
 # ----------------------------------------------------------------------- 2, 3. --overwrite never takes an input
 @pytest.mark.parametrize("setting, expect", [

@@ -201,8 +201,8 @@ def agreement_markdown(table: dict, classified_by: dict | None = None) -> str:
             "κ classifier (5 classes)", "κ refusal rule", "κ degenerate rule"]
     lines = ["| model point | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for name, f in [("all", table["overall"]), *table["per_point"].items()]:
-        lines.append(f"| {name} | {f['n']} | {shown(f.get('harmful_share_read'))} / "
-                     f"{shown(f.get('harmful_share_classified'))} | {shown(f['local_scorer_harmful_kappa'])} | "
+        lines.append(f"| {name} | {f['n']} | {shown(f['harmful_share_read'])} / "
+                     f"{shown(f['harmful_share_classified'])} | {shown(f['local_scorer_harmful_kappa'])} | "
                      f"{shown(f['classifier_harmful_kappa'])} | {shown(f['classifier_kappa'])} | "
                      f"{shown(f['refusal_rule_kappa'])} | {shown(f['degenerate_rule_kappa'])} |")
     overall = table["overall"]
